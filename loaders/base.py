@@ -1,0 +1,451 @@
+"""The version-aware, case-level merge shared by the SQL loaders (SQLAlchemy Core).
+
+One file is loaded in one transaction: its staged CSVs go into temporary staging tables through
+the dialect's native bulk path, then each case is decided against the database:
+
+* ``insert``: the case is new;
+* ``update``: the staged version is strictly newer (C.1.5 instant, then N.2.r.4), so the master
+  row and *all* child rows are replaced, and children a follow-up withdrew disappear;
+* ``nullify``: the newer version is a nullification (C.1.11.1 = 1): the case is marked nullified;
+* ``skip``: older or identical versions change nothing.
+
+Several versions of a case in one file resolve to the newest before this decision.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from io import IOBase
+from typing import Any
+
+from sqlalchemy import Column, MetaData, Table, create_engine, func, inspect, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.type_api import TypeEngine
+from sqlalchemy.types import Boolean, DateTime, Float, Integer, LargeBinary
+
+from loaders.interface import LoaderInterface
+from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.schema import (
+    AUDIT_LATEST_VIEW,
+    AUDIT_TABLE,
+    CASE_TABLE_NAMES,
+    FILE_HISTORY_TABLE,
+    JSON_DOCUMENT,
+    MESSAGE_POSITION,
+    QUARANTINE_TABLE,
+    build_metadata,
+)
+from py_load_eudravigilance.staging import STAGED_COLUMNS, utc_now
+
+log = logging.getLogger(__name__)
+# Included documents travel as one CSV field; the XML parser already caps a text node at 10 MB
+csv.field_size_limit(64 * 1024 * 1024)
+
+MASTER = "icsr_master"
+BATCHES = "message_batches"
+DECISIONS = "stg_case_decisions"
+# Columns a nullification carries onto the master row it marks
+NULLIFICATION_COLUMNS = (
+    "nullification_amendment",
+    "nullification_amendment_reason",
+    "most_recent_info_date",
+    "most_recent_info_date_utc",
+    "most_recent_info_date_precision",
+    "message_id",
+    "message_creation_time",
+    "message_creation_time_utc",
+    "message_creation_time_precision",
+    "source_file_name",
+    "source_file_sha256",
+    MESSAGE_POSITION,
+)
+
+
+@dataclass
+class LoadOutcome:
+    """What loading one file did; also written to ``etl_file_history``."""
+
+    file_name: str
+    file_sha256: str
+    status: str = "completed"
+    messages_total: int = 0
+    cases_inserted: int = 0
+    cases_updated: int = 0
+    cases_skipped_older: int = 0
+    cases_nullified: int = 0
+    messages_rejected: int = 0
+    row_counts: dict[str, int] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SchemaReport:
+    missing_tables: list[str] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    mistyped_columns: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_tables or self.missing_columns or self.mistyped_columns)
+
+
+_TYPE_FAMILIES: tuple[tuple[type[TypeEngine], str], ...] = (
+    (Boolean, "boolean"),
+    (DateTime, "timestamp"),
+    (Float, "float"),
+    (Integer, "integer"),
+    (LargeBinary, "binary"),
+)
+
+
+def type_family(sql_type: TypeEngine) -> str:
+    """A coarse type family, comparable between declared and reflected columns."""
+    for base, family in _TYPE_FAMILIES:
+        if isinstance(sql_type, base):
+            return family
+    name = type(sql_type).__name__.upper()
+    if "BOOL" in name:
+        return "boolean"
+    if "TIMESTAMP" in name or "DATETIME" in name:
+        return "timestamp"
+    if name in ("REAL", "DOUBLE", "DOUBLE_PRECISION", "NUMERIC", "FLOAT"):
+        return "float"
+    if "INT" in name:
+        return "integer"
+    if name in ("BYTEA", "BLOB"):
+        return "binary"
+    return "text"
+
+
+def schema_definition(metadata: MetaData) -> dict[str, dict[str, str]]:
+    """Table -> column -> type family: the form ``validate_schema`` compares."""
+    return {table.name: {column.name: type_family(column.type) for column in table.columns} for table in metadata.sorted_tables}
+
+
+class SQLAlchemyLoader(LoaderInterface):
+    """Shared implementation; dialect loaders supply the bulk path and locking."""
+
+    #: number of attempts for a file when the database reports a deadlock/serialization failure
+    max_attempts = 5
+
+    def __init__(self, dsn_or_engine: str | Engine, schema: str | None = None) -> None:
+        self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
+        self.schema = schema
+        self.metadata = build_metadata(schema)
+        self.last_outcome: LoadOutcome | None = None
+
+    # -- schema -------------------------------------------------------------------------------
+    def table(self, name: str) -> Table:
+        key = f"{self.schema}.{name}" if self.schema else name
+        return self.metadata.tables[key]
+
+    def quote(self, name: str) -> str:
+        return self.engine.dialect.identifier_preparer.quote(name)
+
+    def qualified(self, name: str) -> str:
+        prefix = f"{self.quote(self.schema)}." if self.schema else ""
+        return prefix + self.quote(name)
+
+    def create_all_tables(self) -> None:
+        self.metadata.create_all(self.engine)
+        audit, view = self.qualified(AUDIT_TABLE), self.qualified(AUDIT_LATEST_VIEW)
+        case, c15, n24 = self.quote(CASE_KEY), self.quote("most_recent_info_date_utc"), self.quote("message_creation_time_utc")
+        with self.engine.begin() as conn:
+            if AUDIT_LATEST_VIEW not in inspect(conn).get_view_names(schema=self.schema):
+                conn.execute(
+                    text(
+                        f"CREATE VIEW {view} AS SELECT * FROM ("
+                        f"SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.{case} ORDER BY a.{c15} DESC, "
+                        f"a.{n24} DESC, a.{self.quote('audit_id')} DESC) AS version_rank FROM {audit} a) ranked "
+                        "WHERE version_rank = 1"
+                    )
+                )
+
+    def schema_report(self, definition: dict[str, dict[str, str]] | None = None) -> SchemaReport:
+        expected = definition or schema_definition(self.metadata)
+        inspector = inspect(self.engine)
+        present = set(inspector.get_table_names(schema=self.schema))
+        report = SchemaReport()
+        for table, columns in expected.items():
+            if table not in present:
+                report.missing_tables.append(table)
+                continue
+            actual = {c["name"]: type_family(c["type"]) for c in inspector.get_columns(table, schema=self.schema)}
+            for column, family in columns.items():
+                if column not in actual:
+                    report.missing_columns.append(f"{table}.{column}")
+                elif actual[column] != family and not (family == "float" and actual[column] == "integer"):
+                    report.mistyped_columns.append(f"{table}.{column}: expected {family}, found {actual[column]}")
+            report.extra_columns.extend(f"{table}.{c}" for c in actual if c not in columns)
+        return report
+
+    def validate_schema(self, schema_definition_: dict[str, Any] | None = None) -> bool:
+        return self.schema_report(schema_definition_).ok
+
+    def get_completed_file_hashes(self) -> set[str]:
+        history = self.table(FILE_HISTORY_TABLE)
+        with self.engine.connect() as conn:
+            return set(conn.scalars(select(history.c.file_sha256).where(history.c.status == "completed")))
+
+    # -- staging --------------------------------------------------------------------------------
+    def staging_name(self, target_table: str) -> str:
+        return f"stg_{target_table}"
+
+    def staging_table(self, target_table: str) -> Table:
+        target = self.table(target_table)
+        columns = []
+        for name in STAGED_COLUMNS[target_table]:
+            column_type = target.c[name].type if name in target.c else Integer()
+            if name == "payload":
+                column_type = JSON_DOCUMENT
+            columns.append(Column(name, column_type))
+        return Table(self.staging_name(target_table), MetaData(), *columns, prefixes=["TEMPORARY"])
+
+    def prepare_load(self, conn: Connection, target_table: str, load_mode: str) -> str:
+        if load_mode == "full":
+            conn.execute(self.table(target_table).delete())
+        staging = self.staging_table(target_table)
+        staging.drop(conn, checkfirst=True)
+        staging.create(conn)
+        return staging.name
+
+    # -- merge ----------------------------------------------------------------------------------
+    def acquire_merge_lock(self, conn: Connection) -> None:
+        """Serialize merges so concurrent loads end as a sequential load would (dialect hook)."""
+
+    def handle_upsert(
+        self, conn: Connection, staging_table: str, target_table: str, primary_keys: list[str], version_key: str | None
+    ) -> None:
+        """Replace the rows of every decided case with the winning version's staged rows."""
+        target = self.qualified(target_table)
+        key = self.quote(CASE_KEY)
+        replaced = f"SELECT {key} FROM {self.quote(DECISIONS)} WHERE action IN ('insert', 'update')"
+        conn.execute(text(f"DELETE FROM {target} WHERE {key} IN ({replaced})"))
+        columns = [c.name for c in self.table(target_table).columns if c.name in STAGED_COLUMNS[target_table]]
+        listed = ", ".join(self.quote(c) for c in columns)
+        selected = ", ".join(f"s.{self.quote(c)}" for c in columns)
+        version = self.quote(version_key or MESSAGE_POSITION)
+        extra, params = "", {}
+        if target_table == MASTER:
+            listed += f", {self.quote('loaded_at')}"
+            selected += ", :loaded_at"
+            params["loaded_at"] = utc_now()
+        conn.execute(
+            text(
+                f"INSERT INTO {target} ({listed}) SELECT {selected} FROM {self.quote(staging_table)} s "
+                f"JOIN {self.quote(DECISIONS)} d ON d.{key} = s.{key} AND d.{version} = s.{version} "
+                f"WHERE d.action IN ('insert', 'update'){extra}"
+            ),
+            params,
+        )
+
+    def _decide(self, conn: Connection) -> dict[str, int]:
+        """Create the decisions table: one row per staged case with its action."""
+        q = self.quote
+        key, c15, n24, pos = q(CASE_KEY), q("most_recent_info_date_utc"), q("message_creation_time_utc"), q(MESSAGE_POSITION)
+        floor = "'0001-01-01 00:00:00'"
+        conn.execute(text(f"DROP TABLE IF EXISTS {q(DECISIONS)}"))
+        conn.execute(
+            text(
+                f"CREATE TEMPORARY TABLE {q(DECISIONS)} AS "
+                f"WITH ranked AS (SELECT {key}, {pos}, {c15} AS c15, {n24} AS n24, {q('is_nullified')} AS nullification, "
+                f"ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {c15} DESC, COALESCE({n24}, {floor}) DESC, {pos} DESC) AS rank_in_file "
+                f"FROM {q(self.staging_name(MASTER))}) "
+                f"SELECT r.{key}, r.{pos}, r.nullification, CASE "
+                f"WHEN t.{key} IS NULL THEN 'insert' "
+                f"WHEN r.c15 > t.{c15} OR (r.c15 = t.{c15} AND COALESCE(r.n24, {floor}) > COALESCE(t.{n24}, {floor})) "
+                "THEN CASE WHEN r.nullification THEN 'nullify' ELSE 'update' END "
+                "ELSE 'skip' END AS action "
+                f"FROM ranked r LEFT JOIN {self.qualified(MASTER)} t ON t.{key} = r.{key} WHERE r.rank_in_file = 1"
+            )
+        )
+        counts = dict(conn.execute(text(f"SELECT action, COUNT(*) FROM {q(DECISIONS)} GROUP BY action")).all())
+        nullified = conn.scalar(
+            text(f"SELECT COUNT(*) FROM {q(DECISIONS)} WHERE nullification AND action IN ('insert', 'update', 'nullify')")
+        )
+        counts["nullified"] = nullified or 0
+        return counts
+
+    def _mark_nullified(self, conn: Connection) -> None:
+        q = self.quote
+        key = q(CASE_KEY)
+        columns = ", ".join(q(c) for c in NULLIFICATION_COLUMNS)
+        selected = ", ".join(f"s.{q(c)}" for c in NULLIFICATION_COLUMNS)
+        conn.execute(
+            text(
+                f"UPDATE {self.qualified(MASTER)} SET {q('is_nullified')} = :yes, {q('loaded_at')} = :now, ({columns}) = "
+                f"(SELECT {selected} FROM {q(self.staging_name(MASTER))} s JOIN {q(DECISIONS)} d "
+                f"ON d.{key} = s.{key} AND d.{q(MESSAGE_POSITION)} = s.{q(MESSAGE_POSITION)} "
+                f"WHERE s.{key} = {self.qualified(MASTER)}.{key}) "
+                f"WHERE {key} IN (SELECT {key} FROM {q(DECISIONS)} WHERE action = 'nullify')"
+            ),
+            {"yes": True, "now": utc_now()},
+        )
+
+    def _append_file_rows(self, conn: Connection, target_table: str, file_hash: str, unique: tuple[str, ...] = ()) -> None:
+        """Insert staged audit/quarantine/batch rows; re-loading a file never duplicates them."""
+        q = self.quote
+        target = self.qualified(target_table)
+        staged = [c for c in STAGED_COLUMNS[target_table]]
+        listed = ", ".join(q(c) for c in staged)
+        selected = ", ".join(f"s.{q(c)}" for c in staged)
+        stamp_column = {AUDIT_TABLE: "loaded_at", QUARANTINE_TABLE: "quarantined_at"}.get(target_table)
+        params: dict[str, Any] = {"file_hash": file_hash}
+        if stamp_column:
+            listed += f", {q(stamp_column)}"
+            selected += ", :stamp"
+            params["stamp"] = utc_now()
+        if unique:
+            condition = " AND ".join(f"a.{q(c)} = s.{q(c)}" for c in unique)
+            where = f"WHERE NOT EXISTS (SELECT 1 FROM {target} a WHERE {condition})"
+        else:
+            conn.execute(text(f"DELETE FROM {target} WHERE {q('file_sha256')} = :file_hash"), params)
+            where = ""
+        conn.execute(text(f"INSERT INTO {target} ({listed}) SELECT {selected} FROM {q(self.staging_name(target_table))} s {where}"), params)
+
+    def _record_history(self, conn: Connection, outcome: LoadOutcome, load_mode: str, started_at: datetime) -> None:
+        history = self.table(FILE_HISTORY_TABLE)
+        conn.execute(history.delete().where(history.c.file_sha256 == outcome.file_sha256))
+        conn.execute(
+            history.insert().values(
+                file_sha256=outcome.file_sha256,
+                file_name=outcome.file_name,
+                status=outcome.status,
+                load_mode=load_mode,
+                started_at=started_at,
+                finished_at=utc_now(),
+                duration_seconds=outcome.duration_seconds,
+                messages_total=outcome.messages_total,
+                cases_inserted=outcome.cases_inserted,
+                cases_updated=outcome.cases_updated,
+                cases_skipped_older=outcome.cases_skipped_older,
+                cases_nullified=outcome.cases_nullified,
+                messages_rejected=outcome.messages_rejected,
+                row_counts=outcome.row_counts,
+                error=outcome.error,
+            )
+        )
+
+    def record_failure(self, file_name: str, file_hash: str, load_mode: str, error: str, started_at: datetime) -> None:
+        """Mark a file failed in its own transaction (the load's transaction was rolled back)."""
+        outcome = LoadOutcome(file_name=file_name, file_sha256=file_hash, status="failed", error=error)
+        with self.engine.begin() as conn:
+            self._record_history(conn, outcome, load_mode, started_at)
+
+    def is_retryable(self, error: DBAPIError) -> bool:
+        return False
+
+    def load_normalized_data(
+        self, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, file_path: str, file_hash: str
+    ) -> None:
+        started_at, clock = utc_now(), time.perf_counter()
+        outcome = LoadOutcome(file_name=file_path, file_sha256=file_hash, row_counts=dict(row_counts))
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                with self.engine.begin() as conn:
+                    self._load_file(conn, buffers, row_counts, load_mode, outcome)
+                    outcome.duration_seconds = time.perf_counter() - clock
+                    self._record_history(conn, outcome, load_mode, started_at)
+                break
+            except DBAPIError as exc:
+                if attempt == self.max_attempts or not self.is_retryable(exc):
+                    raise
+                log.warning("retrying %s after a transient database error (attempt %d)", file_path, attempt)
+                for buffer in buffers.values():
+                    buffer.seek(0)
+                time.sleep(0.05 * attempt)
+        self.last_outcome = outcome
+
+    def _load_file(
+        self, conn: Connection, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, outcome: LoadOutcome
+    ) -> None:
+        staged_tables = [t for t in (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES) if t in buffers]
+        for table in staged_tables:
+            mode = load_mode if table in CASE_TABLE_NAMES or table == BATCHES else "delta"
+            staging = self.prepare_load(conn, table, mode)
+            if row_counts.get(table):
+                self.bulk_load_native(conn, buffers[table], staging, STAGED_COLUMNS[table])
+        outcome.messages_total = row_counts.get(AUDIT_TABLE, 0) + row_counts.get(QUARANTINE_TABLE, 0)
+        self.acquire_merge_lock(conn)
+        counts = self._decide(conn)
+        for table in CASE_TABLE_NAMES:
+            if table in buffers:
+                self.handle_upsert(conn, self.staging_name(table), table, [CASE_KEY], MESSAGE_POSITION)
+        self._mark_nullified(conn)
+        if AUDIT_TABLE in buffers:
+            self._append_file_rows(conn, AUDIT_TABLE, outcome.file_sha256, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
+        if QUARANTINE_TABLE in buffers:
+            self._append_file_rows(conn, QUARANTINE_TABLE, outcome.file_sha256)
+            outcome.messages_rejected = (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(self.staging_table(QUARANTINE_TABLE))
+                    .where(text(f"{self.quote(MESSAGE_POSITION)} IS NOT NULL"))
+                )
+                or 0
+            )
+            outcome.messages_total = row_counts.get(AUDIT_TABLE, 0) + outcome.messages_rejected
+            file_error = conn.scalar(
+                select(text(self.quote("reason")))
+                .select_from(self.staging_table(QUARANTINE_TABLE))
+                .where(text(f"{self.quote(MESSAGE_POSITION)} IS NULL"))
+                .limit(1)
+            )
+            if file_error:
+                outcome.status, outcome.error = "partial", file_error
+        if BATCHES in buffers:
+            self._append_file_rows(conn, BATCHES, outcome.file_sha256)
+        outcome.cases_inserted = counts.get("insert", 0)
+        outcome.cases_updated = counts.get("update", 0) + counts.get("nullify", 0)
+        outcome.cases_skipped_older = counts.get("skip", 0)
+        outcome.cases_nullified = counts.get("nullified", 0)
+        self.drop_staging(conn, staged_tables)
+
+    def drop_staging(self, conn: Connection, tables: list[str]) -> None:
+        for table in tables:
+            conn.execute(text(f"DROP TABLE IF EXISTS {self.quote(self.staging_name(table))}"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {self.quote(DECISIONS)}"))
+
+    def load_audit_data(self, buffer: IOBase, row_count: int, load_mode: str, file_path: str, file_hash: str) -> None:
+        with self.engine.begin() as conn:
+            staging = self.prepare_load(conn, AUDIT_TABLE, "delta")
+            if row_count:
+                self.bulk_load_native(conn, buffer, staging, STAGED_COLUMNS[AUDIT_TABLE])
+            self._append_file_rows(conn, AUDIT_TABLE, file_hash, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
+            self.drop_staging(conn, [AUDIT_TABLE])
+
+
+def read_csv_rows(data_stream: IOBase, columns: list[str], types: dict[str, TypeEngine]) -> Iterator[dict[str, Any]]:
+    """Rows of a staged CSV, converted to Python values for drivers without a CSV bulk path."""
+    converters = {name: _converter(types[name]) for name in columns}
+    for record in csv.reader(data_stream):  # type: ignore[arg-type]
+        yield {name: (converters[name](value) if value != "" else None) for name, value in zip(columns, record, strict=False)}
+
+
+def _converter(sql_type: TypeEngine) -> Any:
+    family = type_family(sql_type)
+    if family == "boolean":
+        return lambda v: v == "true"
+    if family == "integer":
+        return int
+    if family == "float":
+        return float
+    if family == "timestamp":
+        return datetime.fromisoformat
+    if family == "binary":
+        return lambda v: bytes.fromhex(v[2:])
+    if "JSON" in type(sql_type).__name__.upper() or getattr(sql_type, "impl", None) is not None and "JSON" in repr(sql_type):
+        return json.loads
+    return str

@@ -1,0 +1,44 @@
+"""Choose the loader for a DSN or engine by its SQLAlchemy backend name, through entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from sqlalchemy.engine import Engine, make_url
+
+from loaders.interface import LoaderInterface
+
+ENTRY_POINT_GROUP = "py_load_eudravigilance.loaders"
+
+
+class UnknownLoaderError(LookupError):
+    """No installed loader is registered for the DSN's backend."""
+
+
+def backend_name(dsn_or_engine: str | Engine) -> str:
+    """``redshift+psycopg2://...`` -> ``redshift``, without importing the driver."""
+    if isinstance(dsn_or_engine, Engine):
+        return dsn_or_engine.dialect.name
+    return make_url(dsn_or_engine).get_backend_name()
+
+
+def installed_loaders() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def get_loader_class(dsn_or_engine: str | Engine) -> type[LoaderInterface]:
+    name = backend_name(dsn_or_engine)
+    available = installed_loaders()
+    if name not in available:
+        listing = ", ".join(sorted(available)) or "none"
+        raise UnknownLoaderError(f"no loader registered for database backend '{name}'; installed loaders: {listing}")
+    loader_class = available[name].load()
+    if not (isinstance(loader_class, type) and issubclass(loader_class, LoaderInterface)):
+        raise UnknownLoaderError(f"entry point '{name}' does not name a LoaderInterface class")
+    return loader_class
+
+
+def get_loader(dsn_or_engine: str | Engine, **options: Any) -> LoaderInterface:
+    """Instantiate the loader registered for the DSN's (or engine's) backend."""
+    return get_loader_class(dsn_or_engine)(dsn_or_engine, **options)

@@ -1,0 +1,77 @@
+"""Streaming, hardened reader of E2B(R3) files.
+
+Accepts ``MCCI_IN200100UV01`` batches and single ``PORR_IN049016UV`` messages, pretty-printed or
+on one line. Messages are yielded one at a time and freed once the caller is done with them, so
+memory stays flat however large the file. DTDs and entities are refused, nothing is fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import IO
+
+from lxml import etree
+
+from py_load_eudravigilance.errors import HostileXMLError, MalformedXMLError, NotE2BError
+from py_load_eudravigilance.mapping.dictionary import HL7_NS
+
+BATCH_TAG = f"{{{HL7_NS}}}MCCI_IN200100UV01"
+MESSAGE_TAG = f"{{{HL7_NS}}}PORR_IN049016UV"
+
+
+class BatchReader:
+    """Iterate over the messages of one file; afterwards ``root`` holds the batch header."""
+
+    def __init__(self, source: IO[bytes], file_name: str) -> None:
+        self.source = source
+        self.file_name = file_name
+        self.root: etree._Element | None = None
+        self.is_batch = False
+
+    def messages(self) -> Iterator[tuple[int, etree._Element]]:
+        """Yield ``(position, message)``; a message is cleared when the caller resumes."""
+        context = etree.iterparse(
+            self.source,
+            events=("start", "end"),
+            tag=(BATCH_TAG, MESSAGE_TAG),
+            resolve_entities=False,
+            load_dtd=False,
+            no_network=True,
+            remove_comments=True,
+            remove_pis=True,
+            huge_tree=False,
+        )
+        position = 0
+        try:
+            for event, element in context:
+                if self.root is None:
+                    self._check_prolog(element)
+                if event != "end" or element.tag != MESSAGE_TAG:
+                    continue
+                position += 1
+                yield position, element
+                parent = element.getparent()
+                element.clear()
+                if parent is not None:
+                    parent.remove(element)
+        except etree.XMLSyntaxError as exc:
+            if "ntity" in str(exc) or "DOCTYPE" in str(exc):
+                raise HostileXMLError(f"refused XML feature: {exc.msg}", file=self.file_name) from None
+            raise MalformedXMLError(f"not well-formed XML: {exc.msg}", file=self.file_name, position=position + 1) from None
+        if self.root is None:
+            root = getattr(context, "root", None)
+            found = etree.QName(root).localname if root is not None else "nothing"
+            raise NotE2BError(
+                f"not an E2B(R3) file: root element is {found}, expected MCCI_IN200100UV01 or PORR_IN049016UV",
+                file=self.file_name,
+            )
+
+    def _check_prolog(self, element: etree._Element) -> None:
+        tree = element.getroottree()
+        docinfo = tree.docinfo
+        if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+            raise HostileXMLError("DOCTYPE declarations are refused (no DTDs, no entities)", file=self.file_name)
+        self.root = tree.getroot()
+        self.is_batch = self.root.tag == BATCH_TAG
+        if self.root.tag not in (BATCH_TAG, MESSAGE_TAG):
+            raise NotE2BError(f"not an E2B(R3) file: root element is {etree.QName(self.root).localname}", file=self.file_name)

@@ -1,0 +1,138 @@
+"""The database schema, generated from the data dictionary (SQLAlchemy Core).
+
+Normalized case tables and the batch header come from the column catalog; the audit log, the file
+history and the quarantine table are the loaders' own bookkeeping.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
+
+from py_load_eudravigilance.mapping import catalog
+from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+
+AUDIT_TABLE = "icsr_audit_log"
+AUDIT_LATEST_VIEW = "icsr_audit_latest"
+FILE_HISTORY_TABLE = "etl_file_history"
+QUARANTINE_TABLE = "etl_quarantine"
+# Carried by staged child rows so a file holding several versions of a case keeps them apart
+MESSAGE_POSITION = "message_position"
+
+_SQL_TYPES: dict[ColumnType, type[TypeEngine]] = {
+    ColumnType.TEXT: Text,
+    ColumnType.BOOLEAN: Boolean,
+    ColumnType.FLOAT: Float,
+    ColumnType.INTEGER: Integer,
+    ColumnType.BINARY: LargeBinary,
+}
+
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+
+
+def sql_type(kind: ColumnType) -> TypeEngine:
+    if kind is ColumnType.TIMESTAMP:
+        return DateTime(timezone=True)
+    return _SQL_TYPES[kind]()
+
+
+def build_metadata(schema: str | None = None) -> MetaData:
+    """All tables of the target database; ``schema`` places them in a database schema."""
+    metadata = MetaData(schema=schema)
+    for name, columns in catalog.case_table_columns().items():
+        Table(
+            name,
+            metadata,
+            *(
+                Column(
+                    c.name,
+                    sql_type(c.type),
+                    primary_key=c.primary_key,
+                    comment=f"{c.element}: {c.description}" if c.element else c.description,
+                )
+                for c in columns
+            ),
+            comment=f"E2B(R3) {name}",
+        )
+    Table(
+        BATCH_HEADER.name,
+        metadata,
+        *(
+            Column(c.name, sql_type(c.type), primary_key=c.primary_key, comment=c.element or c.description)
+            for c in catalog.table_columns(BATCH_HEADER)
+        ),
+        comment="E2B(R3) N.1 batch wrapper, one row per file",
+    )
+    Table(
+        AUDIT_TABLE,
+        metadata,
+        Column("audit_id", Integer, primary_key=True, autoincrement=True),
+        Column(CASE_KEY, Text, nullable=False),
+        Column("file_sha256", Text, nullable=False),
+        Column("file_name", Text, nullable=False),
+        Column(MESSAGE_POSITION, Integer, nullable=False),
+        Column("most_recent_info_date_utc", DateTime(timezone=True), nullable=False),
+        Column("message_creation_time_utc", DateTime(timezone=True)),
+        Column("is_nullification", Boolean, nullable=False),
+        Column("loaded_at", DateTime(timezone=True), nullable=False),
+        Column("payload", JSON_DOCUMENT, nullable=False, comment="The whole message: every element and attribute"),
+        UniqueConstraint(CASE_KEY, "file_sha256", MESSAGE_POSITION, name="uq_icsr_audit_log_version"),
+        Index("ix_icsr_audit_log_case", CASE_KEY),
+        comment="Every received version of every case, append-only",
+    )
+    Table(
+        FILE_HISTORY_TABLE,
+        metadata,
+        Column("file_sha256", Text, primary_key=True),
+        Column("file_name", Text, nullable=False),
+        Column("status", Text, nullable=False, comment="running, completed, failed"),
+        Column("load_mode", Text, nullable=False),
+        Column("started_at", DateTime(timezone=True)),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("duration_seconds", Float),
+        Column("messages_total", Integer),
+        Column("cases_inserted", Integer),
+        Column("cases_updated", Integer),
+        Column("cases_skipped_older", Integer),
+        Column("cases_nullified", Integer),
+        Column("messages_rejected", Integer),
+        Column("row_counts", JSON_DOCUMENT, comment="Rows per table staged from the file"),
+        Column("error", Text),
+        comment="One row per source file: what happened to it",
+    )
+    Table(
+        QUARANTINE_TABLE,
+        metadata,
+        Column("quarantine_id", Integer, primary_key=True, autoincrement=True),
+        Column("file_sha256", Text, nullable=False),
+        Column("file_name", Text, nullable=False),
+        Column(MESSAGE_POSITION, Integer),
+        Column(CASE_KEY, Text),
+        Column("element", Text),
+        Column("reason", Text, nullable=False),
+        Column("raw_xml", Text),
+        Column("quarantined_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_etl_quarantine_message"),
+        comment="Messages (or whole files) that could not be loaded, with the reason",
+    )
+    return metadata
+
+
+METADATA = build_metadata()
+CASE_TABLE_NAMES = tuple(catalog.case_table_columns())
+CHILD_TABLE_NAMES = CASE_TABLE_NAMES[1:]

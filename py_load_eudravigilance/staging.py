@@ -1,0 +1,205 @@
+"""Turn one E2B(R3) file into staged CSV files, one per table, ready for a loader's bulk path.
+
+Staging streams: each message is mapped and written out before the next is parsed, so memory does
+not grow with the file. The function is pure and picklable-friendly (paths in, paths out), so the
+CLI and the Dagster assets can run it in worker processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from lxml import etree
+
+from py_load_eudravigilance.errors import E2BError, MappingError
+from py_load_eudravigilance.mapping import catalog
+from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+from py_load_eudravigilance.mapping.mapper import CaseMapper, MappedCase
+from py_load_eudravigilance.parsing.reader import BatchReader
+from py_load_eudravigilance.schema import AUDIT_TABLE, MESSAGE_POSITION, QUARANTINE_TABLE
+
+AUDIT_COLUMNS = (
+    CASE_KEY,
+    "file_sha256",
+    "file_name",
+    MESSAGE_POSITION,
+    "most_recent_info_date_utc",
+    "message_creation_time_utc",
+    "is_nullification",
+    "payload",
+)
+QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
+HASH_CHUNK = 1 << 20
+
+
+def staged_columns() -> dict[str, list[str]]:
+    """Columns of each staged CSV file; case tables also carry the message position."""
+    columns: dict[str, list[str]] = {}
+    for table, table_columns in catalog.case_table_columns().items():
+        names = [c.name for c in table_columns if c.name != "loaded_at"]
+        if MESSAGE_POSITION not in names:
+            names.append(MESSAGE_POSITION)
+        columns[table] = names
+    columns[BATCH_HEADER.name] = [c.name for c in catalog.table_columns(BATCH_HEADER)]
+    columns[AUDIT_TABLE] = list(AUDIT_COLUMNS)
+    columns[QUARANTINE_TABLE] = list(QUARANTINE_COLUMNS)
+    return columns
+
+
+STAGED_COLUMNS = staged_columns()
+
+
+def csv_value(value: Any) -> Any:
+    """A value as written to a staged CSV (empty field = NULL)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+@dataclass
+class StagedFile:
+    """What staging one file produced; ``directory`` holds ``<table>.csv`` per table."""
+
+    file_name: str
+    file_sha256: str
+    directory: Path
+    row_counts: dict[str, int] = field(default_factory=dict)
+    messages_total: int = 0
+    messages_rejected: int = 0
+    error: str | None = None
+    parse_seconds: float = 0.0
+
+    def open_buffers(self, stack: ExitStack) -> dict[str, IO[str]]:
+        return {
+            table: stack.enter_context((self.directory / f"{table}.csv").open(newline="", encoding="utf-8"))
+            for table in STAGED_COLUMNS
+            if (self.directory / f"{table}.csv").exists()
+        }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _TableWriters:
+    def __init__(self, directory: Path, stack: ExitStack) -> None:
+        self.writers = {}
+        self.counts = dict.fromkeys(STAGED_COLUMNS, 0)
+        for table, columns in STAGED_COLUMNS.items():
+            handle = stack.enter_context((directory / f"{table}.csv").open("w", newline="", encoding="utf-8"))
+            self.writers[table] = (csv.writer(handle), columns)
+
+    def write(self, table: str, row: dict[str, Any]) -> None:
+        writer, columns = self.writers[table]
+        writer.writerow([csv_value(row.get(c)) for c in columns])
+        self.counts[table] += 1
+
+
+def _case_rows(case: MappedCase, file_name: str, file_sha256: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    master = case.rows["icsr_master"][0]
+    master.update(is_nullified=case.is_nullification, source_file_name=file_name, source_file_sha256=file_sha256)
+    for table, rows in case.rows.items():
+        for row in rows:
+            row[MESSAGE_POSITION] = case.message_position
+            yield table, row
+
+
+def stage_file(path: Path, directory: Path, display_name: str | None = None, mapper: CaseMapper | None = None) -> StagedFile:
+    """Parse and map ``path`` into CSV files under ``directory`` (created if needed)."""
+    started = time.perf_counter()
+    directory.mkdir(parents=True, exist_ok=True)
+    name = display_name or path.name
+    staged = StagedFile(file_name=name, file_sha256=sha256_of(path), directory=directory)
+    mapper = mapper or CaseMapper()
+    with ExitStack() as stack:
+        out = _TableWriters(directory, stack)
+        source = stack.enter_context(path.open("rb"))
+        reader = BatchReader(source, name)
+        try:
+            for position, message in reader.messages():
+                staged.messages_total += 1
+                try:
+                    case = mapper.map_message(message, position)
+                except MappingError as exc:
+                    exc.file, exc.position = name, position
+                    exc.case_id = exc.case_id or _case_id_of(message)
+                    _quarantine(out, staged, exc, etree.tostring(message, encoding="unicode"))
+                    continue
+                for table, row in _case_rows(case, name, staged.file_sha256):
+                    out.write(table, row)
+                out.write(AUDIT_TABLE, _audit_row(case, name, staged.file_sha256))
+            if reader.is_batch and reader.root is not None:
+                header = mapper.map_batch_header(reader.root)
+                header.update(file_sha256=staged.file_sha256, file_name=name)
+                out.write(BATCH_HEADER.name, header)
+        except E2BError as exc:
+            exc.file = name
+            staged.error = str(exc)
+            _quarantine(out, staged, exc, None)
+        staged.row_counts = {table: count for table, count in out.counts.items() if count}
+    staged.parse_seconds = time.perf_counter() - started
+    return staged
+
+
+def _case_id_of(message: etree._Element) -> str | None:
+    ids = message.xpath(
+        "h:controlActProcess/h:subject/h:investigationEvent/h:id[@root='2.16.840.1.113883.3.989.2.1.3.1']/@extension",
+        namespaces={"h": "urn:hl7-org:v3"},
+    )
+    return str(ids[0]) if ids else None
+
+
+def _quarantine(out: _TableWriters, staged: StagedFile, error: E2BError, raw_xml: str | None) -> None:
+    if error.position is not None and raw_xml is not None:
+        staged.messages_rejected += 1
+    out.write(
+        QUARANTINE_TABLE,
+        {
+            "file_sha256": staged.file_sha256,
+            "file_name": staged.file_name,
+            MESSAGE_POSITION: error.position if raw_xml is not None else None,
+            CASE_KEY: error.case_id,
+            "element": error.element,
+            "reason": str(error),
+            "raw_xml": raw_xml,
+        },
+    )
+
+
+def _audit_row(case: MappedCase, file_name: str, file_sha256: str) -> dict[str, Any]:
+    return {
+        CASE_KEY: case.safetyreportid,
+        "file_sha256": file_sha256,
+        "file_name": file_name,
+        MESSAGE_POSITION: case.message_position,
+        "most_recent_info_date_utc": case.most_recent_info_utc,
+        "message_creation_time_utc": case.message_creation_utc,
+        "is_nullification": case.is_nullification,
+        "payload": case.audit,
+    }
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
