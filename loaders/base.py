@@ -6,7 +6,8 @@ the dialect's native bulk path, then each case is decided against the database:
 * ``insert``: the case is new;
 * ``update``: the staged version is strictly newer (C.1.5 instant, then N.2.r.4), so the master
   row and *all* child rows are replaced, and children a follow-up withdrew disappear;
-* ``nullify``: the newer version is a nullification (C.1.11.1 = 1): the case is marked nullified;
+  A nullification (C.1.11.1 = 1) is such a version: it wins like any newer version and flags the
+  case ``is_nullified``, so no older version loaded later can bring the case back;
 * ``skip``: older or identical versions change nothing.
 
 Several versions of a case in one file resolve to the newest before this decision.
@@ -51,23 +52,6 @@ csv.field_size_limit(64 * 1024 * 1024)
 MASTER = "icsr_master"
 BATCHES = "message_batches"
 DECISIONS = "stg_case_decisions"
-# Columns a nullification carries onto the master row it marks
-NULLIFICATION_COLUMNS = (
-    "nullification_amendment",
-    "nullification_amendment_reason",
-    "most_recent_info_date",
-    "most_recent_info_date_utc",
-    "most_recent_info_date_precision",
-    "message_id",
-    "message_creation_time",
-    "message_creation_time_utc",
-    "message_creation_time_precision",
-    "source_file_name",
-    "source_file_sha256",
-    MESSAGE_POSITION,
-)
-
-
 @dataclass
 class LoadOutcome:
     """What loading one file did; also written to ``etl_file_history``."""
@@ -266,33 +250,17 @@ class SQLAlchemyLoader(LoaderInterface):
                 f"SELECT r.{key}, r.{pos}, r.nullification, CASE "
                 f"WHEN t.{key} IS NULL THEN 'insert' "
                 f"WHEN r.c15 > t.{c15} OR (r.c15 = t.{c15} AND COALESCE(r.n24, {floor}) > COALESCE(t.{n24}, {floor})) "
-                "THEN CASE WHEN r.nullification THEN 'nullify' ELSE 'update' END "
+                "THEN 'update' "
                 "ELSE 'skip' END AS action "
                 f"FROM ranked r LEFT JOIN {self.qualified(MASTER)} t ON t.{key} = r.{key} WHERE r.rank_in_file = 1"
             )
         )
         counts = dict(conn.execute(text(f"SELECT action, COUNT(*) FROM {q(DECISIONS)} GROUP BY action")).all())
         nullified = conn.scalar(
-            text(f"SELECT COUNT(*) FROM {q(DECISIONS)} WHERE nullification AND action IN ('insert', 'update', 'nullify')")
+            text(f"SELECT COUNT(*) FROM {q(DECISIONS)} WHERE nullification AND action IN ('insert', 'update')")
         )
         counts["nullified"] = nullified or 0
         return counts
-
-    def _mark_nullified(self, conn: Connection) -> None:
-        q = self.quote
-        key = q(CASE_KEY)
-        columns = ", ".join(q(c) for c in NULLIFICATION_COLUMNS)
-        selected = ", ".join(f"s.{q(c)}" for c in NULLIFICATION_COLUMNS)
-        conn.execute(
-            text(
-                f"UPDATE {self.qualified(MASTER)} SET {q('is_nullified')} = :yes, {q('loaded_at')} = :now, ({columns}) = "
-                f"(SELECT {selected} FROM {q(self.staging_name(MASTER))} s JOIN {q(DECISIONS)} d "
-                f"ON d.{key} = s.{key} AND d.{q(MESSAGE_POSITION)} = s.{q(MESSAGE_POSITION)} "
-                f"WHERE s.{key} = {self.qualified(MASTER)}.{key}) "
-                f"WHERE {key} IN (SELECT {key} FROM {q(DECISIONS)} WHERE action = 'nullify')"
-            ),
-            {"yes": True, "now": utc_now()},
-        )
 
     def _append_file_rows(self, conn: Connection, target_table: str, file_hash: str, unique: tuple[str, ...] = ()) -> None:
         """Insert staged audit/quarantine/batch rows; re-loading a file never duplicates them."""
@@ -383,7 +351,6 @@ class SQLAlchemyLoader(LoaderInterface):
         for table in CASE_TABLE_NAMES:
             if table in buffers:
                 self.handle_upsert(conn, self.staging_name(table), table, [CASE_KEY], MESSAGE_POSITION)
-        self._mark_nullified(conn)
         if AUDIT_TABLE in buffers:
             self._append_file_rows(conn, AUDIT_TABLE, outcome.file_sha256, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
         if QUARANTINE_TABLE in buffers:
@@ -408,7 +375,7 @@ class SQLAlchemyLoader(LoaderInterface):
         if BATCHES in buffers:
             self._append_file_rows(conn, BATCHES, outcome.file_sha256)
         outcome.cases_inserted = counts.get("insert", 0)
-        outcome.cases_updated = counts.get("update", 0) + counts.get("nullify", 0)
+        outcome.cases_updated = counts.get("update", 0)
         outcome.cases_skipped_older = counts.get("skip", 0)
         outcome.cases_nullified = counts.get("nullified", 0)
         self.drop_staging(conn, staged_tables)

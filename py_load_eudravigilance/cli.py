@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.registry import UnknownLoaderError, get_loader
@@ -185,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (SQLAlchemyError, OSError, UnknownLoaderError) as exc:
+        # One clear line, never a traceback; SQLAlchemy errors do not carry the password
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        sys.stderr.write(f"error: {type(exc).__name__}: {first_line}\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""Shared fixtures: generated E2B(R3) files, and a fresh database per test on each dialect."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy import create_engine, text
+
+from py_load_eudravigilance.fixtures.generator import CaseSpec, build_batch, build_message
+
+SHARED_E2B = Path(__file__).resolve().parents[2] / "shared" / "e2b"
+PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
+PG_USER = os.environ.get("PGUSER", "postgres")
+PG_ADMIN_DB = os.environ.get("PGDATABASE", "postgres")
+
+
+def postgres_available() -> str | None:
+    """None when a server answers, else the reason it does not."""
+    try:
+        psycopg2.connect(host=PG_HOST, user=PG_USER, dbname=PG_ADMIN_DB, connect_timeout=3).close()
+        return None
+    except psycopg2.OperationalError as exc:
+        return str(exc).strip()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    reason = postgres_available()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true but is not reachable at {PG_HOST}: {reason}")
+        pytest.skip(f"no PostgreSQL reachable at {PG_HOST}: {reason}")
+    return PG_HOST
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = f"eudravig_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"postgresql+psycopg2://{PG_USER}@{postgres_server}/{PG_ADMIN_DB}", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg2://{PG_USER}@{postgres_server}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_dsn(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'eudravig.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dsn(request: pytest.FixtureRequest) -> str:
+    """Each loader test runs on the embedded default and on a real PostgreSQL."""
+    return request.getfixturevalue("sqlite_dsn" if request.param == "sqlite" else "postgres_dsn")
+
+
+@pytest.fixture
+def write_batch(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write a batch file of the given cases; returns its path."""
+
+    def write(name: str, *cases: CaseSpec, folder: str = "in") -> Path:
+        directory = tmp_path / folder
+        directory.mkdir(exist_ok=True)
+        path = directory / name
+        path.write_text(build_batch([build_message(c) for c in cases], batch_number=name), encoding="utf-8")
+        return path
+
+    return write

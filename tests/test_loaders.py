@@ -1,0 +1,157 @@
+"""Version-aware merge semantics, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from loaders.registry import get_loader
+from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
+from py_load_eudravigilance.pipeline import run_load
+from py_load_eudravigilance.schema import CASE_TABLE_NAMES
+
+HEADACHE = ReactionSpec("10019211", "Headache", xml_id="r-headache")
+NAUSEA = ReactionSpec("10028813", "Nausea", xml_id="r-nausea")
+
+
+def version(n: int, **kwargs) -> CaseSpec:  # type: ignore[no-untyped-def]
+    base = {"most_recent_info": f"2024011{n}", "message_created": f"2024011{n}090000+0000", "reactions": [HEADACHE, NAUSEA]}
+    base.update(kwargs)
+    return CaseSpec("CASE-1", drugs=[DrugSpec(xml_id="d-1")], **base)
+
+
+def query(dsn: str, sql: str) -> list[tuple]:
+    engine = create_engine(dsn)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def snapshot(dsn: str) -> dict[str, list[tuple]]:
+    """Full contents of every case table, minus load timestamps."""
+    tables = {}
+    for table in CASE_TABLE_NAMES:
+        rows = query(dsn, f'SELECT * FROM "{table}"')
+        columns = [c for c in query(dsn, f'SELECT * FROM "{table}" LIMIT 0')] and None
+        del columns
+        tables[table] = sorted(tuple(str(v) for v in row) for row in rows)
+    master = query(dsn, "SELECT safetyreportid, most_recent_info_date, is_nullified, reaction_count FROM (SELECT m.*, (SELECT COUNT(*) FROM reactions r WHERE r.safetyreportid = m.safetyreportid) AS reaction_count FROM icsr_master m) x ORDER BY 1")
+    tables["icsr_master"] = [tuple(str(v) for v in row) for row in master]
+    return tables
+
+
+def load(dsn: str, *paths: Path, mode: str = "delta") -> None:
+    for path in paths:
+        summary = run_load(path, dsn, mode, workers=1)
+        assert not summary.failures, summary.failures
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_version_chain_in_any_order_ends_with_the_newest(dsn: str, write_batch, order: tuple[int, ...]) -> None:  # type: ignore[no-untyped-def]
+    files = [write_batch(f"v{n}.xml", version(n, reactions=[HEADACHE, NAUSEA][: 1 + (n % 2)])) for n in (1, 2, 3)]
+    load(dsn, *(files[i] for i in order))
+    assert query(dsn, "SELECT most_recent_info_date FROM icsr_master") == [("20240113",)]
+    assert query(dsn, "SELECT COUNT(*) FROM reactions") == [(2,)]
+    assert query(dsn, "SELECT COUNT(*) FROM icsr_audit_log") == [(3,)]
+
+
+def test_amendment_that_drops_a_reaction_drops_its_rows_and_causality(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    load(dsn, write_batch("v1.xml", version(1)))
+    assert query(dsn, "SELECT COUNT(*) FROM drug_reaction_assessments") == [(2,)]
+    load(dsn, write_batch("v2.xml", version(2, reactions=[HEADACHE])))
+    assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10019211",)]
+    assert query(dsn, "SELECT reaction_xml_id FROM drug_reaction_matrix") == [("r-headache",)]
+    assert query(dsn, "SELECT COUNT(*) FROM drug_reaction_assessments") == [(1,)]
+
+
+def test_nullification_sticks_against_older_versions(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    load(dsn, write_batch("v1.xml", version(1)), write_batch("v3.xml", version(3, nullification=True)))
+    load(dsn, write_batch("v2.xml", version(2)))
+    rows = query(dsn, "SELECT is_nullified, nullification_amendment, nullification_amendment_reason, most_recent_info_date FROM icsr_master")
+    assert [(bool(r[0]), *r[1:]) for r in rows] == [(True, "1", "Duplicate report", "20240113")]
+
+
+def test_dates_with_different_offsets_order_by_instant(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    later_in_real_time = version(1, most_recent_info="20240201230000-0500", reactions=[HEADACHE])
+    earlier_but_larger_text = version(2, most_recent_info="20240202010000+0000", reactions=[NAUSEA])
+    load(dsn, write_batch("a.xml", later_in_real_time), write_batch("b.xml", earlier_but_larger_text))
+    assert query(dsn, "SELECT most_recent_info_date FROM icsr_master") == [("20240201230000-0500",)]
+    assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10019211",)]
+
+
+def test_versions_in_one_batch_resolve_to_the_newest(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    load(dsn, write_batch("all.xml", version(3, reactions=[NAUSEA]), version(1), version(2)))
+    assert query(dsn, "SELECT most_recent_info_date FROM icsr_master") == [("20240113",)]
+    assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10028813",)]
+
+
+def test_loading_the_same_files_twice_changes_nothing(dsn: str, tmp_path: Path) -> None:
+    from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+
+    paths = write_corpus(tmp_path / "corpus", CorpusSpec(files=3, cases_per_file=15, seed=3))
+    load(dsn, tmp_path / "corpus")
+    before = snapshot(dsn)
+    audit_before = query(dsn, "SELECT COUNT(*) FROM icsr_audit_log")
+    summary = run_load(tmp_path / "corpus", dsn, "delta")
+    assert summary.files_skipped == len(paths)
+    run_load(tmp_path / "corpus", dsn, "full")
+    assert snapshot(dsn) == before
+    assert query(dsn, "SELECT COUNT(*) FROM icsr_audit_log") == audit_before
+
+
+def test_failure_mid_file_leaves_tables_unchanged_and_a_rerun_completes(dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    load(dsn, write_batch("v1.xml", version(1)))
+    before = snapshot(dsn)
+    path = write_batch("v2.xml", version(2, reactions=[NAUSEA]))
+    loader_class = type(get_loader(dsn))
+    original = loader_class.handle_upsert
+
+    def fail_on_reactions(self, conn, staging, target, keys, version_key):  # type: ignore[no-untyped-def]
+        if target == "reactions":
+            raise RuntimeError("injected failure while merging reactions")
+        return original(self, conn, staging, target, keys, version_key)
+
+    monkeypatch.setattr(loader_class, "handle_upsert", fail_on_reactions)
+    summary = run_load(path, dsn, "delta", workers=1)
+    assert summary.failures and summary.exit_code == 1
+    assert snapshot(dsn) == before
+    assert query(dsn, "SELECT status FROM etl_file_history WHERE file_name = 'v2.xml'") == [("failed",)]
+    monkeypatch.setattr(loader_class, "handle_upsert", original)
+    load(dsn, path)
+    assert query(dsn, "SELECT status FROM etl_file_history WHERE file_name = 'v2.xml'") == [("completed",)]
+    assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10028813",)]
+
+
+def test_concurrent_loads_with_overlapping_cases_equal_the_sequential_result(dsn: str, tmp_path: Path) -> None:
+    from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+
+    paths = write_corpus(tmp_path / "corpus", CorpusSpec(files=4, cases_per_file=25, seed=11, follow_up_fraction=0.5))
+    sequential = dsn
+    load(sequential, *paths)
+    expected = snapshot(sequential)
+    for table in CASE_TABLE_NAMES:
+        query_engine = create_engine(dsn)
+        with query_engine.begin() as conn:
+            conn.execute(text(f'DELETE FROM "{table}"'))
+        query_engine.dispose()
+    engine = create_engine(dsn)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM etl_file_history"))
+    engine.dispose()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        summaries = list(pool.map(lambda p: run_load(p, dsn, "delta", workers=1), reversed(paths)))
+    assert all(not s.failures for s in summaries)
+    assert snapshot(dsn) == expected
+
+
+def test_unknown_backend_lists_installed_loaders() -> None:
+    from loaders.registry import UnknownLoaderError
+
+    with pytest.raises(UnknownLoaderError, match="redshift.*installed loaders: .*postgresql.*sqlite"):
+        get_loader("redshift+psycopg2://user:secret@host/db")

@@ -1,0 +1,43 @@
+"""On PostgreSQL the data moves by COPY, never by per-row INSERT ... VALUES (seen in the server log)."""
+
+from __future__ import annotations
+
+import glob
+import re
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+from py_load_eudravigilance.pipeline import run_load
+from py_load_eudravigilance.schema import CASE_TABLE_NAMES
+from tests.conftest import SHARED_E2B
+
+SERVER_LOGS = sorted(glob.glob("/var/log/postgresql/postgresql-*-main.log"))
+
+
+def test_load_uses_copy_and_no_row_inserts(postgres_dsn: str, tmp_path: Path) -> None:
+    if not SERVER_LOGS or not Path(SERVER_LOGS[-1]).is_file():
+        pytest.skip("the PostgreSQL server log is not readable on this machine")
+    log_path = Path(SERVER_LOGS[-1])
+    database = make_url(postgres_dsn).database
+    engine = create_engine(postgres_dsn, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" SET log_statement = \'all\''))
+    engine.dispose()
+    examples = SHARED_E2B / "fda-examples"
+    source = examples if examples.is_dir() else write_corpus(tmp_path / "corpus", CorpusSpec(files=2, cases_per_file=5))[0].parent
+    offset = log_path.stat().st_size
+    summary = run_load(source, postgres_dsn, "full", workers=1)
+    assert not summary.failures
+    time.sleep(0.5)  # let the server flush its log
+    with log_path.open(encoding="utf-8", errors="replace") as handle:
+        handle.seek(offset)
+        statements = [line for line in handle if f"@{database} " in line and "statement:" in line]
+    copies = [s for s in statements if re.search(r"statement: COPY ", s)]
+    row_inserts = [s for s in statements if re.search(r"INSERT INTO \"?(%s)\"? .*VALUES" % "|".join(CASE_TABLE_NAMES), s)]
+    assert copies, "no COPY statement reached the server"
+    assert any("stg_reactions" in c for c in copies)
+    assert not row_inserts, row_inserts[:3]
