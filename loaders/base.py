@@ -52,6 +52,8 @@ csv.field_size_limit(64 * 1024 * 1024)
 MASTER = "icsr_master"
 BATCHES = "message_batches"
 DECISIONS = "stg_case_decisions"
+
+
 @dataclass
 class LoadOutcome:
     """What loading one file did; also written to ``etl_file_history``."""
@@ -256,9 +258,7 @@ class SQLAlchemyLoader(LoaderInterface):
             )
         )
         counts = dict(conn.execute(text(f"SELECT action, COUNT(*) FROM {q(DECISIONS)} GROUP BY action")).all())
-        nullified = conn.scalar(
-            text(f"SELECT COUNT(*) FROM {q(DECISIONS)} WHERE nullification AND action IN ('insert', 'update')")
-        )
+        nullified = conn.scalar(text(f"SELECT COUNT(*) FROM {q(DECISIONS)} WHERE nullification AND action IN ('insert', 'update')"))
         counts["nullified"] = nullified or 0
         return counts
 

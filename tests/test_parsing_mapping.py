@@ -63,7 +63,8 @@ def test_single_message_file_without_batch_wrapper() -> None:
 
 def test_bad_messages_are_quarantined_and_the_others_still_come_through(tmp_path: Path) -> None:
     good = build_message(CaseSpec("GOOD-1"))
-    no_id = build_message(CaseSpec("NOID")).replace('extension="NOID" root="2.16.840.1.113883.3.989.2.1.3.1"', 'root="2.16.840.1.113883.3.989.2.1.3.1"')
+    case_id_attribute = 'extension="NOID" root="2.16.840.1.113883.3.989.2.1.3.1"'
+    no_id = build_message(CaseSpec("NOID")).replace(case_id_attribute, 'root="2.16.840.1.113883.3.989.2.1.3.1"')
     bad_date = build_message(CaseSpec("BADDATE", most_recent_info="2024-01-15"))
     path = tmp_path / "mixed.xml"
     path.write_text(build_batch([good, no_id, bad_date, build_message(CaseSpec("GOOD-2"))]))
@@ -87,7 +88,10 @@ def test_memory_is_released_as_messages_stream() -> None:
 @pytest.mark.parametrize(
     ("payload", "error"),
     [
-        ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><MCCI_IN200100UV01 xmlns="urn:hl7-org:v3">&a;</MCCI_IN200100UV01>', HostileXMLError),
+        (
+            '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><MCCI_IN200100UV01 xmlns="urn:hl7-org:v3">&a;</MCCI_IN200100UV01>',
+            HostileXMLError,
+        ),
         ('<?xml version="1.0"?><!DOCTYPE x SYSTEM "file:///etc/passwd"><MCCI_IN200100UV01 xmlns="urn:hl7-org:v3"/>', HostileXMLError),
         ('<?xml version="1.0"?><MCCI_IN200100UV01 xmlns="urn:hl7-org:v3"><PORR_IN049016UV>', MalformedXMLError),
         ('<?xml version="1.0"?><invoice><total>3</total></invoice>', NotE2BError),

@@ -27,7 +27,7 @@ build-backend = "poetry.core.masonry.api"
 """
 
 # The skeleton of the guide, method for method
-PLUGIN_LOADER = '''
+PLUGIN_LOADER = """
 from py_load_eudravigilance.interfaces import LoaderInterface
 from io import IOBase
 from typing import Any, Dict, List
@@ -46,7 +46,8 @@ class RedshiftLoader(LoaderInterface):
     def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: List[str]) -> None:
         raise NotImplementedError
 
-    def handle_upsert(self, conn: Connection, staging_table: str, target_table: str, primary_keys: List[str], version_key: str | None) -> None:
+    def handle_upsert(self, conn: Connection, staging_table: str, target_table: str,
+                      primary_keys: List[str], version_key: str | None) -> None:
         raise NotImplementedError
 
     def create_all_tables(self) -> None:
@@ -60,7 +61,7 @@ class RedshiftLoader(LoaderInterface):
 
     def load_audit_data(self, buffer, row_count, load_mode, file_path, file_hash) -> None:
         raise NotImplementedError
-'''
+"""
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def test_load_uses_copy_and_no_row_inserts(postgres_dsn: str, tmp_path: Path) ->
     database = make_url(postgres_dsn).database
     engine = create_engine(postgres_dsn, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text(f'ALTER DATABASE "{database}" SET log_statement = \'all\''))
+        conn.execute(text(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'"))
     engine.dispose()
     examples = SHARED_E2B / "fda-examples"
     source = examples if examples.is_dir() else write_corpus(tmp_path / "corpus", CorpusSpec(files=2, cases_per_file=5))[0].parent
@@ -37,7 +37,8 @@ def test_load_uses_copy_and_no_row_inserts(postgres_dsn: str, tmp_path: Path) ->
         handle.seek(offset)
         statements = [line for line in handle if f"@{database} " in line and "statement:" in line]
     copies = [s for s in statements if re.search(r"statement: COPY ", s)]
-    row_inserts = [s for s in statements if re.search(r"INSERT INTO \"?(%s)\"? .*VALUES" % "|".join(CASE_TABLE_NAMES), s)]
+    case_tables = "|".join(CASE_TABLE_NAMES)
+    row_inserts = [s for s in statements if re.search(rf"INSERT INTO \"?({case_tables})\"? .*VALUES", s)]
     assert copies, "no COPY statement reached the server"
     assert any("stg_reactions" in c for c in copies)
     assert not row_inserts, row_inserts[:3]
