@@ -25,7 +25,7 @@ from datetime import datetime
 from io import IOBase
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, create_engine, func, inspect, select, text
+from sqlalchemy import JSON, Column, MetaData, Table, create_engine, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.type_api import TypeEngine
@@ -131,6 +131,7 @@ class SQLAlchemyLoader(LoaderInterface):
         self.schema = schema
         self.metadata = build_metadata(schema)
         self.last_outcome: LoadOutcome | None = None
+        self._staging_tables: dict[str, Table] = {}
 
     # -- schema -------------------------------------------------------------------------------
     def table(self, name: str) -> Table:
@@ -190,6 +191,11 @@ class SQLAlchemyLoader(LoaderInterface):
         return f"stg_{target_table}"
 
     def staging_table(self, target_table: str) -> Table:
+        if target_table not in self._staging_tables:
+            self._staging_tables[target_table] = self._build_staging_table(target_table)
+        return self._staging_tables[target_table]
+
+    def _build_staging_table(self, target_table: str) -> Table:
         target = self.table(target_table)
         columns = []
         for name in STAGED_COLUMNS[target_table]:
@@ -211,31 +217,31 @@ class SQLAlchemyLoader(LoaderInterface):
     def acquire_merge_lock(self, conn: Connection) -> None:
         """Serialize merges so concurrent loads end as a sequential load would (dialect hook)."""
 
+    def _insert_from_staging(
+        self, conn: Connection, target_table: str, columns: list[str], stamp_column: str | None, tail: str, params: dict[str, Any]
+    ) -> None:
+        """``INSERT INTO target (columns[, stamp]) SELECT s.columns[, :stamp] FROM staging s <tail>``."""
+        q = self.quote
+        listed = ", ".join(q(c) for c in columns)
+        selected = ", ".join(f"s.{q(c)}" for c in columns)
+        if stamp_column:
+            listed += f", {q(stamp_column)}"
+            selected += ", :stamp"
+            params = {**params, "stamp": utc_now()}
+        staging = q(self.staging_name(target_table))
+        conn.execute(text(f"INSERT INTO {self.qualified(target_table)} ({listed}) SELECT {selected} FROM {staging} s {tail}"), params)
+
     def handle_upsert(
         self, conn: Connection, staging_table: str, target_table: str, primary_keys: list[str], version_key: str | None
     ) -> None:
         """Replace the rows of every decided case with the winning version's staged rows."""
-        target = self.qualified(target_table)
-        key = self.quote(CASE_KEY)
-        replaced = f"SELECT {key} FROM {self.quote(DECISIONS)} WHERE action IN ('insert', 'update')"
-        conn.execute(text(f"DELETE FROM {target} WHERE {key} IN ({replaced})"))
+        key, decisions = self.quote(CASE_KEY), self.quote(DECISIONS)
+        replaced = f"SELECT {key} FROM {decisions} WHERE action IN ('insert', 'update')"
+        conn.execute(text(f"DELETE FROM {self.qualified(target_table)} WHERE {key} IN ({replaced})"))
         columns = [c.name for c in self.table(target_table).columns if c.name in STAGED_COLUMNS[target_table]]
-        listed = ", ".join(self.quote(c) for c in columns)
-        selected = ", ".join(f"s.{self.quote(c)}" for c in columns)
         version = self.quote(version_key or MESSAGE_POSITION)
-        extra, params = "", {}
-        if target_table == MASTER:
-            listed += f", {self.quote('loaded_at')}"
-            selected += ", :loaded_at"
-            params["loaded_at"] = utc_now()
-        conn.execute(
-            text(
-                f"INSERT INTO {target} ({listed}) SELECT {selected} FROM {self.quote(staging_table)} s "
-                f"JOIN {self.quote(DECISIONS)} d ON d.{key} = s.{key} AND d.{version} = s.{version} "
-                f"WHERE d.action IN ('insert', 'update'){extra}"
-            ),
-            params,
-        )
+        winners = f"JOIN {decisions} d ON d.{key} = s.{key} AND d.{version} = s.{version} WHERE d.action IN ('insert', 'update')"
+        self._insert_from_staging(conn, target_table, columns, "loaded_at" if target_table == MASTER else None, winners, {})
 
     def _decide(self, conn: Connection) -> dict[str, int]:
         """Create the decisions table: one row per staged case with its action."""
@@ -265,23 +271,16 @@ class SQLAlchemyLoader(LoaderInterface):
     def _append_file_rows(self, conn: Connection, target_table: str, file_hash: str, unique: tuple[str, ...] = ()) -> None:
         """Insert staged audit/quarantine/batch rows; re-loading a file never duplicates them."""
         q = self.quote
-        target = self.qualified(target_table)
-        staged = [c for c in STAGED_COLUMNS[target_table]]
-        listed = ", ".join(q(c) for c in staged)
-        selected = ", ".join(f"s.{q(c)}" for c in staged)
         stamp_column = {AUDIT_TABLE: "loaded_at", QUARANTINE_TABLE: "quarantined_at"}.get(target_table)
-        params: dict[str, Any] = {"file_hash": file_hash}
-        if stamp_column:
-            listed += f", {q(stamp_column)}"
-            selected += ", :stamp"
-            params["stamp"] = utc_now()
         if unique:
             condition = " AND ".join(f"a.{q(c)} = s.{q(c)}" for c in unique)
-            where = f"WHERE NOT EXISTS (SELECT 1 FROM {target} a WHERE {condition})"
+            tail = f"WHERE NOT EXISTS (SELECT 1 FROM {self.qualified(target_table)} a WHERE {condition})"
         else:
-            conn.execute(text(f"DELETE FROM {target} WHERE {q('file_sha256')} = :file_hash"), params)
-            where = ""
-        conn.execute(text(f"INSERT INTO {target} ({listed}) SELECT {selected} FROM {q(self.staging_name(target_table))} s {where}"), params)
+            conn.execute(
+                text(f"DELETE FROM {self.qualified(target_table)} WHERE {q('file_sha256')} = :file_hash"), {"file_hash": file_hash}
+            )
+            tail = ""
+        self._insert_from_staging(conn, target_table, STAGED_COLUMNS[target_table], stamp_column, tail, {})
 
     def _record_history(self, conn: Connection, outcome: LoadOutcome, load_mode: str, started_at: datetime) -> None:
         history = self.table(FILE_HISTORY_TABLE)
@@ -345,7 +344,6 @@ class SQLAlchemyLoader(LoaderInterface):
             staging = self.prepare_load(conn, table, mode)
             if row_counts.get(table):
                 self.bulk_load_native(conn, buffers[table], staging, STAGED_COLUMNS[table])
-        outcome.messages_total = row_counts.get(AUDIT_TABLE, 0) + row_counts.get(QUARANTINE_TABLE, 0)
         self.acquire_merge_lock(conn)
         counts = self._decide(conn)
         for table in CASE_TABLE_NAMES:
@@ -355,25 +353,16 @@ class SQLAlchemyLoader(LoaderInterface):
             self._append_file_rows(conn, AUDIT_TABLE, outcome.file_sha256, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
         if QUARANTINE_TABLE in buffers:
             self._append_file_rows(conn, QUARANTINE_TABLE, outcome.file_sha256)
-            outcome.messages_rejected = (
-                conn.scalar(
-                    select(func.count())
-                    .select_from(self.staging_table(QUARANTINE_TABLE))
-                    .where(text(f"{self.quote(MESSAGE_POSITION)} IS NOT NULL"))
-                )
-                or 0
-            )
-            outcome.messages_total = row_counts.get(AUDIT_TABLE, 0) + outcome.messages_rejected
-            file_error = conn.scalar(
-                select(text(self.quote("reason")))
-                .select_from(self.staging_table(QUARANTINE_TABLE))
-                .where(text(f"{self.quote(MESSAGE_POSITION)} IS NULL"))
-                .limit(1)
-            )
+            quarantine = self.staging_table(QUARANTINE_TABLE).c
+            rejected, file_error = conn.execute(
+                select(func.count(quarantine[MESSAGE_POSITION]), func.min(quarantine.reason).filter(quarantine[MESSAGE_POSITION].is_(None)))
+            ).one()
+            outcome.messages_rejected = rejected
             if file_error:
                 outcome.status, outcome.error = "partial", file_error
         if BATCHES in buffers:
             self._append_file_rows(conn, BATCHES, outcome.file_sha256)
+        outcome.messages_total = row_counts.get(AUDIT_TABLE, 0) + outcome.messages_rejected
         outcome.cases_inserted = counts.get("insert", 0)
         outcome.cases_updated = counts.get("update", 0)
         outcome.cases_skipped_older = counts.get("skip", 0)
@@ -413,6 +402,6 @@ def _converter(sql_type: TypeEngine) -> Any:
         return datetime.fromisoformat
     if family == "binary":
         return lambda v: bytes.fromhex(v[2:])
-    if "JSON" in type(sql_type).__name__.upper() or getattr(sql_type, "impl", None) is not None and "JSON" in repr(sql_type):
+    if isinstance(sql_type, JSON):
         return json.loads
     return str

@@ -87,9 +87,10 @@ def load_staged(loader: LoaderInterface, staged: StagedFile, load_mode: str) -> 
             if record is not None:
                 record(staged.file_name, staged.file_sha256, load_mode, f"{type(exc).__name__}: {exc}", started_at)
             raise
-    outcome = getattr(loader, "last_outcome", None) or LoadOutcome(staged.file_name, staged.file_sha256)
-    outcome.messages_rejected = max(outcome.messages_rejected, staged.messages_rejected)
-    return outcome
+    # Loaders built on loaders.base report what the merge did; for other plugins, what staging saw
+    return getattr(loader, "last_outcome", None) or LoadOutcome(
+        staged.file_name, staged.file_sha256, messages_total=staged.messages_total, messages_rejected=staged.messages_rejected
+    )
 
 
 def run_load(
@@ -108,26 +109,28 @@ def run_load(
     paths = list(files) if files is not None else discover_files(source)
     summary = RunSummary(files_found=len(paths))
     completed = loader.get_completed_file_hashes() if mode == "delta" else set()
-    pending = []
+    pending: list[tuple[Path, str]] = []
     for path in paths:
-        if mode == "delta" and sha256_of(path) in completed:
+        digest = sha256_of(path)
+        if digest in completed:
             summary.files_skipped += 1
             continue
-        pending.append(path)
+        pending.append((path, digest))
     workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
     truncate_next = mode == "full"
     try:
         with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures: dict[Future[StagedFile], Path] = {}
+            futures: dict[Future[StagedFile], tuple[Path, Path]] = {}
             queue = list(enumerate(pending))
             while queue or futures:
                 # Keep a bounded number of staged files on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
-                    index, path = queue.pop(0)
-                    futures[pool.submit(stage_file, path, workdir / str(index))] = path
+                    index, (path, digest) = queue.pop(0)
+                    stage_dir = workdir / str(index)
+                    futures[pool.submit(stage_file, path, stage_dir, file_sha256=digest)] = (path, stage_dir)
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
-                    path = futures.pop(future)
+                    path, stage_dir = futures.pop(future)
                     try:
                         staged = future.result()
                         outcome = load_staged(loader, staged, "full" if truncate_next else "delta")
@@ -140,7 +143,7 @@ def run_load(
                         log.debug("loading %s failed", path.name, exc_info=True)
                         summary.failures.append((path.name, reason))
                     finally:
-                        shutil.rmtree(workdir / str(pending.index(path)), ignore_errors=True)
+                        shutil.rmtree(stage_dir, ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return summary

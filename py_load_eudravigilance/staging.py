@@ -126,12 +126,17 @@ def _case_rows(case: MappedCase, file_name: str, file_sha256: str) -> Iterator[t
             yield table, row
 
 
-def stage_file(path: Path, directory: Path, display_name: str | None = None, mapper: CaseMapper | None = None) -> StagedFile:
-    """Parse and map ``path`` into CSV files under ``directory`` (created if needed)."""
+def stage_file(
+    path: Path, directory: Path, display_name: str | None = None, mapper: CaseMapper | None = None, file_sha256: str | None = None
+) -> StagedFile:
+    """Parse and map ``path`` into CSV files under ``directory`` (created if needed).
+
+    ``file_sha256`` saves reading the file twice when the caller already hashed it.
+    """
     started = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)
     name = display_name or path.name
-    staged = StagedFile(file_name=name, file_sha256=sha256_of(path), directory=directory)
+    staged = StagedFile(file_name=name, file_sha256=file_sha256 or sha256_of(path), directory=directory)
     mapper = mapper or CaseMapper()
     with ExitStack() as stack:
         out = _TableWriters(directory, stack)

@@ -6,7 +6,7 @@ and its precision); this module spells them out once, for the schema, the mapper
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, iter_tables
@@ -105,7 +105,7 @@ def table_columns(table: TableSpec, ancestors: tuple[TableSpec, ...] = ()) -> li
     for spec in table.fields:
         columns.extend(field_columns(table.name, spec))
     if table is ICSR_MASTER:
-        columns[0] = Column(table.name, CASE_KEY, "C.1.1", columns[0].description, ColumnType.TEXT, primary_key=True)
+        columns[0] = replace(columns[0], primary_key=True)  # C.1.1 is the master's first field
         columns.extend(Column(table.name, name, "", text, kind) for name, kind, text in MASTER_TECHNICAL)
     if table is BATCH_HEADER:
         columns.insert(0, Column(table.name, "file_sha256", "", "SHA-256 of the batch file", ColumnType.TEXT, True))

@@ -135,6 +135,17 @@ def medical_history_table(name: str, number: str, description: str) -> TableSpec
     )
 
 
+def product_identifier_fields(mpid: tuple[str, str], phpid: tuple[str, str]) -> tuple[Field, ...]:
+    """MPID and PhPID of a product (D.8.r.2-3, D.10.8.r.2-3, G.k.2.1): told apart by code system."""
+    is_phpid = f"@codeSystem='{PHPID_CODE_SYSTEM}'"
+    return (
+        Field("mpid_version", mpid[0], "MPID Version Date / Number", f"{PRODUCT}/code[not({is_phpid})]/@codeSystemVersion"),
+        Field("mpid", mpid[1], "Medicinal Product Identifier (MPID)", f"{PRODUCT}/code[not({is_phpid})]/@code", Kind.CODE, code_system=True),
+        Field("phpid_version", phpid[0], "PhPID Version Date/Number", f"{PRODUCT}/code[{is_phpid}]/@codeSystemVersion"),
+        Field("phpid", phpid[1], "Pharmaceutical Product Identifier (PhPID)", f"{PRODUCT}/code[{is_phpid}]/@code", Kind.CODE),
+    )
+
+
 def past_drug_table(name: str, number: str, description: str) -> TableSpec:
     """D.8.r for the patient, D.10.8.r for the parent."""
     n = number
@@ -146,10 +157,7 @@ def past_drug_table(name: str, number: str, description: str) -> TableSpec:
         position_column="drug_history_seq",
         fields=(
             Field("drug_name", f"{n}.r.1", "Name of Drug as Reported", f"{PRODUCT}/name", null_flavor=True),
-            Field("mpid_version", f"{n}.r.2a", "MPID Version Date / Number", f"{PRODUCT}/code[not(@codeSystem='{PHPID_CODE_SYSTEM}')]/@codeSystemVersion"),
-            Field("mpid", f"{n}.r.2b", "Medicinal Product Identifier (MPID)", f"{PRODUCT}/code[not(@codeSystem='{PHPID_CODE_SYSTEM}')]/@code", Kind.CODE, code_system=True),
-            Field("phpid_version", f"{n}.r.3a", "PhPID Version Date/Number", f"{PRODUCT}/code[@codeSystem='{PHPID_CODE_SYSTEM}']/@codeSystemVersion"),
-            Field("phpid", f"{n}.r.3b", "Pharmaceutical Product Identifier (PhPID)", f"{PRODUCT}/code[@codeSystem='{PHPID_CODE_SYSTEM}']/@code", Kind.CODE),
+            *product_identifier_fields((f"{n}.r.2a", f"{n}.r.2b"), (f"{n}.r.3a", f"{n}.r.3b")),
             Field("start_date", f"{n}.r.4", "Start Date", "effectiveTime/low/@value", Kind.DATE, null_flavor=True),
             Field("end_date", f"{n}.r.5", "End Date", "effectiveTime/high/@value", Kind.DATE, null_flavor=True),
             *meddra_fields("indication", f"outboundRelationship2[@typeCode='RSON']/{obs('19')}/value", f"{n}.r.6a", f"{n}.r.6b", "Indication"),
@@ -306,10 +314,7 @@ DRUGS = TableSpec(
         Field("drug_xml_id", "G.k (id)", "XML id of the drug, referenced by the drug-reaction matrix", "id/@root"),
         Field("drug_role", "G.k.1", "Characterisation of Drug Role", f"{CAUSALITY_ROLE}/value[@codeSystem='2.16.840.1.113883.3.989.2.1.1.13']/@code", Kind.CODE),
         Field("fda_other_drug_role", "FDA.G.k.1.a", "FDA Other Characterisation of Drug Role", f"{CAUSALITY_ROLE}/value[not(@codeSystem='2.16.840.1.113883.3.989.2.1.1.13')]/@code", Kind.CODE),
-        Field("mpid_version", "G.k.2.1.1a", "MPID Version Date / Number", f"{PRODUCT}/code[not(@codeSystem='{PHPID_CODE_SYSTEM}')]/@codeSystemVersion"),
-        Field("mpid", "G.k.2.1.1b", "Medicinal Product Identifier (MPID)", f"{PRODUCT}/code[not(@codeSystem='{PHPID_CODE_SYSTEM}')]/@code", Kind.CODE, code_system=True),
-        Field("phpid_version", "G.k.2.1.2a", "PhPID Version Date/Number", f"{PRODUCT}/code[@codeSystem='{PHPID_CODE_SYSTEM}']/@codeSystemVersion"),
-        Field("phpid", "G.k.2.1.2b", "Pharmaceutical Product Identifier (PhPID)", f"{PRODUCT}/code[@codeSystem='{PHPID_CODE_SYSTEM}']/@code", Kind.CODE),
+        *product_identifier_fields(("G.k.2.1.1a", "G.k.2.1.1b"), ("G.k.2.1.2a", "G.k.2.1.2b")),
         Field("medicinal_product", "G.k.2.2", "Medicinal Product Name as Reported by the Primary Source", f"{PRODUCT}/name"),
         Field("obtain_drug_country", "G.k.2.4", "Identification of the Country Where the Drug Was Obtained", "consumable/instanceOfKind/subjectOf/productEvent/performer/assignedEntity/representedOrganization/addr/country"),
         Field("investigational_product_blinded", "G.k.2.5", "Investigational Product Blinded", f"outboundRelationship2/{obs('6')}/value/@value", Kind.BOOL),
