@@ -200,7 +200,7 @@ class SQLAlchemyLoader(LoaderInterface):
         columns = []
         for name in STAGED_COLUMNS[target_table]:
             column_type = target.c[name].type if name in target.c else Integer()
-            if name == "payload":
+            if name in ("payload", "row_counts"):
                 column_type = JSON_DOCUMENT
             columns.append(Column(name, column_type))
         return Table(self.staging_name(target_table), MetaData(), *columns, prefixes=["TEMPORARY"])

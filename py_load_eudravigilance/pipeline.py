@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
@@ -20,11 +21,10 @@ from sqlalchemy.engine import make_url
 from loaders.base import LoadOutcome
 from loaders.interface import LoaderInterface
 from loaders.registry import get_loader
+from py_load_eudravigilance.sources import SourceLocation, list_objects, local_copy, object_name, parse_location, quarantine_file
 from py_load_eudravigilance.staging import StagedFile, sha256_of, stage_file, utc_now
 
 log = logging.getLogger(__name__)
-
-XML_SUFFIXES = (".xml",)
 
 
 @dataclass
@@ -33,6 +33,7 @@ class RunSummary:
     files_skipped: int = 0
     outcomes: list[LoadOutcome] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    duration_seconds: float = 0.0
 
     @property
     def messages_rejected(self) -> int:
@@ -47,6 +48,10 @@ class RunSummary:
             return 2
         return 0
 
+    @property
+    def cases_per_second(self) -> float:
+        return self.totals()["messages_total"] / self.duration_seconds if self.duration_seconds else 0.0
+
     def totals(self) -> dict[str, int]:
         keys = ("messages_total", "cases_inserted", "cases_updated", "cases_skipped_older", "cases_nullified", "messages_rejected")
         return {key: sum(getattr(o, key) for o in self.outcomes) for key in keys}
@@ -58,21 +63,6 @@ def redact_dsn(dsn: str) -> str:
         return make_url(dsn).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable DSN is shown as nothing rather than leaked
         return "<unparsable DSN>"
-
-
-def discover_files(source: str | Path) -> list[Path]:
-    """XML files of a local folder (recursively), a glob pattern or a single file, sorted."""
-    text = str(source)
-    if any(ch in text for ch in "*?["):
-        base = Path(text).anchor or "."
-        pattern = str(Path(text).relative_to(base)) if Path(text).is_absolute() else text
-        return sorted(p for p in Path(base).glob(pattern) if p.is_file())
-    path = Path(text)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in XML_SUFFIXES)
-    if path.is_file():
-        return [path]
-    raise FileNotFoundError(f"source not found: {text}")
 
 
 def load_staged(loader: LoaderInterface, staged: StagedFile, load_mode: str) -> LoadOutcome:
@@ -93,46 +83,80 @@ def load_staged(loader: LoaderInterface, staged: StagedFile, load_mode: str) -> 
     )
 
 
+@dataclass(frozen=True)
+class _StageTask:
+    location: SourceLocation
+    key: str
+    directory: Path
+    quarantine: SourceLocation | None
+
+
+_completed_hashes: frozenset[str] = frozenset()
+
+
+def _init_worker(completed: frozenset[str]) -> None:
+    global _completed_hashes
+    _completed_hashes = completed
+
+
+def _stage_object(task: _StageTask) -> StagedFile | str:
+    """Worker: fetch, hash and stage one object; its hash instead when that file is already loaded."""
+    name = object_name(task.location, task.key)
+    with local_copy(task.location, task.key) as path:
+        digest = sha256_of(path)
+        if digest in _completed_hashes:
+            return digest
+        staged = stage_file(path, task.directory, display_name=name, file_sha256=digest)
+        if staged.error and task.quarantine is not None:
+            quarantine_file(task.quarantine, name, path, staged.error)
+    return staged
+
+
 def run_load(
-    source: str | Path,
-    dsn: str,
+    source: str | Path | SourceLocation,
+    dsn_or_loader: str | LoaderInterface,
     mode: str = "delta",
     workers: int = 1,
     progress: Callable[[LoadOutcome, RunSummary], None] | None = None,
-    files: Iterable[Path] | None = None,
+    keys: Iterable[str] | None = None,
+    quarantine: str | SourceLocation | None = None,
 ) -> RunSummary:
-    """Load every E2B(R3) file of ``source`` into the database at ``dsn``."""
+    """Load E2B(R3) files of ``source`` (all candidates, or only ``keys``) into the target database.
+
+    Workers download, hash, parse and map files into staged CSVs while the parent process loads
+    what is ready, one file per transaction: parsing overlaps loading.
+    """
     if mode not in ("delta", "full"):
         raise ValueError(f"mode must be 'delta' or 'full', not {mode!r}")
-    loader = get_loader(dsn)
+    started = time.perf_counter()
+    location = source if isinstance(source, SourceLocation) else parse_location(source)
+    quarantine_location = parse_location(quarantine) if isinstance(quarantine, str | Path) else quarantine
+    loader = get_loader(dsn_or_loader) if isinstance(dsn_or_loader, str) else dsn_or_loader
     loader.create_all_tables()
-    paths = list(files) if files is not None else discover_files(source)
-    summary = RunSummary(files_found=len(paths))
-    completed = loader.get_completed_file_hashes() if mode == "delta" else set()
-    pending: list[tuple[Path, str]] = []
-    for path in paths:
-        digest = sha256_of(path)
-        if digest in completed:
-            summary.files_skipped += 1
-            continue
-        pending.append((path, digest))
+    todo = list(keys) if keys is not None else [o.key for o in list_objects(location)]
+    summary = RunSummary(files_found=len(todo))
+    completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
     workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
     truncate_next = mode == "full"
     try:
-        with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures: dict[Future[StagedFile], tuple[Path, Path]] = {}
-            queue = list(enumerate(pending))
+        with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool:
+            futures: dict[Future[StagedFile | str], _StageTask] = {}
+            queue = [_StageTask(location, key, workdir / str(index), quarantine_location) for index, key in enumerate(todo)]
+            queue.reverse()
             while queue or futures:
                 # Keep a bounded number of staged files on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
-                    index, (path, digest) = queue.pop(0)
-                    stage_dir = workdir / str(index)
-                    futures[pool.submit(stage_file, path, stage_dir, file_sha256=digest)] = (path, stage_dir)
+                    task = queue.pop()
+                    futures[pool.submit(_stage_object, task)] = task
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
-                    path, stage_dir = futures.pop(future)
+                    task = futures.pop(future)
+                    name = object_name(location, task.key)
                     try:
                         staged = future.result()
+                        if isinstance(staged, str):
+                            summary.files_skipped += 1
+                            continue
                         outcome = load_staged(loader, staged, "full" if truncate_next else "delta")
                         truncate_next = False
                         summary.outcomes.append(outcome)
@@ -140,10 +164,32 @@ def run_load(
                             progress(outcome, summary)
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
                         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                        log.debug("loading %s failed", path.name, exc_info=True)
-                        summary.failures.append((path.name, reason))
+                        log.debug("loading %s failed", name, exc_info=True)
+                        summary.failures.append((name, reason))
                     finally:
-                        shutil.rmtree(stage_dir, ignore_errors=True)
+                        shutil.rmtree(task.directory, ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    summary.duration_seconds = time.perf_counter() - started
     return summary
+
+
+@dataclass
+class LoadBatch:
+    """Files to load together; committed once, however many consumers ask (each table asset does)."""
+
+    location: SourceLocation
+    keys: list[str]
+    mode: str = "delta"
+    workers: int = 1
+    quarantine: SourceLocation | None = None
+    summary: RunSummary | None = None
+
+    @property
+    def file_names(self) -> list[str]:
+        return [object_name(self.location, key) for key in self.keys]
+
+    def commit(self, loader: LoaderInterface) -> RunSummary:
+        if self.summary is None:
+            self.summary = run_load(self.location, loader, self.mode, self.workers, keys=self.keys, quarantine=self.quarantine)
+        return self.summary

@@ -89,6 +89,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("most_recent_info_date_utc", DateTime(timezone=True), nullable=False),
         Column("message_creation_time_utc", DateTime(timezone=True)),
         Column("is_nullification", Boolean, nullable=False),
+        Column("row_counts", JSON_DOCUMENT, comment="Rows per table the parser produced for this version"),
         Column("loaded_at", DateTime(timezone=True), nullable=False),
         Column("payload", JSON_DOCUMENT, nullable=False, comment="The whole message: every element and attribute"),
         UniqueConstraint(CASE_KEY, "file_sha256", MESSAGE_POSITION, name="uq_icsr_audit_log_version"),

@@ -36,6 +36,7 @@ AUDIT_COLUMNS = (
     "most_recent_info_date_utc",
     "message_creation_time_utc",
     "is_nullification",
+    "row_counts",
     "payload",
 )
 QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
@@ -202,6 +203,7 @@ def _audit_row(case: MappedCase, file_name: str, file_sha256: str) -> dict[str, 
         "most_recent_info_date_utc": case.most_recent_info_utc,
         "message_creation_time_utc": case.message_creation_utc,
         "is_nullification": case.is_nullification,
+        "row_counts": {table: len(rows) for table, rows in case.rows.items() if rows},
         "payload": case.audit,
     }
 

@@ -13,6 +13,7 @@ from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES
+from tests.support.db import query, snapshot
 
 HEADACHE = ReactionSpec("10019211", "Headache", xml_id="r-headache")
 NAUSEA = ReactionSpec("10028813", "Nausea", xml_id="r-nausea")
@@ -22,29 +23,6 @@ def version(n: int, **kwargs) -> CaseSpec:  # type: ignore[no-untyped-def]
     base = {"most_recent_info": f"2024011{n}", "message_created": f"2024011{n}090000+0000", "reactions": [HEADACHE, NAUSEA]}
     base.update(kwargs)
     return CaseSpec("CASE-1", drugs=[DrugSpec(xml_id="d-1")], **base)
-
-
-def query(dsn: str, sql: str) -> list[tuple]:
-    engine = create_engine(dsn)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-def snapshot(dsn: str) -> dict[str, list[tuple]]:
-    """Full contents of every case table, minus load timestamps."""
-    tables = {}
-    for table in CASE_TABLE_NAMES:
-        rows = query(dsn, f'SELECT * FROM "{table}"')
-        tables[table] = sorted(tuple(str(v) for v in row) for row in rows)
-    master = query(
-        dsn,
-        "SELECT safetyreportid, most_recent_info_date, is_nullified, source_file_sha256, message_position FROM icsr_master ORDER BY 1",
-    )
-    tables["icsr_master"] = [tuple(str(v) for v in row) for row in master]
-    return tables
 
 
 def load(dsn: str, *paths: Path, mode: str = "delta") -> None:

@@ -1,0 +1,188 @@
+"""Software-defined assets: the raw ICSR files and every table they load into.
+
+``icsr_source_files`` is one partition per source file (reported by the arrival sensors). The
+normalized tables, the audit log, the quarantine and the file history are the outputs of one
+multi-asset, partitioned the same way, so the UI shows the lineage file -> tables and a run over
+any set of files (sensor batch or backfill) loads them in one step.
+"""
+
+import os
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetOut,
+    AssetSpec,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableSchema,
+    multi_asset,
+)
+
+from eudravig_assets.partitions import icsr_files
+from eudravig_assets.resources import EudravigDatabase, EudravigSource
+from loaders.readback import TableReader
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
+from py_load_eudravigilance.pipeline import LoadBatch
+from py_load_eudravigilance.quality import validate_frame
+from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
+from py_load_eudravigilance.sources import key_for_partition
+
+# A backfill of many files runs as few runs: dynamic partitions are chunked in order of arrival
+FILES_PER_BACKFILL_RUN = 500
+SECTION_GROUPS = {
+    "C": "c_report",
+    "D": "d_patient",
+    "E": "e_reactions",
+    "F": "f_tests",
+    "G": "g_drugs",
+    "H": "h_narrative",
+    "N": "n_batch",
+}
+ETL_GROUP = "etl_audit"
+SOURCE_GROUP = "sources"
+
+icsr_source_files = AssetSpec(
+    "icsr_source_files",
+    partitions_def=icsr_files,
+    group_name=SOURCE_GROUP,
+    description="E2B(R3) ICSR files as received (local folder or S3 prefix): one partition per file. "
+    "Reported by the arrival sensors; partition keys are the object keys with unsafe characters escaped as ~XX.",
+)
+
+
+def _column_schema(table: str) -> TableSchema:
+    sql_table = METADATA.tables[table]
+    return TableSchema(columns=[TableColumn(c.name, str(c.type).lower(), description=c.comment or "") for c in sql_table.columns])
+
+
+def _table_outs() -> dict[str, AssetOut]:
+    """One asset per table, described and grouped from the data dictionary."""
+    outs = {}
+    for spec, _ancestors in [*iter_tables(), (BATCH_HEADER, ())]:
+        section = spec.element.removeprefix("FDA.")[0]
+        outs[spec.name] = AssetOut(
+            key=spec.name,
+            description=f"{spec.element}: {spec.description}",
+            group_name=SECTION_GROUPS[section],
+            io_manager_key="loader_io_manager",
+            metadata={"dagster/column_schema": _column_schema(spec.name), "e2b_element": spec.element},
+        )
+    for name, text in (
+        (QUARANTINE_TABLE, "Messages and files that could not be loaded, with the reason"),
+        (AUDIT_TABLE, "Every received version of every case with the whole message as JSON (append-only)"),
+        (FILE_HISTORY_TABLE, "One row per source file: status, counts, duration and error"),
+    ):
+        outs[name] = AssetOut(
+            key=name,
+            description=text,
+            group_name=ETL_GROUP,
+            io_manager_key="loader_io_manager",
+            metadata={"dagster/column_schema": _column_schema(name)},
+        )
+    return outs
+
+
+TABLE_OUTS = _table_outs()
+SCHEMA_CHECKED = (*CASE_TABLE_NAMES, BATCH_HEADER.name)
+
+
+def _check_specs() -> list[AssetCheckSpec]:
+    specs = [
+        AssetCheckSpec(
+            "conforms_to_data_dictionary",
+            asset=table,
+            description="pandera: column types, keys present, E2B code lists, 8-digit MedDRA codes, ISO country codes",
+        )
+        for table in SCHEMA_CHECKED
+    ]
+    specs += [
+        AssetCheckSpec("every_row_has_its_case", asset=table, description="Referential integrity: each row's case is in icsr_master")
+        for table in CHILD_TABLE_NAMES
+    ]
+    specs += [
+        AssetCheckSpec(
+            "rows_match_parser",
+            asset=table,
+            description="Rows of the loaded cases equal the rows the parser produced for their current versions",
+        )
+        for table in CASE_TABLE_NAMES
+    ]
+    specs.append(AssetCheckSpec("no_rejected_messages", asset=QUARANTINE_TABLE, description="No message of these files was rejected"))
+    return specs
+
+
+# Runs of the full_reload job carry this tag: empty every table, then load all files
+LOAD_MODE_TAG = "eudravig/load_mode"
+
+
+class LoadConfig(Config):
+    workers: int = os.cpu_count() or 1  # processes parsing files in parallel
+
+
+@multi_asset(
+    outs=TABLE_OUTS,
+    deps=[icsr_source_files],
+    partitions_def=icsr_files,
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_BACKFILL_RUN),
+    check_specs=_check_specs(),
+    name="icsr_tables",
+)
+def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: EudravigSource, database: EudravigDatabase):  # type: ignore[no-untyped-def]
+    """Load the run's files into every table (one transaction per file), then check what landed."""
+    partition_keys = list(context.partition_keys)
+    mode = context.run.tags.get(LOAD_MODE_TAG, "delta")
+    if mode not in ("delta", "full"):
+        raise Failure(description=f"{LOAD_MODE_TAG} must be 'delta' or 'full', not {mode!r}")
+    if mode == "full":
+        everything = set(context.instance.get_dynamic_partitions(icsr_files.name))
+        if set(partition_keys) != everything:
+            raise Failure(
+                description=f"a full reload empties every table, so it must cover all {len(everything)} file partitions "
+                f"in one run (this run has {len(partition_keys)}); launch it with the whole partition range"
+            )
+    batch = LoadBatch(
+        source.location(),
+        [key_for_partition(key) for key in partition_keys],
+        mode=mode,
+        workers=config.workers,
+        quarantine=source.quarantine(),
+    )
+    for table in TABLE_OUTS:
+        yield Output(batch, output_name=table)  # the IO manager commits the batch with the first table
+    yield from _evaluate_checks(database.reader(), batch)
+
+
+def _evaluate_checks(reader: TableReader, batch: LoadBatch):  # type: ignore[no-untyped-def]
+    files = batch.file_names
+    for table in SCHEMA_CHECKED:
+        failures = validate_frame(table, reader.read_frame(table, files))
+        yield AssetCheckResult(
+            check_name="conforms_to_data_dictionary",
+            asset_key=table,
+            passed=failures is None,
+            metadata={"failures": MetadataValue.md(failures.head(20).to_markdown(index=False))} if failures is not None else {},
+        )
+    for table, orphans in reader.orphan_counts().items():
+        yield AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})
+    for table, (expected, actual) in reader.row_count_comparison(files).items():
+        yield AssetCheckResult(
+            check_name="rows_match_parser",
+            asset_key=table,
+            passed=expected == actual,
+            metadata={"rows_parsed": expected, "rows_in_table": actual},
+        )
+    rejected = batch.summary.messages_rejected if batch.summary else 0
+    yield AssetCheckResult(
+        check_name="no_rejected_messages",
+        asset_key=QUARANTINE_TABLE,
+        passed=rejected == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"messages_rejected": rejected},
+    )

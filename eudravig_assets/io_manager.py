@@ -1,0 +1,72 @@
+"""The IO manager of the normalized tables, implemented by the loader plugin of the target DSN.
+
+Writing: every table asset of a run receives the same :class:`LoadBatch`. The first table handed
+to the IO manager commits the batch through the loader: each file is staged in worker processes,
+bulk-loaded (COPY on PostgreSQL) and merged in *one transaction across all tables*; the other
+tables then only report what landed. So although each table is its own asset, a file's rows are
+never visible in some tables and missing from others, and no table is reported materialized
+before its rows are committed.
+
+Reading: ``load_input`` returns a table as a pandas DataFrame: for partitioned consumers, the
+cases whose current version came from those files; otherwise the whole table.
+"""
+
+from typing import Any
+
+import pandas as pd
+from dagster import ConfigurableIOManager, Failure, InputContext, MetadataValue, OutputContext
+
+from eudravig_assets.resources import EudravigDatabase
+from py_load_eudravigilance.pipeline import LoadBatch, RunSummary
+from py_load_eudravigilance.schema import AUDIT_TABLE, FILE_HISTORY_TABLE
+from py_load_eudravigilance.sources import key_for_partition
+
+RUN_LEVEL_TABLES = ("icsr_master", AUDIT_TABLE, FILE_HISTORY_TABLE)
+MAX_LISTED_FILES = 50
+
+
+def summary_metadata(summary: RunSummary) -> dict[str, Any]:
+    """What the load did, for materialization metadata: counts, hashes, speed; never credentials."""
+    totals = summary.totals()
+    hashes = {o.file_name: o.file_sha256 for o in summary.outcomes}
+    listed = dict(list(hashes.items())[:MAX_LISTED_FILES])
+    return {
+        "files_loaded": len(summary.outcomes),
+        "files_skipped_already_loaded": summary.files_skipped,
+        "files_failed": len(summary.failures),
+        "messages": totals["messages_total"],
+        "cases_inserted": totals["cases_inserted"],
+        "cases_updated": totals["cases_updated"],
+        "cases_skipped_older": totals["cases_skipped_older"],
+        "cases_nullified": totals["cases_nullified"],
+        "messages_rejected": totals["messages_rejected"],
+        "file_sha256": MetadataValue.json(listed),
+        "duration_seconds": round(summary.duration_seconds, 3),
+        "cases_per_second": round(summary.cases_per_second, 1),
+    }
+
+
+class LoaderIOManager(ConfigurableIOManager):
+    """Writes table assets through the loader plugin; reads them back with SQLAlchemy Core."""
+
+    database: EudravigDatabase
+
+    def handle_output(self, context: OutputContext, obj: LoadBatch) -> None:
+        summary = obj.commit(self.database.loader())
+        if summary.failures:
+            listing = "; ".join(f"{name}: {reason}" for name, reason in summary.failures[:MAX_LISTED_FILES])
+            raise Failure(
+                description=f"{len(summary.failures)} of {summary.files_found} files failed to load: {listing}",
+                metadata=summary_metadata(summary),
+            )
+        table = context.asset_key.path[-1]
+        rows = sum(outcome.row_counts.get(table, 0) for outcome in summary.outcomes)
+        metadata: dict[str, Any] = {"rows_from_files": rows, "database": self.database.display_name}
+        if table in RUN_LEVEL_TABLES:
+            metadata.update(summary_metadata(summary))
+        context.add_output_metadata(metadata)
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        table = context.upstream_output.asset_key.path[-1] if context.upstream_output else context.asset_key.path[-1]
+        files = [key_for_partition(key) for key in context.asset_partition_keys] if context.has_asset_partitions else None
+        return self.database.reader().read_frame(table, files)

@@ -1,0 +1,72 @@
+"""Dagster resources: the target database and the source/quarantine locations.
+
+Configured from the environment (``EnvVar``) so the UI shows variable names, never the values:
+``PY_LOAD_EUDRAVIGILANCE_DATABASE__DSN``, ``PY_LOAD_EUDRAVIGILANCE_SOURCE_URI`` and
+``PY_LOAD_EUDRAVIGILANCE_QUARANTINE_URI``. S3 access uses dagster-aws's ``S3Resource`` with the
+standard AWS settings, so ``AWS_ENDPOINT_URL`` points it at any S3-compatible store.
+"""
+
+import os
+from typing import Any
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import PrivateAttr
+
+from loaders.interface import LoaderInterface
+from loaders.readback import TableReader
+from loaders.registry import get_loader
+from py_load_eudravigilance.pipeline import redact_dsn
+from py_load_eudravigilance.settings import DEFAULT_DSN, DEFAULT_SOURCE, DSN_ENV, QUARANTINE_ENV, SOURCE_ENV
+from py_load_eudravigilance.sources import SourceLocation, parse_location
+
+
+class EudravigDatabase(ConfigurableResource):
+    """The target database; its SQLAlchemy dialect selects the loader plugin."""
+
+    dsn: str = DEFAULT_DSN
+    db_schema: str | None = None
+
+    _loader: LoaderInterface | None = PrivateAttr(default=None)
+
+    def loader(self) -> LoaderInterface:
+        if self._loader is None:
+            options = {"schema": self.db_schema} if self.db_schema else {}
+            self._loader = get_loader(self.dsn, **options)
+        return self._loader
+
+    def reader(self) -> TableReader:
+        from sqlalchemy import create_engine
+
+        engine = getattr(self.loader(), "engine", None) or create_engine(self.dsn)
+        return TableReader(engine, self.db_schema)
+
+    @property
+    def display_name(self) -> str:
+        return redact_dsn(self.dsn)
+
+
+class EudravigSource(ConfigurableResource):
+    """Where ICSR files arrive (folder, glob or s3:// prefix) and where rejected files go."""
+
+    source_uri: str = DEFAULT_SOURCE
+    quarantine_uri: str | None = None
+    files_per_run: int = 200  # sensors batch this many new files into one run
+
+    def location(self) -> SourceLocation:
+        return parse_location(self.source_uri)
+
+    def quarantine(self) -> SourceLocation | None:
+        return parse_location(self.quarantine_uri) if self.quarantine_uri else None
+
+
+def _from_env(name: str, default: Any) -> Any:
+    """``EnvVar(name)`` when the variable is set (resolved at run time, shown by name), else the default."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def database_from_env() -> EudravigDatabase:
+    return EudravigDatabase(dsn=_from_env(DSN_ENV, DEFAULT_DSN))
+
+
+def source_from_env() -> EudravigSource:
+    return EudravigSource(source_uri=_from_env(SOURCE_ENV, DEFAULT_SOURCE), quarantine_uri=_from_env(QUARANTINE_ENV, None))

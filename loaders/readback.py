@@ -1,0 +1,96 @@
+"""Reading loaded tables back (SQLAlchemy Core, any dialect): for checks and downstream consumers.
+
+Rows can be restricted to what given source files brought in: for case tables, the cases whose
+current version came from those files; for the bookkeeping tables, the files' own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Select
+
+from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.schema import (
+    AUDIT_TABLE,
+    CASE_TABLE_NAMES,
+    CHILD_TABLE_NAMES,
+    MESSAGE_POSITION,
+    build_metadata,
+)
+
+MASTER = "icsr_master"
+
+
+@dataclass
+class TableReader:
+    engine: Engine
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        self.metadata = build_metadata(self.schema)
+
+    def table(self, name: str) -> Table:
+        return self.metadata.tables[f"{self.schema}.{name}" if self.schema else name]
+
+    def _cases_from(self, file_names: Sequence[str]) -> Select:
+        master = self.table(MASTER)
+        return select(master.c[CASE_KEY]).where(master.c.source_file_name.in_(bindparam("files", expanding=True)))
+
+    def select_rows(self, name: str, file_names: Sequence[str] | None = None) -> Select:
+        table = self.table(name)
+        query = select(table)
+        if file_names is None:
+            return query
+        if name in CASE_TABLE_NAMES:
+            return query.where(table.c[CASE_KEY].in_(self._cases_from(file_names)))
+        return query.where(table.c.file_name.in_(bindparam("files", expanding=True)))
+
+    def read_frame(self, name: str, file_names: Sequence[str] | None = None) -> pd.DataFrame:
+        """The table's rows as a DataFrame (all rows, or those the files brought in)."""
+        params = {"files": list(file_names)} if file_names is not None else {}
+        with self.engine.connect() as conn:
+            return pd.read_sql(self.select_rows(name, file_names), conn, params=params)
+
+    def orphan_counts(self) -> dict[str, int]:
+        """Per child table: rows whose case is missing from ``icsr_master``."""
+        master = self.table(MASTER)
+        counts = {}
+        with self.engine.connect() as conn:
+            for name in CHILD_TABLE_NAMES:
+                child = self.table(name)
+                orphaned = ~child.c[CASE_KEY].in_(select(master.c[CASE_KEY]))
+                counts[name] = conn.scalar(select(func.count()).select_from(child).where(orphaned)) or 0
+        return counts
+
+    def row_count_comparison(self, file_names: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
+        """Per case table: (rows the parser produced for the current versions, rows in the table).
+
+        The audit log keeps what the parser produced for every version; the current version of a
+        case is the one its master row points to (file and message position).
+        """
+        master, audit = self.table(MASTER), self.table(AUDIT_TABLE)
+        current = select(audit.c.row_counts).join(
+            master,
+            (master.c[CASE_KEY] == audit.c[CASE_KEY])
+            & (master.c.source_file_sha256 == audit.c.file_sha256)
+            & (master.c[MESSAGE_POSITION] == audit.c[MESSAGE_POSITION]),
+        )
+        params = {}
+        if file_names is not None:
+            current = current.where(master.c.source_file_name.in_(bindparam("files", expanding=True)))
+            params = {"files": list(file_names)}
+        expected = dict.fromkeys(CASE_TABLE_NAMES, 0)
+        actual = {}
+        with self.engine.connect() as conn:
+            for (row_counts,) in conn.execute(current, params):
+                for name, count in (row_counts or {}).items():
+                    expected[name] = expected.get(name, 0) + int(count)
+            for name in CASE_TABLE_NAMES:
+                query = select(func.count()).select_from(self.select_rows(name, file_names).subquery())
+                actual[name] = conn.scalar(query, params) or 0
+        return {name: (expected[name], actual[name]) for name in CASE_TABLE_NAMES}

@@ -1,0 +1,86 @@
+"""Data-quality rules for the normalized tables, as pandera schemas built from the column catalog.
+
+Every column is type-checked; key columns must be present; coded elements must hold a value of
+their E2B(R3) code list (a missing value is allowed: the element may carry a nullFlavor instead);
+MedDRA codes have 8 digits and country codes are ISO 3166-1 alpha-2 (or ``EU``, as E2B allows).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pandas as pd
+import pandera.pandas as pa
+
+from py_load_eudravigilance.mapping import catalog
+from py_load_eudravigilance.mapping.catalog import ColumnType
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+
+# E2B(R3) code lists (ICH implementation guide), by element number
+CODE_LISTS: dict[str, tuple[str, ...]] = {
+    "C.1.3": ("1", "2", "3", "4"),  # type of report
+    "C.1.11.1": ("1", "2"),  # nullification / amendment
+    "C.2.r.4": ("1", "2", "3", "4", "5"),  # reporter's qualification
+    "C.3.1": ("1", "2", "3", "4", "5", "6", "7"),  # sender type
+    "D.2.3": ("0", "1", "2", "3", "4", "5", "6"),  # patient age group
+    "D.5": ("1", "2"),  # sex
+    "E.i.3.1": ("1", "2", "3", "4"),  # term highlighted by the reporter
+    "E.i.7": ("0", "1", "2", "3", "4", "5"),  # outcome of reaction
+    "F.r.3.1": ("1", "2", "3", "4"),  # test result code
+    "G.k.1": ("1", "2", "3", "4"),  # drug role: suspect, concomitant, interacting, not administered
+    "G.k.8": ("0", "1", "2", "3", "4", "9"),  # action taken with drug
+}
+MEDDRA_CODE = r"^\d{8}$"
+COUNTRY_CODE = r"^(?:[A-Z]{2})$"
+
+_DTYPES = {
+    ColumnType.TEXT: "string",
+    ColumnType.INTEGER: "Int64",
+    ColumnType.FLOAT: "Float64",
+    ColumnType.BOOLEAN: "boolean",
+    ColumnType.TIMESTAMP: pd.DatetimeTZDtype(tz="UTC"),
+    ColumnType.BINARY: None,  # bytes: no pandas dtype to check
+}
+
+
+def _checks(column: catalog.Column) -> list[pa.Check]:
+    name = column.name
+    if name.endswith(("_null_flavor", "_code_system", "_precision", "_utc")):
+        return []
+    if column.element in CODE_LISTS and name == catalog.element_columns().get(column.element, ("", ""))[1]:
+        return [pa.Check.isin(CODE_LISTS[column.element], name=f"{column.element} code list")]
+    if name.endswith("meddra_code"):
+        return [pa.Check.str_matches(MEDDRA_CODE, name="MedDRA code of 8 digits")]
+    if name.endswith("_country"):
+        return [pa.Check.str_matches(COUNTRY_CODE, name="ISO 3166-1 alpha-2 country code")]
+    return []
+
+
+@cache
+def table_schema(table: str) -> pa.DataFrameSchema:
+    """The pandera schema of one normalized table (case tables and ``message_batches``)."""
+    columns = catalog.table_columns(BATCH_HEADER) if table == BATCH_HEADER.name else catalog.case_table_columns()[table]
+    return pa.DataFrameSchema(
+        {
+            c.name: pa.Column(
+                _DTYPES[c.type],
+                checks=_checks(c),
+                nullable=not c.primary_key,
+                required=True,
+                description=f"{c.element}: {c.description}" if c.element else c.description,
+            )
+            for c in columns
+        },
+        name=table,
+        coerce=True,  # databases return booleans as 0/1 and timestamps as text (SQLite)
+        strict=False,
+    )
+
+
+def validate_frame(table: str, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """None when ``frame`` satisfies the table's schema, else one row per failure (pandera's report)."""
+    try:
+        table_schema(table).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        return errors.failure_cases
+    return None

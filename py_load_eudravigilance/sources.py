@@ -1,0 +1,183 @@
+"""Where files come from and where rejected files go: local folders, globs and ``s3://`` prefixes.
+
+A source object is named by its key relative to the source root. Partition keys (Dagster) and
+file names in the database are derived from that key, so the same file is the same thing
+everywhere. S3 access uses the standard AWS settings (``AWS_ENDPOINT_URL``, credentials chain).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
+
+XML_SUFFIXES = (".xml",)
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    """A parsed source or quarantine URI."""
+
+    uri: str
+    bucket: str | None = None  # set for s3:// locations
+    root: str = ""  # S3 prefix or local folder
+    pattern: str | None = None  # glob relative to root, if the URI had one
+
+    @property
+    def is_s3(self) -> bool:
+        return self.bucket is not None
+
+    def display(self, key: str) -> str:
+        """The object's full URI, as shown to users."""
+        if self.is_s3:
+            return f"s3://{self.bucket}/{self.root}{key}"
+        return str(Path(self.root) / key)
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    key: str  # relative to the location's root, '/'-separated
+    size: int
+    modified: datetime
+
+
+def parse_location(uri: str | Path) -> SourceLocation:
+    text = str(uri)
+    if text.startswith("s3://"):
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise ValueError(f"S3 URI without a bucket: {text}")
+        prefix = parsed.path.lstrip("/")
+        pattern = None
+        if any(ch in prefix for ch in _GLOB_CHARS):
+            cut = min(prefix.find(ch) for ch in _GLOB_CHARS if ch in prefix)
+            prefix, pattern = prefix[: prefix.rfind("/", 0, cut) + 1], prefix[prefix.rfind("/", 0, cut) + 1 :]
+        return SourceLocation(text, bucket=parsed.netloc, root=prefix, pattern=pattern)
+    if any(ch in text for ch in _GLOB_CHARS):
+        parts = Path(text).parts
+        first = next(i for i, part in enumerate(parts) if any(ch in part for ch in _GLOB_CHARS))
+        root = Path(*parts[:first]) if first else Path(".")
+        return SourceLocation(text, root=str(root), pattern=str(PurePosixPath(*parts[first:])))
+    return SourceLocation(text, root=text)
+
+
+def _is_candidate(key: str, pattern: str | None) -> bool:
+    if pattern is not None:
+        return fnmatch.fnmatchcase(key, pattern)
+    return key.lower().endswith(XML_SUFFIXES)
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client configured by the standard AWS settings (``AWS_ENDPOINT_URL`` included)."""
+    import boto3  # imported here: local-only users never need it
+
+    return boto3.client("s3")
+
+
+def list_objects(location: SourceLocation, client: Any | None = None) -> list[SourceObject]:
+    """Every candidate file of the location, sorted by key (all pages of an S3 listing)."""
+    if location.is_s3:
+        client = client or s3_client()
+        found = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=location.root):
+            for item in page.get("Contents", []):
+                key = item["Key"][len(location.root) :]
+                if key and not key.endswith("/") and _is_candidate(key, location.pattern):
+                    found.append(SourceObject(key, item["Size"], item["LastModified"]))
+        return sorted(found, key=lambda o: o.key)
+    root = Path(location.root)
+    if root.is_file() and location.pattern is None:
+        stat = root.stat()
+        return [SourceObject("", stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))]
+    if not root.is_dir():
+        raise FileNotFoundError(f"source not found: {location.uri}")
+    found = []
+    candidates = root.glob(location.pattern) if location.pattern else (p for p in root.rglob("*") if _is_candidate(p.name, None))
+    for path in candidates:
+        key = path.relative_to(root).as_posix()
+        if path.is_file():
+            stat = path.stat()
+            found.append(SourceObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+    return sorted(found, key=lambda o: o.key)
+
+
+def object_name(location: SourceLocation, key: str) -> str:
+    """The name a file is known by in the database: its key, or the file name of a single file."""
+    return key or Path(location.root).name
+
+
+@contextmanager
+def local_copy(location: SourceLocation, key: str, client: Any | None = None) -> Iterator[Path]:
+    """A local path holding the object's bytes: the file itself, or a streamed download from S3."""
+    if not location.is_s3:
+        yield Path(location.root) / key if key else Path(location.root)
+        return
+    client = client or s3_client()
+    with tempfile.TemporaryDirectory(prefix="eudravig-s3-") as scratch:
+        target = Path(scratch) / "object.xml"
+        client.download_file(location.bucket, location.root + key, str(target))
+        yield target
+
+
+# -- partition keys -------------------------------------------------------------------------------
+# Dagster refuses '...' and control characters in partition keys, and commas, quotes or slashes
+# make keys awkward in URLs and backfill selections. Keys keep letters, digits, '_', '-' and single
+# dots readable and escape every other byte as ~XX, which is reversible.
+_SAFE = re.compile(r"[A-Za-z0-9_\-.]")
+
+
+def partition_key_for(key: str) -> str:
+    out: list[str] = []
+    for char in key:
+        if _SAFE.fullmatch(char) and not (char == "." and out and out[-1].endswith(".")):
+            out.append(char)
+        else:
+            out.append("".join(f"~{byte:02X}" for byte in char.encode("utf-8")))
+    return "".join(out)
+
+
+def key_for_partition(partition_key: str) -> str:
+    pieces = re.split(r"~([0-9A-F]{2})", partition_key)  # text, hex, text, hex, ..., text
+    raw = bytearray()
+    for index, piece in enumerate(pieces):
+        raw.extend(bytes.fromhex(piece) if index % 2 else piece.encode("ascii"))
+    return raw.decode("utf-8")
+
+
+# -- quarantine -----------------------------------------------------------------------------------
+def _contained_key(key: str) -> str:
+    """The key with every '..', '.' and empty segment removed: nothing can escape the root."""
+    parts = [part for part in key.replace("\\", "/").split("/") if part not in ("", ".", "..")]
+    if not parts:
+        raise ValueError(f"cannot quarantine an object without a name: {key!r}")
+    return "/".join(parts)
+
+
+def quarantine_file(quarantine: SourceLocation, key: str, data_path: Path | None, reason: str, client: Any | None = None) -> str:
+    """Copy a rejected file (if readable) and a ``.reason.txt`` beside it; returns where it went."""
+    safe_key = _contained_key(key)
+    note = reason if reason.endswith("\n") else reason + "\n"
+    if quarantine.is_s3:
+        client = client or s3_client()
+        target = quarantine.root + safe_key
+        if data_path is not None and data_path.exists():
+            client.upload_file(str(data_path), quarantine.bucket, target)
+        client.put_object(Bucket=quarantine.bucket, Key=target + ".reason.txt", Body=note.encode("utf-8"))
+        return f"s3://{quarantine.bucket}/{target}"
+    root = Path(quarantine.root).resolve()
+    target_path = (root / safe_key).resolve()
+    if root not in target_path.parents:
+        raise ValueError(f"quarantine target escapes {root}: {key!r}")
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    if data_path is not None and data_path.exists():
+        target_path.write_bytes(data_path.read_bytes())
+    target_path.with_name(target_path.name + ".reason.txt").write_text(note, encoding="utf-8")
+    return str(target_path)

@@ -1,0 +1,130 @@
+"""The Dagster project: file partitions, the loader-backed IO manager, checks, backfills, full reload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.definitions.partitions.context import partition_loading_context
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from eudravig_assets.assets import FILES_PER_BACKFILL_RUN, TABLE_OUTS, icsr_tables
+from eudravig_assets.definitions import build_definitions
+from eudravig_assets.partitions import icsr_files
+from eudravig_assets.resources import EudravigDatabase, EudravigSource
+from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+from py_load_eudravigilance.pipeline import run_load
+from py_load_eudravigilance.sources import partition_key_for
+from tests.support.db import query, snapshot
+
+
+@pytest.fixture
+def instance() -> DagsterInstance:
+    with DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral
+
+
+def project(dsn: str, source: Path | str, quarantine: Path | None = None) -> Definitions:
+    return build_definitions(
+        EudravigDatabase(dsn=dsn), EudravigSource(source_uri=str(source), quarantine_uri=str(quarantine) if quarantine else None)
+    )
+
+
+def materialize_files(defs: Definitions, instance: DagsterInstance, keys: list[str], job: str = "load_icsr_files", **kwargs):  # type: ignore[no-untyped-def]
+    """Run a job over a range of file partitions in one run, as a sensor batch or a backfill does."""
+    tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags, raise_on_error=False, **kwargs)
+
+
+def register(instance: DagsterInstance, keys: list[str]) -> list[str]:
+    partition_keys = [partition_key_for(key) for key in keys]
+    instance.add_dynamic_partitions(icsr_files.name, partition_keys)
+    return partition_keys
+
+
+def test_materializing_file_partitions_loads_what_the_cli_loads(dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    corpus = tmp_path / "incoming"
+    paths = write_corpus(corpus, CorpusSpec(files=3, cases_per_file=12, seed=5, follow_up_fraction=0.4, nullification_fraction=0.1))
+    keys = register(instance, [p.relative_to(corpus).as_posix() for p in paths])
+
+    result = materialize_files(project(dsn, corpus), instance, keys)
+
+    assert result.success
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert materialized == set(TABLE_OUTS)
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [(c.asset_key, c.check_name, c.metadata) for c in checks if not c.passed]
+    master = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "icsr_master")
+    metadata = master.materialization.metadata
+    assert metadata["files_loaded"].value == 3
+    assert metadata["cases_inserted"].value == query(dsn, "SELECT COUNT(*) FROM icsr_master")[0][0]
+
+    through_dagster = snapshot(dsn)
+    assert not run_load(corpus, dsn, mode="full", workers=1).failures  # the CLI's path rebuilds from the same files
+    assert snapshot(dsn) == through_dagster
+
+
+def test_backfill_over_loaded_partitions_leaves_every_table_unchanged(dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    corpus = tmp_path / "incoming"
+    paths = write_corpus(corpus, CorpusSpec(files=4, cases_per_file=8, seed=9, follow_up_fraction=0.5))
+    keys = register(instance, [p.name for p in paths])
+    defs = project(dsn, corpus)
+    assert materialize_files(defs, instance, keys).success
+    before = snapshot(dsn)
+    history = query(dsn, "SELECT file_sha256, status, finished_at FROM etl_file_history ORDER BY 1")
+
+    again = materialize_files(defs, instance, keys[1:3])
+
+    assert again.success
+    assert snapshot(dsn) == before
+    assert query(dsn, "SELECT file_sha256, status, finished_at FROM etl_file_history ORDER BY 1") == history
+
+
+def test_a_failing_file_fails_the_run_and_is_quarantined(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    corpus, quarantine = tmp_path / "incoming", tmp_path / "quarantine"
+    write_corpus(corpus, CorpusSpec(files=1, cases_per_file=3))
+    (corpus / "sub").mkdir()
+    (corpus / "sub" / "broken, 'quoted'.xml").write_text("<MCCI_IN200100UV01 xmlns='urn:hl7-org:v3'><PORR_IN049016UV>", encoding="utf-8")
+    keys = register(instance, sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*.xml")))
+
+    result = materialize_files(project(sqlite_dsn, corpus, quarantine), instance, keys)
+
+    reason = quarantine / "sub" / "broken, 'quoted'.xml.reason.txt"
+    assert reason.exists() and "broken, 'quoted'.xml" in reason.read_text()
+    assert query(sqlite_dsn, "SELECT status FROM etl_file_history WHERE file_name = 'sub/broken, ''quoted''.xml'") == [("partial",)]
+    assert query(sqlite_dsn, "SELECT COUNT(*) FROM icsr_master")[0][0] == 3  # the valid file's cases
+    warning = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_rejected_messages")
+    assert warning.passed  # a file-level error is not a rejected message; the file history says partial
+
+
+def test_full_reload_must_cover_every_partition_and_rebuilds_the_tables(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    corpus = tmp_path / "incoming"
+    paths = write_corpus(corpus, CorpusSpec(files=3, cases_per_file=6, seed=2, follow_up_fraction=0.5))
+    keys = register(instance, [p.name for p in paths])
+    defs = project(sqlite_dsn, corpus)
+    assert materialize_files(defs, instance, keys).success
+    before = snapshot(sqlite_dsn)
+
+    partial = materialize_files(defs, instance, keys[:2], job="full_reload")
+    assert not partial.success
+    assert snapshot(sqlite_dsn) == before  # refused before touching anything
+
+    full = materialize_files(defs, instance, keys, job="full_reload")
+    assert full.success
+    assert snapshot(sqlite_dsn) == before
+
+
+def test_backfill_policy_turns_many_dynamic_partitions_into_few_runs(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    keys = register(instance, [f"batch-{n:05d}.xml" for n in range(2 * FILES_PER_BACKFILL_RUN + 7)])
+    selection = [AssetKeyPartitionKey(icsr_tables.keys_by_output_name["icsr_master"], key) for key in keys[3:]]
+    graph = project(sqlite_dsn, tmp_path).resolve_asset_graph()
+
+    with partition_loading_context(dynamic_partitions_store=instance):  # as the backfill daemon does
+        requests = build_run_requests_with_backfill_policies(selection, graph, instance)
+
+    assert len(requests) == 3
+    ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in requests]
+    assert ranges[0] == (keys[3], keys[3 + FILES_PER_BACKFILL_RUN - 1]) and ranges[-1][1] == keys[-1]
