@@ -25,7 +25,7 @@ from datetime import datetime
 from io import IOBase
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, create_engine, func, inspect, select, text
+from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.type_api import TypeEngine
@@ -43,7 +43,7 @@ from py_load_eudravigilance.schema import (
     QUARANTINE_TABLE,
     build_metadata,
 )
-from py_load_eudravigilance.staging import STAGED_COLUMNS, utc_now
+from py_load_eudravigilance.staging import FILE_ORDINAL, STAGED_COLUMNS, StagedFile, utc_now
 
 log = logging.getLogger(__name__)
 # Included documents travel as one CSV field; the XML parser already caps a text node at 10 MB
@@ -239,36 +239,62 @@ class SQLAlchemyLoader(LoaderInterface):
         replaced = f"SELECT {key} FROM {decisions} WHERE action IN ('insert', 'update')"
         conn.execute(text(f"DELETE FROM {self.qualified(target_table)} WHERE {key} IN ({replaced})"))
         columns = [c.name for c in self.table(target_table).columns if c.name in STAGED_COLUMNS[target_table]]
-        version = self.quote(version_key or MESSAGE_POSITION)
-        winners = f"JOIN {decisions} d ON d.{key} = s.{key} AND d.{version} = s.{version} WHERE d.action IN ('insert', 'update')"
+        version, ordinal = self.quote(version_key or MESSAGE_POSITION), self.quote(FILE_ORDINAL)
+        winners = (
+            f"JOIN {decisions} d ON d.{key} = s.{key} AND d.{version} = s.{version} AND d.{ordinal} = s.{ordinal} "
+            "WHERE d.action IN ('insert', 'update')"
+        )
         self._insert_from_staging(conn, target_table, columns, "loaded_at" if target_table == MASTER else None, winners, {})
 
-    def _decide(self, conn: Connection) -> dict[str, int]:
-        """Create the decisions table: one row per staged case with its action."""
+    def _decide(self, conn: Connection) -> dict[int, dict[str, int]]:
+        """Create the decisions table (one row per staged case version) and count actions per file.
+
+        Within the staged files the newest version wins; equal versions keep the earliest file
+        and, inside one file, the later message, exactly as loading the files one by one would.
+        """
         q = self.quote
         key, c15, n24, pos = q(CASE_KEY), q("most_recent_info_date_utc"), q("message_creation_time_utc"), q(MESSAGE_POSITION)
+        ordinal = q(FILE_ORDINAL)
         floor = "'0001-01-01 00:00:00'"
         conn.execute(text(f"DROP TABLE IF EXISTS {q(DECISIONS)}"))
         conn.execute(
             text(
                 f"CREATE TEMPORARY TABLE {q(DECISIONS)} AS "
-                f"WITH ranked AS (SELECT {key}, {pos}, {c15} AS c15, {n24} AS n24, {q('is_nullified')} AS nullification, "
-                f"ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {c15} DESC, COALESCE({n24}, {floor}) DESC, {pos} DESC) AS rank_in_file "
-                f"FROM {q(self.staging_name(MASTER))}) "
-                f"SELECT r.{key}, r.{pos}, r.nullification, CASE "
+                f"WITH ranked AS (SELECT {key}, {pos}, {ordinal}, {c15} AS c15, {n24} AS n24, {q('is_nullified')} AS nullification, "
+                f"ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {c15} DESC, COALESCE({n24}, {floor}) DESC, {ordinal} ASC, {pos} DESC) "
+                f"AS rank_in_files FROM {q(self.staging_name(MASTER))}) "
+                f"SELECT r.{key}, r.{pos}, r.{ordinal}, r.nullification, CASE "
+                "WHEN r.rank_in_files > 1 THEN 'superseded' "
                 f"WHEN t.{key} IS NULL THEN 'insert' "
                 f"WHEN r.c15 > t.{c15} OR (r.c15 = t.{c15} AND COALESCE(r.n24, {floor}) > COALESCE(t.{n24}, {floor})) "
                 "THEN 'update' "
                 "ELSE 'skip' END AS action "
-                f"FROM ranked r LEFT JOIN {self.qualified(MASTER)} t ON t.{key} = r.{key} WHERE r.rank_in_file = 1"
+                f"FROM ranked r LEFT JOIN {self.qualified(MASTER)} t ON t.{key} = r.{key}"
             )
         )
-        counts = dict(conn.execute(text(f"SELECT action, COUNT(*) FROM {q(DECISIONS)} GROUP BY action")).all())
-        nullified = conn.scalar(text(f"SELECT COUNT(*) FROM {q(DECISIONS)} WHERE nullification AND action IN ('insert', 'update')"))
-        counts["nullified"] = nullified or 0
+        counts: dict[int, dict[str, int]] = {}
+        nullified_case = "CASE WHEN nullification AND action IN ('insert', 'update') THEN 1 ELSE 0 END"
+        rows = conn.execute(
+            text(f"SELECT {ordinal}, action, COUNT(*), SUM({nullified_case}) FROM {q(DECISIONS)} GROUP BY {ordinal}, action")
+        )
+        for file_ordinal, action, count, nullified in rows:
+            per_file = counts.setdefault(int(file_ordinal), {})
+            per_file[action] = int(count)
+            per_file["nullified"] = per_file.get("nullified", 0) + int(nullified or 0)
         return counts
 
-    def _append_file_rows(self, conn: Connection, target_table: str, file_hash: str, unique: tuple[str, ...] = ()) -> None:
+    def _count_versions(self, conn: Connection) -> None:
+        """``version_count`` of every staged case: how many versions the audit log holds."""
+        q = self.quote
+        key, master, audit = q(CASE_KEY), self.qualified(MASTER), self.qualified(AUDIT_TABLE)
+        conn.execute(
+            text(
+                f"UPDATE {master} SET {q('version_count')} = (SELECT COUNT(*) FROM {audit} a WHERE a.{key} = {master}.{key}) "
+                f"WHERE {key} IN (SELECT {key} FROM {q(DECISIONS)})"
+            )
+        )
+
+    def _append_file_rows(self, conn: Connection, target_table: str, file_hashes: list[str], unique: tuple[str, ...] = ()) -> None:
         """Insert staged audit/quarantine/batch rows; re-loading a file never duplicates them."""
         q = self.quote
         stamp_column = {AUDIT_TABLE: "loaded_at", QUARANTINE_TABLE: "quarantined_at"}.get(target_table)
@@ -277,7 +303,10 @@ class SQLAlchemyLoader(LoaderInterface):
             tail = f"WHERE NOT EXISTS (SELECT 1 FROM {self.qualified(target_table)} a WHERE {condition})"
         else:
             conn.execute(
-                text(f"DELETE FROM {self.qualified(target_table)} WHERE {q('file_sha256')} = :file_hash"), {"file_hash": file_hash}
+                text(f"DELETE FROM {self.qualified(target_table)} WHERE {q('file_sha256')} IN :file_hashes").bindparams(
+                    bindparam("file_hashes", expanding=True)
+                ),
+                {"file_hashes": file_hashes},
             )
             tail = ""
         self._insert_from_staging(conn, target_table, STAGED_COLUMNS[target_table], stamp_column, tail, {})
@@ -317,57 +346,80 @@ class SQLAlchemyLoader(LoaderInterface):
     def load_normalized_data(
         self, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, file_path: str, file_hash: str
     ) -> None:
+        """The plugin contract's one-file load: a group of one."""
+        self.last_outcome = self.load_group(buffers, load_mode, [StagedFile(file_path, file_hash, 0, dict(row_counts))])[0]
+
+    def load_group(self, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
+        """Load the staged rows of several files in one transaction; one outcome (and history row) per file."""
         started_at, clock = utc_now(), time.perf_counter()
-        outcome = LoadOutcome(file_name=file_path, file_sha256=file_hash, row_counts=dict(row_counts))
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self.engine.begin() as conn:
-                    self._load_file(conn, buffers, row_counts, load_mode, outcome)
-                    outcome.duration_seconds = time.perf_counter() - clock
-                    self._record_history(conn, outcome, load_mode, started_at)
-                break
+                    outcomes = self._load_group(conn, buffers, load_mode, files)
+                    share = (time.perf_counter() - clock) / max(1, len(files))
+                    for outcome in outcomes:
+                        outcome.duration_seconds = share
+                        self._record_history(conn, outcome, load_mode, started_at)
+                return outcomes
             except DBAPIError as exc:
                 if attempt == self.max_attempts or not self.is_retryable(exc):
                     raise
-                log.warning("retrying %s after a transient database error (attempt %d)", file_path, attempt)
+                log.warning("retrying %d file(s) after a transient database error (attempt %d)", len(files), attempt)
                 for buffer in buffers.values():
                     buffer.seek(0)
                 time.sleep(0.05 * attempt)
-        self.last_outcome = outcome
+        raise AssertionError("unreachable")
 
-    def _load_file(
-        self, conn: Connection, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, outcome: LoadOutcome
-    ) -> None:
+    def _load_group(self, conn: Connection, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
         staged_tables = [t for t in (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES) if t in buffers]
+        row_counts = {table: sum(f.row_counts.get(table, 0) for f in files) for table in staged_tables}
         for table in staged_tables:
             mode = load_mode if table in CASE_TABLE_NAMES or table == BATCHES else "delta"
             staging = self.prepare_load(conn, table, mode)
             if row_counts.get(table):
                 self.bulk_load_native(conn, buffers[table], staging, STAGED_COLUMNS[table])
         self.acquire_merge_lock(conn)
-        counts = self._decide(conn)
+        decisions = self._decide(conn)
         for table in CASE_TABLE_NAMES:
             if table in buffers:
                 self.handle_upsert(conn, self.staging_name(table), table, [CASE_KEY], MESSAGE_POSITION)
+        hashes = [f.file_sha256 for f in files]
         if AUDIT_TABLE in buffers:
-            self._append_file_rows(conn, AUDIT_TABLE, outcome.file_sha256, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
+            self._append_file_rows(conn, AUDIT_TABLE, hashes, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
+        rejections: dict[str, tuple[int, str | None]] = {}
         if QUARANTINE_TABLE in buffers:
-            self._append_file_rows(conn, QUARANTINE_TABLE, outcome.file_sha256)
+            self._append_file_rows(conn, QUARANTINE_TABLE, hashes)
             quarantine = self.staging_table(QUARANTINE_TABLE).c
-            rejected, file_error = conn.execute(
-                select(func.count(quarantine[MESSAGE_POSITION]), func.min(quarantine.reason).filter(quarantine[MESSAGE_POSITION].is_(None)))
-            ).one()
-            outcome.messages_rejected = rejected
-            if file_error:
-                outcome.status, outcome.error = "partial", file_error
+            per_file = select(
+                quarantine.file_sha256,
+                func.count(quarantine[MESSAGE_POSITION]),
+                func.min(quarantine.reason).filter(quarantine[MESSAGE_POSITION].is_(None)),
+            ).group_by(quarantine.file_sha256)
+            rejections = {digest: (rejected, file_error) for digest, rejected, file_error in conn.execute(per_file)}
         if BATCHES in buffers:
-            self._append_file_rows(conn, BATCHES, outcome.file_sha256)
-        outcome.messages_total = row_counts.get(AUDIT_TABLE, 0) + outcome.messages_rejected
-        outcome.cases_inserted = counts.get("insert", 0)
-        outcome.cases_updated = counts.get("update", 0)
-        outcome.cases_skipped_older = counts.get("skip", 0)
-        outcome.cases_nullified = counts.get("nullified", 0)
+            self._append_file_rows(conn, BATCHES, hashes)
+        self._count_versions(conn)
+        outcomes = []
+        for staged in files:
+            counts = decisions.get(staged.ordinal, {})
+            rejected, file_error = rejections.get(staged.file_sha256, (0, None))
+            outcomes.append(
+                LoadOutcome(
+                    file_name=staged.file_name,
+                    file_sha256=staged.file_sha256,
+                    status="partial" if file_error else "completed",
+                    error=file_error,
+                    row_counts=dict(staged.row_counts),
+                    messages_total=staged.row_counts.get(AUDIT_TABLE, 0) + rejected,
+                    messages_rejected=rejected,
+                    cases_inserted=counts.get("insert", 0),
+                    cases_updated=counts.get("update", 0),
+                    cases_skipped_older=counts.get("skip", 0) + counts.get("superseded", 0),
+                    cases_nullified=counts.get("nullified", 0),
+                )
+            )
         self.drop_staging(conn, staged_tables)
+        return outcomes
 
     def drop_staging(self, conn: Connection, tables: list[str]) -> None:
         for table in tables:
@@ -379,7 +431,7 @@ class SQLAlchemyLoader(LoaderInterface):
             staging = self.prepare_load(conn, AUDIT_TABLE, "delta")
             if row_count:
                 self.bulk_load_native(conn, buffer, staging, STAGED_COLUMNS[AUDIT_TABLE])
-            self._append_file_rows(conn, AUDIT_TABLE, file_hash, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
+            self._append_file_rows(conn, AUDIT_TABLE, [file_hash], (CASE_KEY, "file_sha256", MESSAGE_POSITION))
             self.drop_staging(conn, [AUDIT_TABLE])
 
 

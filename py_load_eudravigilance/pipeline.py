@@ -18,11 +18,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from loaders.base import LoadOutcome
+from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.interface import LoaderInterface
 from loaders.registry import get_loader
 from py_load_eudravigilance.sources import SourceLocation, list_objects, local_copy, object_name, parse_location, quarantine_file
-from py_load_eudravigilance.staging import StagedFile, sha256_of, stage_file, utc_now
+from py_load_eudravigilance.staging import StagedGroup, sha256_of, stage_files, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -65,30 +65,70 @@ def redact_dsn(dsn: str) -> str:
         return "<unparsable DSN>"
 
 
-def load_staged(loader: LoaderInterface, staged: StagedFile, load_mode: str) -> LoadOutcome:
-    """Load one staged file; a failure is recorded in the file history, then re-raised."""
+# Small files are staged and merged together, one transaction per group: per-transaction work
+# (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
+GROUP_MAX_FILES = 100
+GROUP_MAX_BYTES = 32 * 1024 * 1024
+
+
+def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: bool = True) -> list[list[str]]:
+    """Consecutive keys in groups of at most GROUP_MAX_FILES files / GROUP_MAX_BYTES bytes (sizes as far as known),
+    small enough that every worker gets several groups."""
+    if not grouping:
+        return [[key] for key in keys]
+    per_group = max(1, min(GROUP_MAX_FILES, -(-len(keys) // (2 * max(1, workers)))))
+    groups: list[list[str]] = []
+    current: list[str] = []
+    current_bytes = 0
+    for key in keys:
+        size = sizes.get(key, 0)
+        if current and (len(current) >= per_group or current_bytes + size > GROUP_MAX_BYTES):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(key)
+        current_bytes += size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> list[LoadOutcome]:
+    """Load one staged group; a failure is recorded in the file history, then re-raised."""
     started_at = utc_now()
     with ExitStack() as stack:
-        buffers = staged.open_buffers(stack)
+        buffers = group.open_buffers(stack)
         try:
+            if isinstance(loader, SQLAlchemyLoader):
+                return loader.load_group(buffers, load_mode, group.files)  # type: ignore[arg-type]
+            # A plugin implements the one-file contract: groups of one file are planned for it
+            (staged,) = group.files
             loader.load_normalized_data(buffers, staged.row_counts, load_mode, staged.file_name, staged.file_sha256)  # type: ignore[arg-type]
         except Exception as exc:
             record = getattr(loader, "record_failure", None)
             if record is not None:
-                record(staged.file_name, staged.file_sha256, load_mode, f"{type(exc).__name__}: {exc}", started_at)
+                for staged in group.files:
+                    record(staged.file_name, staged.file_sha256, load_mode, f"{type(exc).__name__}: {exc}", started_at)
             raise
-    # Loaders built on loaders.base report what the merge did; for other plugins, what staging saw
-    return getattr(loader, "last_outcome", None) or LoadOutcome(
-        staged.file_name, staged.file_sha256, messages_total=staged.messages_total, messages_rejected=staged.messages_rejected
-    )
+    return [
+        getattr(loader, "last_outcome", None)
+        or LoadOutcome(
+            staged.file_name, staged.file_sha256, messages_total=staged.messages_total, messages_rejected=staged.messages_rejected
+        )
+    ]
 
 
 @dataclass(frozen=True)
 class _StageTask:
     location: SourceLocation
-    key: str
+    keys: tuple[str, ...]
     directory: Path
     quarantine: SourceLocation | None
+
+
+@dataclass
+class _Staged:
+    group: StagedGroup
+    skipped: int  # files already loaded, or repeated within the group
 
 
 _completed_hashes: frozenset[str] = frozenset()
@@ -99,17 +139,23 @@ def _init_worker(completed: frozenset[str]) -> None:
     _completed_hashes = completed
 
 
-def _stage_object(task: _StageTask) -> StagedFile | str:
-    """Worker: fetch, hash and stage one object; its hash instead when that file is already loaded."""
-    name = object_name(task.location, task.key)
-    with local_copy(task.location, task.key) as path:
-        digest = sha256_of(path)
-        if digest in _completed_hashes:
-            return digest
-        staged = stage_file(path, task.directory, display_name=name, file_sha256=digest)
-        if staged.error and task.quarantine is not None:
-            quarantine_file(task.quarantine, name, path, staged.error)
-    return staged
+def _stage_group(task: _StageTask) -> _Staged:
+    """Worker: fetch, hash and stage a group of objects, skipping files whose content already loaded."""
+    with ExitStack() as stack:
+        todo: list[tuple[Path, str, str]] = []
+        seen: set[str] = set()
+        for key in task.keys:
+            path = stack.enter_context(local_copy(task.location, key))
+            digest = sha256_of(path)
+            if digest not in _completed_hashes and digest not in seen:
+                seen.add(digest)
+                todo.append((path, object_name(task.location, key), digest))
+        group = stage_files(todo, task.directory)
+        if task.quarantine is not None:
+            for (path, name, _), staged in zip(todo, group.files, strict=True):
+                if staged.error:
+                    quarantine_file(task.quarantine, name, path, staged.error)
+    return _Staged(group, len(task.keys) - len(todo))
 
 
 def run_load(
@@ -123,8 +169,8 @@ def run_load(
 ) -> RunSummary:
     """Load E2B(R3) files of ``source`` (all candidates, or only ``keys``) into the target database.
 
-    Workers download, hash, parse and map files into staged CSVs while the parent process loads
-    what is ready, one file per transaction: parsing overlaps loading.
+    Workers download, hash, parse and map groups of files into staged CSVs while the parent
+    process loads what is ready, one transaction per group: parsing overlaps loading.
     """
     if mode not in ("delta", "full"):
         raise ValueError(f"mode must be 'delta' or 'full', not {mode!r}")
@@ -133,36 +179,52 @@ def run_load(
     quarantine_location = parse_location(quarantine) if isinstance(quarantine, str | Path) else quarantine
     loader = get_loader(dsn_or_loader) if isinstance(dsn_or_loader, str) else dsn_or_loader
     loader.create_all_tables()
-    todo = list(keys) if keys is not None else [o.key for o in list_objects(location)]
+    if keys is None:
+        objects = list_objects(location)
+        todo, sizes = [o.key for o in objects], {o.key: o.size for o in objects}
+    else:
+        todo, sizes = list(keys), {}
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
+    groups = plan_groups(todo, sizes, workers, grouping=isinstance(loader, SQLAlchemyLoader))
     workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
     truncate_next = mode == "full"
     try:
         with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool:
-            futures: dict[Future[StagedFile | str], _StageTask] = {}
-            queue = [_StageTask(location, key, workdir / str(index), quarantine_location) for index, key in enumerate(todo)]
+            futures: dict[Future[_Staged], _StageTask] = {}
+            queue = [_StageTask(location, tuple(group), workdir / str(index), quarantine_location) for index, group in enumerate(groups)]
             queue.reverse()
+            retried = 0
             while queue or futures:
-                # Keep a bounded number of staged files on disk: parse ahead of loading, not all at once
+                # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
                     task = queue.pop()
-                    futures[pool.submit(_stage_object, task)] = task
+                    futures[pool.submit(_stage_group, task)] = task
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     task = futures.pop(future)
-                    name = object_name(location, task.key)
                     try:
                         staged = future.result()
-                        if isinstance(staged, str):
-                            summary.files_skipped += 1
+                        summary.files_skipped += staged.skipped
+                        if not staged.group.files:
                             continue
-                        outcome = load_staged(loader, staged, "full" if truncate_next else "delta")
+                        outcomes = load_staged(loader, staged.group, "full" if truncate_next else "delta")
                         truncate_next = False
-                        summary.outcomes.append(outcome)
-                        if progress:
-                            progress(outcome, summary)
+                        for outcome in outcomes:
+                            summary.outcomes.append(outcome)
+                            if progress:
+                                progress(outcome, summary)
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+                        if len(task.keys) > 1:
+                            # Find the culprit: its group-mates load on their own
+                            retried += 1
+                            log.debug("group of %d files failed; loading them one by one", len(task.keys), exc_info=True)
+                            queue.extend(
+                                _StageTask(location, (key,), workdir / f"retry-{retried}-{n}", quarantine_location)
+                                for n, key in enumerate(task.keys)
+                            )
+                            continue
+                        name = object_name(location, task.keys[0])
                         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                         log.debug("loading %s failed", name, exc_info=True)
                         summary.failures.append((name, reason))

@@ -8,6 +8,7 @@ everywhere. S3 access uses the standard AWS settings (``AWS_ENDPOINT_URL``, cred
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -75,11 +76,21 @@ def _is_candidate(key: str, pattern: str | None) -> bool:
     return key.lower().endswith(XML_SUFFIXES)
 
 
+_clients: dict[int, Any] = {}
+
+
 def s3_client() -> Any:
-    """A boto3 S3 client configured by the standard AWS settings (``AWS_ENDPOINT_URL`` included)."""
+    """This process's boto3 S3 client, configured by the standard AWS settings (``AWS_ENDPOINT_URL`` included).
+
+    One per process: creating a client costs more than fetching a small file, and a client
+    inherited through fork must not share its connections with the parent.
+    """
     import boto3  # imported here: local-only users never need it
 
-    return boto3.client("s3")
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients[pid] = boto3.client("s3")
+    return _clients[pid]
 
 
 def list_objects(location: SourceLocation, client: Any | None = None) -> list[SourceObject]:

@@ -40,6 +40,9 @@ AUDIT_COLUMNS = (
     "payload",
 )
 QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
+# Staged only, never stored: which file of a staged group a case row came from. With the message
+# position it names one case version, so many small files merge in one transaction.
+FILE_ORDINAL = "file_ordinal"
 HASH_CHUNK = 1 << 20
 
 
@@ -50,7 +53,7 @@ def staged_columns() -> dict[str, list[str]]:
         names = [c.name for c in table_columns if c.name != "loaded_at"]
         if MESSAGE_POSITION not in names:
             names.append(MESSAGE_POSITION)
-        columns[table] = names
+        columns[table] = [*names, FILE_ORDINAL]
     columns[BATCH_HEADER.name] = [c.name for c in catalog.table_columns(BATCH_HEADER)]
     columns[AUDIT_TABLE] = list(AUDIT_COLUMNS)
     columns[QUARANTINE_TABLE] = list(QUARANTINE_COLUMNS)
@@ -77,16 +80,32 @@ def csv_value(value: Any) -> Any:
 
 @dataclass
 class StagedFile:
-    """What staging one file produced; ``directory`` holds ``<table>.csv`` per table."""
+    """What staging one file produced (its rows are in the group's CSV files)."""
 
     file_name: str
     file_sha256: str
-    directory: Path
+    ordinal: int = 0
     row_counts: dict[str, int] = field(default_factory=dict)
     messages_total: int = 0
     messages_rejected: int = 0
     error: str | None = None
     parse_seconds: float = 0.0
+
+
+@dataclass
+class StagedGroup:
+    """One or more files staged together; ``directory`` holds ``<table>.csv`` per table."""
+
+    directory: Path
+    files: list[StagedFile] = field(default_factory=list)
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for staged in self.files:
+            for table, count in staged.row_counts.items():
+                totals[table] = totals.get(table, 0) + count
+        return totals
 
     def open_buffers(self, stack: ExitStack) -> dict[str, IO[str]]:
         return {
@@ -108,12 +127,14 @@ class _TableWriters:
     def __init__(self, directory: Path, stack: ExitStack) -> None:
         self.writers = {}
         self.counts = dict.fromkeys(STAGED_COLUMNS, 0)
+        self.ordinal = 0
         for table, columns in STAGED_COLUMNS.items():
             handle = stack.enter_context((directory / f"{table}.csv").open("w", newline="", encoding="utf-8"))
             self.writers[table] = (csv.writer(handle), columns)
 
     def write(self, table: str, row: dict[str, Any]) -> None:
         writer, columns = self.writers[table]
+        row[FILE_ORDINAL] = self.ordinal
         writer.writerow([csv_value(row.get(c)) for c in columns])
         self.counts[table] += 1
 
@@ -127,21 +148,34 @@ def _case_rows(case: MappedCase, file_name: str, file_sha256: str) -> Iterator[t
             yield table, row
 
 
-def stage_file(
-    path: Path, directory: Path, display_name: str | None = None, mapper: CaseMapper | None = None, file_sha256: str | None = None
-) -> StagedFile:
-    """Parse and map ``path`` into CSV files under ``directory`` (created if needed).
-
-    ``file_sha256`` saves reading the file twice when the caller already hashed it.
-    """
-    started = time.perf_counter()
+def stage_files(files: list[tuple[Path, str, str]], directory: Path, mapper: CaseMapper | None = None) -> StagedGroup:
+    """Parse and map each ``(path, name, sha256)`` into one set of CSV files under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = display_name or path.name
-    staged = StagedFile(file_name=name, file_sha256=file_sha256 or sha256_of(path), directory=directory)
+    group = StagedGroup(directory)
     mapper = mapper or CaseMapper()
     with ExitStack() as stack:
         out = _TableWriters(directory, stack)
-        source = stack.enter_context(path.open("rb"))
+        for ordinal, (path, name, digest) in enumerate(files):
+            out.ordinal = ordinal
+            before = dict(out.counts)
+            staged = _stage_into(out, path, StagedFile(name, digest, ordinal), mapper)
+            staged.row_counts = {table: count - before[table] for table, count in out.counts.items() if count > before[table]}
+            group.files.append(staged)
+    return group
+
+
+def stage_file(
+    path: Path, directory: Path, display_name: str | None = None, mapper: CaseMapper | None = None, file_sha256: str | None = None
+) -> StagedGroup:
+    """Stage one file; ``file_sha256`` saves reading the file twice when the caller already hashed it."""
+    return stage_files([(path, display_name or path.name, file_sha256 or sha256_of(path))], directory, mapper)
+
+
+def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: CaseMapper) -> StagedFile:
+    """Stream one file's messages into the writers: each message is written before the next is parsed."""
+    started = time.perf_counter()
+    name = staged.file_name
+    with path.open("rb") as source:
         reader = BatchReader(source, name)
         try:
             for position, message in reader.messages():
@@ -164,7 +198,6 @@ def stage_file(
             exc.file = name
             staged.error = str(exc)
             _quarantine(out, staged, exc, None)
-        staged.row_counts = {table: count for table, count in out.counts.items() if count}
     staged.parse_seconds = time.perf_counter() - started
     return staged
 

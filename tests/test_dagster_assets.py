@@ -22,9 +22,8 @@ from tests.support.db import query, snapshot
 
 
 @pytest.fixture
-def instance() -> DagsterInstance:
-    with DagsterInstance.ephemeral() as ephemeral:
-        yield ephemeral
+def instance(dagster_instance: DagsterInstance) -> DagsterInstance:
+    return dagster_instance
 
 
 def project(dsn: str, source: Path | str, quarantine: Path | None = None) -> Definitions:

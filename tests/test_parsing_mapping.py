@@ -68,7 +68,7 @@ def test_bad_messages_are_quarantined_and_the_others_still_come_through(tmp_path
     bad_date = build_message(CaseSpec("BADDATE", most_recent_info="2024-01-15"))
     path = tmp_path / "mixed.xml"
     path.write_text(build_batch([good, no_id, bad_date, build_message(CaseSpec("GOOD-2"))]))
-    staged = stage_file(path, tmp_path / "stage")
+    staged = stage_file(path, tmp_path / "stage").files[0]
     assert staged.messages_total == 4 and staged.messages_rejected == 2
     quarantine = (tmp_path / "stage" / "etl_quarantine.csv").read_text()
     assert "file mixed.xml, message #2" in quarantine and "element C.1.1" in quarantine

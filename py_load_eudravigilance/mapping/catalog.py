@@ -92,7 +92,7 @@ def key_columns(table: TableSpec, ancestors: tuple[TableSpec, ...]) -> list[Colu
 # Columns the loaders maintain on the master table (versioning, lineage, nullification)
 MASTER_TECHNICAL = (
     ("is_nullified", ColumnType.BOOLEAN, "True once a nullification (C.1.11.1 = 1) is the newest version"),
-    ("version_count", ColumnType.INTEGER, "Number of distinct versions of the case received"),
+    ("version_count", ColumnType.INTEGER, "Number of versions of the case received (its messages in the audit log)"),
     ("source_file_name", ColumnType.TEXT, "File the current version came from"),
     ("source_file_sha256", ColumnType.TEXT, "SHA-256 of that file"),
     ("message_position", ColumnType.INTEGER, "Position of the message in that file (1-based)"),
