@@ -3,6 +3,7 @@
 from dagster import Definitions
 from dagster_aws.s3 import S3Resource
 
+from eudravig_assets.analytics import reaction_frequencies
 from eudravig_assets.assets import icsr_source_files, icsr_tables
 from eudravig_assets.io_manager import LoaderIOManager
 from eudravig_assets.jobs import full_reload_job, load_icsr_files_job
@@ -13,7 +14,7 @@ from eudravig_assets.sensors import local_folder_sensor, s3_arrivals_sensor
 def build_definitions(database: EudravigDatabase, source: EudravigSource) -> Definitions:
     """Everything the project defines, wired to one database and one source location."""
     return Definitions(
-        assets=[icsr_source_files, icsr_tables],
+        assets=[icsr_source_files, icsr_tables, reaction_frequencies],
         jobs=[load_icsr_files_job, full_reload_job],
         sensors=[s3_arrivals_sensor, local_folder_sensor],
         resources={

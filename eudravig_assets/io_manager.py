@@ -67,6 +67,9 @@ class LoaderIOManager(ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
-        table = context.upstream_output.asset_key.path[-1] if context.upstream_output else context.asset_key.path[-1]
-        files = [key_for_partition(key) for key in context.asset_partition_keys] if context.has_asset_partitions else None
+        table = context.asset_key.path[-1]
+        files = None
+        if context.has_asset_partitions and context.step_context.has_partitions:
+            # A partitioned consumer reads what its files brought in; an unpartitioned one, the whole table
+            files = [key_for_partition(key) for key in context.asset_partition_keys]
         return self.database.reader().read_frame(table, files)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.context import partition_loading_context
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from sqlalchemy import create_engine, text
 
 from eudravig_assets.assets import FILES_PER_BACKFILL_RUN, TABLE_OUTS, icsr_tables
 from eudravig_assets.definitions import build_definitions
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
-from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, ReactionSpec, write_corpus
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.sources import partition_key_for
 from tests.support.db import query, snapshot
@@ -127,3 +131,62 @@ def test_backfill_policy_turns_many_dynamic_partitions_into_few_runs(sqlite_dsn:
     assert len(requests) == 3
     ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in requests]
     assert ranges[0] == (keys[3], keys[3 + FILES_PER_BACKFILL_RUN - 1]) and ranges[-1][1] == keys[-1]
+
+
+def test_checks_flag_values_outside_the_code_lists(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
+    path = write_batch("odd.xml", CaseSpec("ODD-SEX", sex="9"), CaseSpec("FINE", sex="2"))
+    keys = register(instance, [path.name])
+
+    result = materialize_files(project(sqlite_dsn, path.parent), instance, keys)
+
+    assert result.success  # checks report, they do not block the load
+    by_table = {(c.asset_key.path[-1], c.check_name): c for c in result.get_asset_check_evaluations()}
+    assert not by_table[("patient_characteristics", "conforms_to_data_dictionary")].passed
+    failures = by_table[("patient_characteristics", "conforms_to_data_dictionary")].metadata["failures"].value
+    assert "| sex | isin(('1', '2')) | 0 | 9 |" in " ".join(failures.split())
+    assert by_table[("reactions", "conforms_to_data_dictionary")].passed
+    assert by_table[("reactions", "every_row_has_its_case")].passed
+
+
+def test_downstream_asset_reads_tables_through_the_io_manager(
+    sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch
+) -> None:  # type: ignore[no-untyped-def]
+    path = write_batch(
+        "cases.xml",
+        CaseSpec("A", reactions=[ReactionSpec("10019211", "Headache")]),
+        CaseSpec("B", reactions=[ReactionSpec("10019211", "Headache"), ReactionSpec("10028813", "Nausea")]),
+        CaseSpec("C", reactions=[ReactionSpec("10028813", "Nausea")], nullification=True),
+    )
+    keys = register(instance, [path.name])
+    defs = project(sqlite_dsn, path.parent)
+    assert materialize_files(defs, instance, keys).success
+
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[AssetKey("reaction_frequencies")]
+    )
+
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["cases"].value == 2  # the nullified case is left out
+    assert "| 10019211 | Headache | 2 |" in " ".join(metadata["top_reactions"].value.split())
+
+    with create_engine(sqlite_dsn).begin() as conn:
+        conn.execute(text("UPDATE reactions SET reaction_meddra_code = '123' WHERE safetyreportid = 'A'"))
+    broken = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[AssetKey("reaction_frequencies")], raise_on_error=False
+    )
+    assert not broken.success  # the dagster-pandera input type refuses a table that breaks the dictionary
+
+
+def test_workspace_validates_as_the_dagster_cli_loads_it(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful for code location eudravig_assets.definitions" in result.stdout + result.stderr
