@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo ui bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,19 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-demo: $(STAMP)
+# The Dagster instance of the demo lives here, so `make ui` shows the demo's run
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/eudravigloader generate demo-data --files 3 --cases 40
-	$(BIN)/eudravigloader run demo-data --dsn sqlite:///eudravig.db
-	$(BIN)/eudravigloader status --dsn sqlite:///eudravig.db
+	$(BIN)/python -m eudravig_assets.demo demo-data --dsn sqlite:///eudravig.db
+
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	PY_LOAD_EUDRAVIGILANCE_SOURCE_URI=$${PY_LOAD_EUDRAVIGILANCE_SOURCE_URI:-demo-data} $(BIN)/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf $(VENV) eudravig.db demo-data .pytest_cache .ruff_cache
+	rm -rf $(VENV) eudravig.db demo-data .dagster_home .pytest_cache .ruff_cache

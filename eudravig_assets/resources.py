@@ -16,7 +16,7 @@ from loaders.interface import LoaderInterface
 from loaders.readback import TableReader
 from loaders.registry import get_loader
 from py_load_eudravigilance.pipeline import redact_dsn
-from py_load_eudravigilance.settings import DEFAULT_DSN, DEFAULT_SOURCE, DSN_ENV, QUARANTINE_ENV, SOURCE_ENV
+from py_load_eudravigilance.settings import DEFAULT_DSN, DEFAULT_SOURCE, DSN_ENV, QUARANTINE_ENV, SOURCE_ENV, load_settings
 from py_load_eudravigilance.sources import SourceLocation, parse_location
 
 
@@ -59,14 +59,20 @@ class EudravigSource(ConfigurableResource):
         return parse_location(self.quarantine_uri) if self.quarantine_uri else None
 
 
-def _from_env(name: str, default: Any) -> Any:
-    """``EnvVar(name)`` when the variable is set (resolved at run time, shown by name), else the default."""
-    return EnvVar(name) if os.environ.get(name) else default
+def _env_or(name: str, configured: Any) -> Any:
+    """``EnvVar(name)`` when the variable is set (resolved at run time, shown by name), else the configured value."""
+    return EnvVar(name) if os.environ.get(name) else configured
 
 
 def database_from_env() -> EudravigDatabase:
-    return EudravigDatabase(dsn=_from_env(DSN_ENV, DEFAULT_DSN))
+    """The database as the environment and the configuration file say (environment first)."""
+    settings = load_settings()
+    return EudravigDatabase(dsn=_env_or(DSN_ENV, settings.database.dsn), db_schema=settings.database.db_schema)
 
 
 def source_from_env() -> EudravigSource:
-    return EudravigSource(source_uri=_from_env(SOURCE_ENV, DEFAULT_SOURCE), quarantine_uri=_from_env(QUARANTINE_ENV, None))
+    settings = load_settings()
+    return EudravigSource(
+        source_uri=_env_or(SOURCE_ENV, settings.source_uri or DEFAULT_SOURCE),
+        quarantine_uri=_env_or(QUARANTINE_ENV, settings.quarantine_uri),
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,17 +15,26 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.registry import UnknownLoaderError, get_loader
+from py_load_eudravigilance.errors import E2BError
 from py_load_eudravigilance.mapping.catalog import all_columns
+from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
 from py_load_eudravigilance.pipeline import RunSummary, redact_dsn, run_load
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
-
-DSN_ENV = "PY_LOAD_EUDRAVIGILANCE_DATABASE__DSN"
-SOURCE_ENV = "PY_LOAD_EUDRAVIGILANCE_SOURCE_URI"
-DEFAULT_DSN = "sqlite:///eudravig.db"
+from py_load_eudravigilance.settings import CONFIG_ENV, DEFAULT_DSN, DSN_ENV, SOURCE_ENV, Settings, SettingsError, load_settings
+from py_load_eudravigilance.sources import list_objects, local_copy, object_name, parse_location
 
 
-def resolve_dsn(arg: str | None) -> str:
-    return arg or os.environ.get(DSN_ENV) or DEFAULT_DSN
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Settings with this command's options on top of the environment and the configuration file."""
+    overrides: dict[str, object] = {"database": {"dsn": getattr(args, "dsn", None)}}
+    for name in ("mode", "workers"):
+        overrides[name] = getattr(args, name, None)
+    overrides["source_uri"] = getattr(args, "source", None)
+    return load_settings(overrides, getattr(args, "config", None))
+
+
+def resolve_dsn(args: argparse.Namespace) -> str:
+    return settings_for(args).database.dsn
 
 
 def cmd_dictionary(args: argparse.Namespace) -> int:
@@ -62,15 +70,22 @@ def _report(outcome: LoadOutcome, summary: RunSummary, started: float, interacti
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    dsn = resolve_dsn(args.dsn)
-    source = args.source or os.environ.get(SOURCE_ENV)
-    if not source:
-        sys.stderr.write(f"error: no SOURCE given and {SOURCE_ENV} is not set\n")
+    settings = settings_for(args)
+    dsn = settings.database.dsn
+    if not settings.source_uri:
+        sys.stderr.write(f"error: no SOURCE given, {SOURCE_ENV} is not set and the configuration has no source_uri\n")
         return 1
     started = time.perf_counter()
     interactive = sys.stderr.isatty()
     try:
-        summary = run_load(source, dsn, args.mode, args.workers, lambda o, s: _report(o, s, started, interactive))
+        summary = run_load(
+            settings.source_uri,
+            dsn,
+            settings.mode,
+            settings.workers,
+            lambda o, s: _report(o, s, started, interactive),
+            quarantine=settings.quarantine_uri,
+        )
     except (FileNotFoundError, UnknownLoaderError, ValueError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
@@ -103,14 +118,14 @@ def _sql_loader(dsn: str) -> SQLAlchemyLoader:
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    dsn = resolve_dsn(args.dsn)
+    dsn = resolve_dsn(args)
     get_loader(dsn).create_all_tables()
     print(f"schema ready in {redact_dsn(dsn)}")
     return 0
 
 
 def cmd_validate_db_schema(args: argparse.Namespace) -> int:
-    loader = _sql_loader(resolve_dsn(args.dsn))
+    loader = _sql_loader(resolve_dsn(args))
     report = loader.schema_report()
     for label, items in (
         ("missing table", report.missing_tables),
@@ -125,7 +140,7 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    loader = _sql_loader(resolve_dsn(args.dsn))
+    loader = _sql_loader(resolve_dsn(args))
     history = loader.table(FILE_HISTORY_TABLE)
     with loader.engine.connect() as conn:
         rows = conn.execute(select(history).order_by(history.c.finished_at)).mappings().all()
@@ -140,6 +155,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    schema = load_schema(Path(args.schema))
+    location = parse_location(args.source)
+    invalid = 0
+    objects = list_objects(location)
+    for obj in objects:
+        with local_copy(location, obj.key) as path:
+            result = validate_file(path, schema, object_name(location, obj.key))
+        if result.valid:
+            print(f"valid: {result.file_name}")
+        else:
+            invalid += 1
+            print(f"invalid: {result.file_name}: {result.error}")
+    print(f"{len(objects) - invalid} valid, {invalid} invalid")
+    return 1 if invalid else 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
 
@@ -152,13 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eudravigloader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def database_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--dsn", help=f"SQLAlchemy URL (default: ${DSN_ENV}, then database.dsn of the configuration, then {DEFAULT_DSN})"
+        )
+        command.add_argument("--config", help=f"configuration file (default: ${CONFIG_ENV}, else ./config.yaml if present)")
+
     run = sub.add_parser("run", help="load E2B(R3) files into the database")
-    run.add_argument("source", nargs="?", help=f"folder, glob or file (default: ${SOURCE_ENV})")
+    run.add_argument("source", nargs="?", help=f"folder, glob, file or s3://bucket/prefix/ (default: ${SOURCE_ENV}, then source_uri)")
     run.add_argument(
-        "--mode", choices=("delta", "full"), default="delta", help="delta skips files already loaded; full truncates and reloads"
+        "--mode", choices=("delta", "full"), help="delta (default) skips files already loaded; full empties the tables and reloads"
     )
-    run.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parsing processes")
-    run.add_argument("--dsn", help=f"SQLAlchemy URL (default: ${DSN_ENV} or {DEFAULT_DSN})")
+    run.add_argument("--workers", type=int, help="parsing processes (default: all cores)")
+    database_options(run)
     run.set_defaults(func=cmd_run)
 
     for name, func, text in (
@@ -167,8 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", cmd_status, "show the file history"),
     ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--dsn", help=f"SQLAlchemy URL (default: ${DSN_ENV} or {DEFAULT_DSN})")
+        database_options(command)
         command.set_defaults(func=func)
+
+    validate = sub.add_parser("validate", help="validate files against an XML schema (XSD), streaming")
+    validate.add_argument("--schema", required=True, help="the XSD file (e.g. the ICH E2B(R3) MCCI_IN200100UV01.xsd)")
+    validate.add_argument("source", help="folder, glob, file or s3://bucket/prefix/")
+    validate.set_defaults(func=cmd_validate)
 
     dictionary = sub.add_parser("dictionary", help="print the data dictionary")
     dictionary.add_argument("--format", choices=("json", "markdown"), default="markdown")
@@ -188,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except (SettingsError, E2BError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
     except (SQLAlchemyError, OSError, UnknownLoaderError) as exc:
         # One clear line, never a traceback; SQLAlchemy errors do not carry the password
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,10 +1,127 @@
-"""Names of the settings every entry point shares (CLI, Dagster, ``config.yaml``)."""
+"""Settings shared by every entry point (CLI, Dagster): ``config.yaml``, environment, command line.
+
+Precedence: command line > environment (``PY_LOAD_EUDRAVIGILANCE_*``, ``__`` for nesting, e.g.
+``PY_LOAD_EUDRAVIGILANCE_DATABASE__DSN``) > the configuration file > defaults. The file is the one
+given with ``--config``, else ``$PY_LOAD_EUDRAVIGILANCE_CONFIG``, else ``./config.yaml`` if present.
+"""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "PY_LOAD_EUDRAVIGILANCE_"
 DSN_ENV = f"{ENV_PREFIX}DATABASE__DSN"
 SOURCE_ENV = f"{ENV_PREFIX}SOURCE_URI"
 QUARANTINE_ENV = f"{ENV_PREFIX}QUARANTINE_URI"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 DEFAULT_DSN = "sqlite:///eudravig.db"
 DEFAULT_SOURCE = "data/incoming"
+DEFAULT_CONFIG_FILE = Path("config.yaml")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names it."""
+
+
+class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dsn: str = DEFAULT_DSN
+    db_schema: str | None = Field(default=None, alias="schema")
+
+    @field_validator("dsn")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError("not a SQLAlchemy URL (dialect+driver://user:password@host:port/database)") from None
+        return value
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database: DatabaseSettings = DatabaseSettings()
+    source_uri: str | None = None
+    quarantine_uri: str | None = None
+    mode: str = "delta"
+    workers: int = Field(default=os.cpu_count() or 1, ge=1)
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in ("delta", "full"):
+            raise ValueError("must be 'delta' or 'full'")
+        return value
+
+
+def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``PY_LOAD_EUDRAVIGILANCE_DATABASE__DSN=x`` -> ``{"database": {"dsn": "x"}}``."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"configuration file {path} is not valid YAML: {exc}") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise SettingsError(f"configuration file {path} must hold a mapping of settings")
+    return content
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, config_path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from the file, the environment and ``overrides`` (command line), in rising precedence."""
+    environ = os.environ if environ is None else environ
+    path = config_file(config_path, environ)
+    values: dict[str, Any] = read_config_file(path) if path else {}
+    values = _merge(values, _env_tree(environ))
+    values = _merge(values, overrides or {})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors())
+        origin = f" (configuration file {path})" if path else ""
+        raise SettingsError(f"invalid settings{origin}: {problems}") from None

@@ -70,3 +70,25 @@ def test_published_data_dictionary_is_up_to_date() -> None:
     generated = run_cli("dictionary", "--format", "markdown").stdout
     published = (Path(__file__).resolve().parents[1] / "docs" / "data-dictionary.md").read_text(encoding="utf-8")
     assert generated in published, "docs/data-dictionary.md is stale: regenerate it with eudravigloader dictionary"
+
+
+def test_validate_reports_each_file_against_the_schema(tmp_path: Path, write_batch) -> None:  # type: ignore[no-untyped-def]
+    good = write_batch("good.xml", CaseSpec("V-1"))
+    (good.parent / "other.xml").write_text('<?xml version="1.0"?><report xmlns="urn:example"/>', encoding="utf-8")
+    schema = Path(__file__).resolve().parents[1] / "examples" / "e2b-envelope.xsd"
+
+    result = run_cli("validate", "--schema", str(schema), str(good.parent))
+
+    assert result.returncode == 1
+    assert "valid: good.xml" in result.stdout
+    assert "invalid: other.xml: " in result.stdout and "report" in result.stdout
+    assert "1 valid, 1 invalid" in result.stdout
+
+
+def test_invalid_configuration_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("mode: sometimes\n")
+    result = run_cli("run", "somewhere", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: invalid settings") and "mode" in result.stderr
+    assert "Traceback" not in result.stderr

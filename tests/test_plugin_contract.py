@@ -20,6 +20,7 @@ packages = [{ include = "my_redshift_loader" }]
 
 [tool.poetry.plugins."py_load_eudravigilance.loaders"]
 "redshift" = "my_redshift_loader.loader:RedshiftLoader"
+"pvlite" = "my_redshift_loader.working:PvLiteLoader"
 
 [build-system]
 requires = ["poetry-core"]
@@ -64,6 +65,45 @@ class RedshiftLoader(LoaderInterface):
 """
 
 
+# A working plugin in the same package: the guide's methods, done by delegating to a SQLite
+# database named by its own URL scheme (pvlite:///path.db). It exposes ``engine`` for read-back.
+WORKING_LOADER = """
+from typing import Any
+from sqlalchemy import create_engine
+from py_load_eudravigilance.interfaces import LoaderInterface
+from loaders.sqlite import SQLiteLoader
+
+class PvLiteLoader(LoaderInterface):
+    def __init__(self, dsn_or_engine: Any):
+        self.inner = SQLiteLoader(create_engine("sqlite:" + str(dsn_or_engine).split(":", 1)[1]))
+        self.engine = self.inner.engine
+
+    def validate_schema(self, schema_definition):
+        return self.inner.validate_schema(schema_definition)
+
+    def prepare_load(self, conn, target_table, load_mode):
+        return self.inner.prepare_load(conn, target_table, load_mode)
+
+    def bulk_load_native(self, conn, data_stream, target_table, columns):
+        self.inner.bulk_load_native(conn, data_stream, target_table, columns)
+
+    def handle_upsert(self, conn, staging_table, target_table, primary_keys, version_key):
+        self.inner.handle_upsert(conn, staging_table, target_table, primary_keys, version_key)
+
+    def create_all_tables(self):
+        self.inner.create_all_tables()
+
+    def get_completed_file_hashes(self):
+        return self.inner.get_completed_file_hashes()
+
+    def load_normalized_data(self, buffers, row_counts, load_mode, file_path, file_hash):
+        self.inner.load_normalized_data(buffers, row_counts, load_mode, file_path, file_hash)
+
+    def load_audit_data(self, buffer, row_count, load_mode, file_path, file_hash):
+        self.inner.load_audit_data(buffer, row_count, load_mode, file_path, file_hash)
+"""
+
+
 @pytest.fixture
 def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     package = tmp_path / "plugin"
@@ -71,6 +111,7 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (package / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
     (package / "my_redshift_loader" / "__init__.py").write_text("")
     (package / "my_redshift_loader" / "loader.py").write_text(PLUGIN_LOADER)
+    (package / "my_redshift_loader" / "working.py").write_text(WORKING_LOADER)
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--target", str(target), str(package)],
@@ -90,3 +131,27 @@ def test_backend_is_read_without_importing_the_driver() -> None:
     assert backend_name("redshift+psycopg2://u:p@h/db") == "redshift"
     assert backend_name("snowflake://u:p@account/db") == "snowflake"
     assert backend_name("postgresql://u@h/db") == "postgresql"
+
+
+def test_a_plugin_loader_serves_the_dagster_io_manager_unchanged(installed_plugin: Path, tmp_path: Path, dagster_instance) -> None:  # type: ignore[no-untyped-def]
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from eudravig_assets.definitions import build_definitions
+    from eudravig_assets.partitions import icsr_files
+    from eudravig_assets.resources import EudravigDatabase, EudravigSource
+    from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+    from tests.support.db import query
+
+    paths = write_corpus(tmp_path / "in", CorpusSpec(files=2, cases_per_file=5, seed=12, follow_up_fraction=0.0))
+    keys = [p.name for p in paths]
+    dagster_instance.add_dynamic_partitions(icsr_files.name, keys)
+    database = tmp_path / "plugin.db"
+    defs = build_definitions(EudravigDatabase(dsn=f"pvlite:///{database}"), EudravigSource(source_uri=str(tmp_path / "in")))
+
+    result = defs.resolve_job_def("load_icsr_files").execute_in_process(
+        instance=dagster_instance, tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+    )
+
+    assert result.success
+    assert query(f"sqlite:///{database}", "SELECT COUNT(*) FROM icsr_master") == [(10,)]
+    assert all(check.passed for check in result.get_asset_check_evaluations())

@@ -15,6 +15,8 @@ from lxml import etree
 from py_load_eudravigilance.errors import HostileXMLError, MalformedXMLError, NotE2BError
 from py_load_eudravigilance.mapping.dictionary import HL7_NS
 
+# Nothing resolved, loaded or fetched; text nodes capped (libxml2's default 10 MB limit)
+HARDENED = {"resolve_entities": False, "load_dtd": False, "no_network": True, "huge_tree": False}
 BATCH_TAG = f"{{{HL7_NS}}}MCCI_IN200100UV01"
 MESSAGE_TAG = f"{{{HL7_NS}}}PORR_IN049016UV"
 
@@ -34,12 +36,9 @@ class BatchReader:
             self.source,
             events=("start", "end"),
             tag=(BATCH_TAG, MESSAGE_TAG),
-            resolve_entities=False,
-            load_dtd=False,
-            no_network=True,
             remove_comments=True,
             remove_pis=True,
-            huge_tree=False,
+            **HARDENED,
         )
         position = 0
         try:
@@ -67,11 +66,15 @@ class BatchReader:
             )
 
     def _check_prolog(self, element: etree._Element) -> None:
-        tree = element.getroottree()
-        docinfo = tree.docinfo
-        if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-            raise HostileXMLError("DOCTYPE declarations are refused (no DTDs, no entities)", file=self.file_name)
-        self.root = tree.getroot()
+        refuse_doctype(element, self.file_name)
+        self.root = element.getroottree().getroot()
         self.is_batch = self.root.tag == BATCH_TAG
         if self.root.tag not in (BATCH_TAG, MESSAGE_TAG):
             raise NotE2BError(f"not an E2B(R3) file: root element is {etree.QName(self.root).localname}", file=self.file_name)
+
+
+def refuse_doctype(element: etree._Element, file_name: str) -> None:
+    """Raise if the document being parsed declared a DOCTYPE (the door to DTDs and entities)."""
+    docinfo = element.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise HostileXMLError("DOCTYPE declarations are refused (no DTDs, no entities)", file=file_name)
