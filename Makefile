@@ -37,3 +37,8 @@ ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 clean:
 	rm -rf $(VENV) eudravig.db demo-data .dagster_home .pytest_cache .ruff_cache
+
+# Throughput and memory of every load path against a bare-parse baseline (needs PostgreSQL);
+# pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--cases 2000 --big-mb 256"
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
