@@ -194,9 +194,8 @@ def main() -> int:
         write_batches(one_batch, args.cases, args.cases)
         write_singles(singles, args.cases)
         size_mb = sum(p.stat().st_size for p in paths) / 2**20
-        print(
-            f"corpus: {args.cases} cases ({RICH_SHARE:.0%} ~47 KB with comments, the rest compact), {len(paths)} batch files, {size_mb:.0f} MB"
-        )
+        print(f"corpus: {args.cases} cases ({RICH_SHARE:.0%} ~47 KB with comments, the rest compact)")
+        print(f"        {len(paths)} batch files, {size_mb:.0f} MB")
         print(f"cores: {os.cpu_count()}, workers: {args.workers}")
 
         messages, seconds = bare_parse(paths)
