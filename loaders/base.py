@@ -336,7 +336,14 @@ class SQLAlchemyLoader(LoaderInterface):
 
     def record_failure(self, file_name: str, file_hash: str, load_mode: str, error: str, started_at: datetime) -> None:
         """Mark a file failed in its own transaction (the load's transaction was rolled back)."""
-        outcome = LoadOutcome(file_name=file_name, file_sha256=file_hash, status="failed", error=error)
+        self._record_status(file_name, file_hash, load_mode, "failed", error, started_at)
+
+    def record_running(self, file_name: str, file_hash: str, load_mode: str, started_at: datetime) -> None:
+        """Mark a file running before its load transaction: if the process dies, the history says so."""
+        self._record_status(file_name, file_hash, load_mode, "running", None, started_at)
+
+    def _record_status(self, file_name: str, file_hash: str, load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
+        outcome = LoadOutcome(file_name=file_name, file_sha256=file_hash, status=status, error=error)
         with self.engine.begin() as conn:
             self._record_history(conn, outcome, load_mode, started_at)
 
@@ -403,11 +410,12 @@ class SQLAlchemyLoader(LoaderInterface):
         for staged in files:
             counts = decisions.get(staged.ordinal, {})
             rejected, file_error = rejections.get(staged.file_sha256, (0, None))
+            file_error = staged.error or file_error  # staging's own account, when it has one
             outcomes.append(
                 LoadOutcome(
                     file_name=staged.file_name,
                     file_sha256=staged.file_sha256,
-                    status="partial" if file_error else "completed",
+                    status=("partial" if staged.row_counts.get(AUDIT_TABLE) else "failed") if file_error else "completed",
                     error=file_error,
                     row_counts=dict(staged.row_counts),
                     messages_total=staged.row_counts.get(AUDIT_TABLE, 0) + rejected,

@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"failed: {name}: {error}")
     for outcome in summary.outcomes:
         if outcome.error:
-            print(f"partial: {outcome.file_name}: {outcome.error}")
+            print(f"{outcome.status}: {outcome.file_name}: {outcome.error}")
     print(f"database: {redact_dsn(dsn)}")
     return summary.exit_code
 

@@ -95,6 +95,10 @@ def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: 
 def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> list[LoadOutcome]:
     """Load one staged group; a failure is recorded in the file history, then re-raised."""
     started_at = utc_now()
+    mark_running = getattr(loader, "record_running", None)
+    if mark_running is not None:
+        for staged in group.files:
+            mark_running(staged.file_name, staged.file_sha256, load_mode, started_at)
     with ExitStack() as stack:
         buffers = group.open_buffers(stack)
         try:
@@ -154,7 +158,10 @@ def _stage_group(task: _StageTask) -> _Staged:
         if task.quarantine is not None:
             for (path, name, _), staged in zip(todo, group.files, strict=True):
                 if staged.error:
-                    quarantine_file(task.quarantine, name, path, staged.error)
+                    try:
+                        quarantine_file(task.quarantine, name, path, staged.error)
+                    except Exception as exc:  # noqa: BLE001 - a broken quarantine must not stop the load
+                        staged.error += f" (copy to quarantine failed: {type(exc).__name__}: {exc})"
     return _Staged(group, len(task.keys) - len(todo))
 
 

@@ -101,7 +101,12 @@ def build_metadata(schema: str | None = None) -> MetaData:
         metadata,
         Column("file_sha256", Text, primary_key=True),
         Column("file_name", Text, nullable=False),
-        Column("status", Text, nullable=False, comment="running, completed, failed"),
+        Column(
+            "status",
+            Text,
+            nullable=False,
+            comment="running (still running, or interrupted), completed, partial (file-level error after valid messages), failed",
+        ),
         Column("load_mode", Text, nullable=False),
         Column("started_at", DateTime(timezone=True)),
         Column("finished_at", DateTime(timezone=True)),

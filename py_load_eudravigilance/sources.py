@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-XML_SUFFIXES = (".xml",)
+XML_SUFFIXES = (".xml", ".xml.gz")
 _GLOB_CHARS = "*?["
 
 

@@ -25,7 +25,7 @@ from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.mapping.mapper import CaseMapper, MappedCase
-from py_load_eudravigilance.parsing.reader import BatchReader
+from py_load_eudravigilance.parsing.reader import BatchReader, open_source
 from py_load_eudravigilance.schema import AUDIT_TABLE, MESSAGE_POSITION, QUARANTINE_TABLE
 
 AUDIT_COLUMNS = (
@@ -175,9 +175,9 @@ def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: Case
     """Stream one file's messages into the writers: each message is written before the next is parsed."""
     started = time.perf_counter()
     name = staged.file_name
-    with path.open("rb") as source:
-        reader = BatchReader(source, name)
-        try:
+    try:
+        with open_source(path, name) as source:
+            reader = BatchReader(source, name)
             for position, message in reader.messages():
                 staged.messages_total += 1
                 try:
@@ -194,10 +194,10 @@ def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: Case
                 header = mapper.map_batch_header(reader.root)
                 header.update(file_sha256=staged.file_sha256, file_name=name)
                 out.write(BATCH_HEADER.name, header)
-        except E2BError as exc:
-            exc.file = name
-            staged.error = str(exc)
-            _quarantine(out, staged, exc, None)
+    except E2BError as exc:
+        exc.file = name
+        staged.error = str(exc)
+        _quarantine(out, staged, exc, None)
     staged.parse_seconds = time.perf_counter() - started
     return staged
 

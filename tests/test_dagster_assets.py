@@ -97,10 +97,10 @@ def test_a_failing_file_fails_the_run_and_is_quarantined(sqlite_dsn: str, tmp_pa
 
     reason = quarantine / "sub" / "broken, 'quoted'.xml.reason.txt"
     assert reason.exists() and "broken, 'quoted'.xml" in reason.read_text()
-    assert query(sqlite_dsn, "SELECT status FROM etl_file_history WHERE file_name = 'sub/broken, ''quoted''.xml'") == [("partial",)]
+    assert query(sqlite_dsn, "SELECT status FROM etl_file_history WHERE file_name = 'sub/broken, ''quoted''.xml'") == [("failed",)]
     assert query(sqlite_dsn, "SELECT COUNT(*) FROM icsr_master")[0][0] == 3  # the valid file's cases
     warning = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_rejected_messages")
-    assert warning.passed  # a file-level error is not a rejected message; the file history says partial
+    assert warning.passed  # a file-level error is not a rejected message; the file history says failed
 
 
 def test_full_reload_must_cover_every_partition_and_rebuilds_the_tables(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
