@@ -146,10 +146,12 @@ class SQLAlchemyLoader(LoaderInterface):
         return prefix + self.quote(name)
 
     def create_all_tables(self) -> None:
-        self.metadata.create_all(self.engine)
+        """Create what is missing, in one transaction; concurrent first loads wait for each other."""
         audit, view = self.qualified(AUDIT_TABLE), self.qualified(AUDIT_LATEST_VIEW)
         case, c15, n24 = self.quote(CASE_KEY), self.quote("most_recent_info_date_utc"), self.quote("message_creation_time_utc")
         with self.engine.begin() as conn:
+            self.acquire_schema_lock(conn)
+            self.metadata.create_all(conn)
             if AUDIT_LATEST_VIEW not in inspect(conn).get_view_names(schema=self.schema):
                 conn.execute(
                     text(
@@ -159,6 +161,9 @@ class SQLAlchemyLoader(LoaderInterface):
                         "WHERE version_rank = 1"
                     )
                 )
+
+    def acquire_schema_lock(self, conn: Connection) -> None:
+        """Serialize schema creation across processes (dialect hook)."""
 
     def schema_report(self, definition: dict[str, dict[str, str]] | None = None) -> SchemaReport:
         expected = definition or schema_definition(self.metadata)

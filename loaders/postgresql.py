@@ -12,8 +12,9 @@ from loaders.base import SQLAlchemyLoader
 
 # psycopg2 error codes worth retrying: serialization_failure, deadlock_detected
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
-# Arbitrary, fixed key of the advisory lock that serializes merges across sessions
+# Arbitrary, fixed keys of the advisory locks that serialize merges and schema creation
 MERGE_LOCK_KEY = 0x45325242
+SCHEMA_LOCK_KEY = 0x45325243
 
 
 class PostgresLoader(SQLAlchemyLoader):
@@ -29,6 +30,10 @@ class PostgresLoader(SQLAlchemyLoader):
         # Released at commit/rollback. Staging (COPY) runs in parallel; only merges queue here,
         # and newest-wins merges applied one at a time equal a sequential load in any order.
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MERGE_LOCK_KEY})
+
+    def acquire_schema_lock(self, conn: Connection) -> None:
+        # Two first loads creating the same tables at once collide in the catalog otherwise
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
 
     def is_retryable(self, error: DBAPIError) -> bool:
         return getattr(error.orig, "pgcode", None) in RETRYABLE_SQLSTATES

@@ -137,3 +137,21 @@ def _no_stray_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("PY_LOAD_EUDRAVIGILANCE_"):
             monkeypatch.delenv(name)
+
+
+def test_concurrent_processes_over_overlapping_versions_end_as_a_sequential_load(postgres_dsn: str, tmp_path: Path) -> None:
+    paths = write_corpus(tmp_path / "corpus", CorpusSpec(files=6, cases_per_file=20, seed=31, follow_up_fraction=0.6))
+    # Each process loads an overlapping subset, in its own order: versions of the same cases race
+    subsets = [paths[0:4], paths[2:6][::-1], paths[1:5], paths[::-1]]
+    code = (
+        "import sys; from pathlib import Path; from py_load_eudravigilance.pipeline import run_load\n"
+        "s = run_load(Path(sys.argv[1]), sys.argv[2], workers=1, keys=sys.argv[3:]); sys.exit(1 if s.failures else 0)"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(paths[0].parent), postgres_dsn, *[p.name for p in subset]]) for subset in subsets
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0, 0, 0]  # no deadlock or serialization failure surfaced
+
+    concurrent_state = snapshot(postgres_dsn)
+    assert not run_load(paths[0].parent, postgres_dsn, mode="full", workers=1).failures  # one process, one file after another
+    assert snapshot(postgres_dsn) == concurrent_state
