@@ -70,12 +70,17 @@ def test_materializing_file_partitions_loads_what_the_cli_loads(dsn: str, tmp_pa
     assert snapshot(dsn) == through_dagster
 
 
-def test_backfill_over_loaded_partitions_leaves_every_table_unchanged(dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+def loaded_project(dsn: str, tmp_path: Path, instance: DagsterInstance, spec: CorpusSpec) -> tuple[Definitions, list[str]]:
+    """A corpus written, registered as partitions and loaded in one run."""
     corpus = tmp_path / "incoming"
-    paths = write_corpus(corpus, CorpusSpec(files=4, cases_per_file=8, seed=9, follow_up_fraction=0.5))
-    keys = register(instance, [p.name for p in paths])
+    keys = register(instance, [p.name for p in write_corpus(corpus, spec)])
     defs = project(dsn, corpus)
     assert materialize_files(defs, instance, keys).success
+    return defs, keys
+
+
+def test_backfill_over_loaded_partitions_leaves_every_table_unchanged(dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    defs, keys = loaded_project(dsn, tmp_path, instance, CorpusSpec(files=4, cases_per_file=8, seed=9, follow_up_fraction=0.5))
     before = snapshot(dsn)
     history = query(dsn, "SELECT file_sha256, status, finished_at FROM etl_file_history ORDER BY 1")
 
@@ -104,11 +109,7 @@ def test_a_failing_file_fails_the_run_and_is_quarantined(sqlite_dsn: str, tmp_pa
 
 
 def test_full_reload_must_cover_every_partition_and_rebuilds_the_tables(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
-    corpus = tmp_path / "incoming"
-    paths = write_corpus(corpus, CorpusSpec(files=3, cases_per_file=6, seed=2, follow_up_fraction=0.5))
-    keys = register(instance, [p.name for p in paths])
-    defs = project(sqlite_dsn, corpus)
-    assert materialize_files(defs, instance, keys).success
+    defs, keys = loaded_project(sqlite_dsn, tmp_path, instance, CorpusSpec(files=3, cases_per_file=6, seed=2, follow_up_fraction=0.5))
     before = snapshot(sqlite_dsn)
 
     partial = materialize_files(defs, instance, keys[:2], job="full_reload")
