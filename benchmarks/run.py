@@ -138,12 +138,16 @@ def dagster_load(source: Path, server_dsn: str, workers: int) -> tuple[int, floa
 
 
 def peak_memory_mb(path: Path) -> float:
-    """Peak RSS of a fresh process that stages ``path`` (parse, map, write CSVs)."""
+    """Peak RSS of a fresh process that stages ``path`` (parse, map, write CSVs).
+
+    Read from VmHWM: unlike ``ru_maxrss``, it starts afresh at exec instead of inheriting the
+    high-water mark of the (large) benchmark process that forked it.
+    """
     code = (
-        "import resource, sys, tempfile; from pathlib import Path;"
+        "import sys, tempfile; from pathlib import Path;"
         "from py_load_eudravigilance.staging import stage_file;"
         "d = tempfile.mkdtemp(); stage_file(Path(sys.argv[1]), Path(d));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
     )
     output = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
     return int(output.strip().splitlines()[-1]) / 1024
