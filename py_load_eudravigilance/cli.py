@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from loaders.base import LoadOutcome, SQLAlchemyLoader
+from loaders.interface import LoaderInterface
 from loaders.registry import UnknownLoaderError, get_loader
 from py_load_eudravigilance.errors import E2BError
 from py_load_eudravigilance.mapping.catalog import all_columns
@@ -33,8 +34,10 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_settings(overrides, getattr(args, "config", None))
 
 
-def resolve_dsn(args: argparse.Namespace) -> str:
-    return settings_for(args).database.dsn
+def loader_for(settings: Settings) -> LoaderInterface:
+    """The loader of the configured database, in its configured schema if one is set."""
+    schema = settings.database.db_schema
+    return get_loader(settings.database.dsn, **({"schema": schema} if schema else {}))
 
 
 def cmd_dictionary(args: argparse.Namespace) -> int:
@@ -80,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_load(
             settings.source_uri,
-            dsn,
+            loader_for(settings),
             settings.mode,
             settings.workers,
             lambda o, s: _report(o, s, started, interactive),
@@ -110,22 +113,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
-def _sql_loader(dsn: str) -> SQLAlchemyLoader:
-    loader = get_loader(dsn)
+def _sql_loader(args: argparse.Namespace) -> SQLAlchemyLoader:
+    loader = loader_for(settings_for(args))
     if not isinstance(loader, SQLAlchemyLoader):
         raise UnknownLoaderError("this command needs a SQLAlchemy-based loader")
     return loader
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
-    dsn = resolve_dsn(args)
-    get_loader(dsn).create_all_tables()
-    print(f"schema ready in {redact_dsn(dsn)}")
+    settings = settings_for(args)
+    loader_for(settings).create_all_tables()
+    print(f"schema ready in {redact_dsn(settings.database.dsn)}")
     return 0
 
 
 def cmd_validate_db_schema(args: argparse.Namespace) -> int:
-    loader = _sql_loader(resolve_dsn(args))
+    loader = _sql_loader(args)
     report = loader.schema_report()
     for label, items in (
         ("missing table", report.missing_tables),
@@ -140,7 +143,7 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    loader = _sql_loader(resolve_dsn(args))
+    loader = _sql_loader(args)
     history = loader.table(FILE_HISTORY_TABLE)
     with loader.engine.connect() as conn:
         rows = conn.execute(select(history).order_by(history.c.finished_at)).mappings().all()

@@ -155,3 +155,28 @@ def test_concurrent_processes_over_overlapping_versions_end_as_a_sequential_load
     concurrent_state = snapshot(postgres_dsn)
     assert not run_load(paths[0].parent, postgres_dsn, mode="full", workers=1).failures  # one process, one file after another
     assert snapshot(postgres_dsn) == concurrent_state
+
+
+def test_schema_names_from_configuration_are_quoted_identifiers(postgres_dsn: str, tmp_path: Path) -> None:
+    hostile = 'pv"; DROP TABLE icsr_master; --'
+    engine = create_engine(postgres_dsn)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE icsr_master (canary int)"))  # in public: must survive
+        conn.execute(text(f'CREATE SCHEMA "{hostile.replace(chr(34), chr(34) * 2)}"'))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  dsn: {postgres_dsn}\n  schema: '{hostile}'\n")
+    paths = write_corpus(tmp_path / "in", CorpusSpec(files=1, cases_per_file=4, follow_up_fraction=0.0))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "py_load_eudravigilance.cli", "run", str(paths[0]), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM public.icsr_master")).scalar() == 0  # the canary table is intact
+        quoted = engine.dialect.identifier_preparer.quote_identifier(hostile)
+        assert conn.execute(text(f"SELECT COUNT(*) FROM {quoted}.icsr_master")).scalar() == 4
+    engine.dispose()
