@@ -183,13 +183,21 @@ class CompiledTable:
                 child.map_into(node, scope, child_keys, out)
 
 
+_XSI_PREFIX = "{" + NAMESPACES["xsi"] + "}"
+
+
 def element_to_json(element: etree._Element) -> dict[str, Any]:
-    """Lossless JSON form of an element: tag, attributes, text and children in order."""
-    document: dict[str, Any] = {"tag": etree.QName(element).localname}
-    if element.attrib:
-        document["attributes"] = {_attribute_name(k): v for k, v in element.attrib.items()}
-    text = (element.text or "").strip()
-    if text:
+    """Lossless JSON form of an element: tag, attributes, text and children in order.
+
+    Runs for every element of every message, so it sticks to plain string operations.
+    """
+    tag = element.tag
+    document: dict[str, Any] = {"tag": tag[tag.rfind("}") + 1 :]}
+    attributes = element.attrib
+    if attributes:
+        document["attributes"] = {_attribute_name(k): v for k, v in attributes.items()}
+    text = element.text
+    if text and (text := text.strip()):
         document["text"] = text
     children = [element_to_json(child) for child in element if isinstance(child.tag, str)]
     if children:
@@ -198,10 +206,11 @@ def element_to_json(element: etree._Element) -> dict[str, Any]:
 
 
 def _attribute_name(qualified: str) -> str:
-    if qualified.startswith("{"):
-        namespace, local = qualified[1:].split("}", 1)
-        return f"xsi:{local}" if namespace == NAMESPACES["xsi"] else local
-    return qualified
+    if qualified[0] != "{":
+        return qualified
+    if qualified.startswith(_XSI_PREFIX):
+        return "xsi:" + qualified[len(_XSI_PREFIX) :]
+    return qualified[qualified.rfind("}") + 1 :]
 
 
 class CaseMapper:
