@@ -22,7 +22,7 @@ from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.interface import LoaderInterface
 from loaders.registry import get_loader
 from py_load_eudravigilance.sources import SourceLocation, list_objects, local_copy, object_name, parse_location, quarantine_file
-from py_load_eudravigilance.staging import StagedGroup, sha256_of, stage_files, utc_now
+from py_load_eudravigilance.staging import Share, StagedGroup, merge_shards, sha256_of, stage_files, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ def redact_dsn(dsn: str) -> str:
 # (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
 GROUP_MAX_FILES = 100
 GROUP_MAX_BYTES = 32 * 1024 * 1024
+# A file at least this large is mapped by every worker, each taking its share of the messages
+SHARD_MIN_BYTES = 64 * 1024 * 1024
 
 
 def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: bool = True) -> list[list[str]]:
@@ -127,6 +129,18 @@ class _StageTask:
     keys: tuple[str, ...]
     directory: Path
     quarantine: SourceLocation | None
+    share: Share | None = None
+
+
+@dataclass
+class _Unit:
+    """What loads in one transaction: a group of files, or one large file staged in shards."""
+
+    keys: tuple[str, ...]
+    tasks: list[_StageTask]
+    results: list[_Staged] = field(default_factory=list)
+    error: BaseException | None = None
+    pending: int = 0
 
 
 @dataclass
@@ -154,8 +168,8 @@ def _stage_group(task: _StageTask) -> _Staged:
             if digest not in _completed_hashes and digest not in seen:
                 seen.add(digest)
                 todo.append((path, object_name(task.location, key), digest))
-        group = stage_files(todo, task.directory)
-        if task.quarantine is not None:
+        group = stage_files(todo, task.directory, share=task.share)
+        if task.quarantine is not None and (task.share is None or task.share.index == 0):
             for (path, name, _), staged in zip(todo, group.files, strict=True):
                 if staged.error:
                     try:
@@ -163,6 +177,16 @@ def _stage_group(task: _StageTask) -> _Staged:
                     except Exception as exc:  # noqa: BLE001 - a broken quarantine must not stop the load
                         staged.error += f" (copy to quarantine failed: {type(exc).__name__}: {exc})"
     return _Staged(group, len(task.keys) - len(todo))
+
+
+def _combine(unit: _Unit) -> _Staged:
+    """The unit's staged rows as one group: shards of a file are appended to the first shard."""
+    if len(unit.results) == 1:
+        return unit.results[0]
+    ordered = sorted(unit.results, key=lambda r: int(r.group.directory.name.rsplit("-", 1)[1]))
+    if not ordered[0].group.files:  # the file was already loaded: every shard skipped it
+        return ordered[0]
+    return _Staged(merge_shards([r.group for r in ordered]), ordered[0].skipped)
 
 
 def run_load(
@@ -191,27 +215,49 @@ def run_load(
         todo, sizes = [o.key for o in objects], {o.key: o.size for o in objects}
     else:
         todo, sizes = list(keys), {}
+    if not location.is_s3:  # sizes decide grouping and sharding; a local stat is cheap
+        sizes = sizes or {key: (Path(location.root) / key if key else Path(location.root)).stat().st_size for key in todo}
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
     groups = plan_groups(todo, sizes, workers, grouping=isinstance(loader, SQLAlchemyLoader))
     workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
     truncate_next = mode == "full"
+    serial = iter(range(1 << 62))
+
+    def unit_of(keys: tuple[str, ...]) -> _Unit:
+        """One task, or one per worker for a large local file (each maps its share of the messages)."""
+        shards = workers if len(keys) == 1 and not location.is_s3 and sizes.get(keys[0], 0) >= SHARD_MIN_BYTES else 1
+        number = next(serial)
+        tasks = [
+            _StageTask(location, keys, workdir / f"{number}-{k}", quarantine_location, Share(k, shards) if shards > 1 else None)
+            for k in range(shards)
+        ]
+        return _Unit(keys, tasks, pending=len(tasks))
+
     try:
         with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool:
-            futures: dict[Future[_Staged], _StageTask] = {}
-            queue = [_StageTask(location, tuple(group), workdir / str(index), quarantine_location) for index, group in enumerate(groups)]
+            futures: dict[Future[_Staged], tuple[_Unit, _StageTask]] = {}
+            queue = [(unit, task) for unit in map(unit_of, map(tuple, groups)) for task in unit.tasks]
             queue.reverse()
-            retried = 0
             while queue or futures:
                 # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
-                    task = queue.pop()
-                    futures[pool.submit(_stage_group, task)] = task
+                    unit, task = queue.pop()
+                    futures[pool.submit(_stage_group, task)] = (unit, task)
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
-                    task = futures.pop(future)
+                    unit, _task = futures.pop(future)
+                    unit.pending -= 1
                     try:
-                        staged = future.result()
+                        unit.results.append(future.result())
+                    except Exception as exc:  # noqa: BLE001 - reported with the unit below
+                        unit.error = unit.error or exc
+                    if unit.pending:
+                        continue
+                    try:
+                        if unit.error is not None:
+                            raise unit.error
+                        staged = _combine(unit)
                         summary.files_skipped += staged.skipped
                         if not staged.group.files:
                             continue
@@ -222,21 +268,18 @@ def run_load(
                             if progress:
                                 progress(outcome, summary)
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                        if len(task.keys) > 1:
+                        if len(unit.keys) > 1:
                             # Find the culprit: its group-mates load on their own
-                            retried += 1
-                            log.debug("group of %d files failed; loading them one by one", len(task.keys), exc_info=True)
-                            queue.extend(
-                                _StageTask(location, (key,), workdir / f"retry-{retried}-{n}", quarantine_location)
-                                for n, key in enumerate(task.keys)
-                            )
+                            log.debug("group of %d files failed; loading them one by one", len(unit.keys), exc_info=True)
+                            queue.extend((single, task) for single in (unit_of((key,)) for key in unit.keys) for task in single.tasks)
                             continue
-                        name = object_name(location, task.keys[0])
+                        name = object_name(location, unit.keys[0])
                         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                         log.debug("loading %s failed", name, exc_info=True)
                         summary.failures.append((name, reason))
                     finally:
-                        shutil.rmtree(task.directory, ignore_errors=True)
+                        for task in unit.tasks:
+                            shutil.rmtree(task.directory, ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary.duration_seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -148,8 +149,25 @@ def _case_rows(case: MappedCase, file_name: str, file_sha256: str) -> Iterator[t
             yield table, row
 
 
-def stage_files(files: list[tuple[Path, str, str]], directory: Path, mapper: CaseMapper | None = None) -> StagedGroup:
-    """Parse and map each ``(path, name, sha256)`` into one set of CSV files under ``directory``."""
+@dataclass(frozen=True)
+class Share:
+    """Shard ``index`` of ``count``: the messages at positions index+1, index+1+count, ... of a file.
+
+    Parsing is cheap next to mapping, so each worker parses the whole file and maps its share;
+    shard 0 also keeps the batch header and any file-level error.
+    """
+
+    index: int
+    count: int
+
+    def owns(self, position: int) -> bool:
+        return (position - 1) % self.count == self.index
+
+
+def stage_files(
+    files: list[tuple[Path, str, str]], directory: Path, mapper: CaseMapper | None = None, share: Share | None = None
+) -> StagedGroup:
+    """Parse and map each ``(path, name, sha256)`` (or its ``share``) into one set of CSV files under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     group = StagedGroup(directory)
     mapper = mapper or CaseMapper()
@@ -158,7 +176,7 @@ def stage_files(files: list[tuple[Path, str, str]], directory: Path, mapper: Cas
         for ordinal, (path, name, digest) in enumerate(files):
             out.ordinal = ordinal
             before = dict(out.counts)
-            staged = _stage_into(out, path, StagedFile(name, digest, ordinal), mapper)
+            staged = _stage_into(out, path, StagedFile(name, digest, ordinal), mapper, share)
             staged.row_counts = {table: count - before[table] for table, count in out.counts.items() if count > before[table]}
             group.files.append(staged)
     return group
@@ -171,14 +189,17 @@ def stage_file(
     return stage_files([(path, display_name or path.name, file_sha256 or sha256_of(path))], directory, mapper)
 
 
-def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: CaseMapper) -> StagedFile:
+def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: CaseMapper, share: Share | None = None) -> StagedFile:
     """Stream one file's messages into the writers: each message is written before the next is parsed."""
     started = time.perf_counter()
     name = staged.file_name
+    first_shard = share is None or share.index == 0
     try:
         with open_source(path, name) as source:
             reader = BatchReader(source, name)
             for position, message in reader.messages():
+                if share is not None and not share.owns(position):
+                    continue
                 staged.messages_total += 1
                 try:
                     case = mapper.map_message(message, position)
@@ -190,14 +211,15 @@ def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: Case
                 for table, row in _case_rows(case, name, staged.file_sha256):
                     out.write(table, row)
                 out.write(AUDIT_TABLE, _audit_row(case, name, staged.file_sha256))
-            if reader.is_batch and reader.root is not None:
+            if reader.is_batch and reader.root is not None and first_shard:
                 header = mapper.map_batch_header(reader.root)
                 header.update(file_sha256=staged.file_sha256, file_name=name)
                 out.write(BATCH_HEADER.name, header)
     except E2BError as exc:
-        exc.file = name
-        staged.error = str(exc)
-        _quarantine(out, staged, exc, None)
+        if first_shard:
+            exc.file = name
+            staged.error = str(exc)
+            _quarantine(out, staged, exc, None)
     staged.parse_seconds = time.perf_counter() - started
     return staged
 
@@ -243,3 +265,19 @@ def _audit_row(case: MappedCase, file_name: str, file_sha256: str) -> dict[str, 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def merge_shards(shards: list[StagedGroup]) -> StagedGroup:
+    """Append the CSVs of shards 1..n of one file to shard 0's and add up their counts."""
+    merged = shards[0]
+    (target,) = merged.files
+    for shard in shards[1:]:
+        (part,) = shard.files
+        for table, count in part.row_counts.items():
+            with (shard.directory / f"{table}.csv").open("rb") as source, (merged.directory / f"{table}.csv").open("ab") as sink:
+                shutil.copyfileobj(source, sink)
+            target.row_counts[table] = target.row_counts.get(table, 0) + count
+        target.messages_total += part.messages_total
+        target.messages_rejected += part.messages_rejected
+        target.parse_seconds = max(target.parse_seconds, part.parse_seconds)
+    return merged

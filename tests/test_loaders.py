@@ -136,3 +136,28 @@ def test_unknown_backend_lists_installed_loaders() -> None:
 
     with pytest.raises(UnknownLoaderError, match="redshift.*installed loaders: .*postgresql.*sqlite"):
         get_loader("redshift+psycopg2://user:secret@host/db")
+
+
+def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from py_load_eudravigilance import pipeline
+    from py_load_eudravigilance.fixtures.generator import build_batch, build_message
+
+    messages = [build_message(CaseSpec(f"SHARD-{n % 40:03d}", most_recent_info=f"202401{10 + n // 40:02d}")) for n in range(120)]
+    messages[7] = messages[7].replace('extension="SHARD-007" ', "", 1)  # a rejected message in shard 1 of 3
+    path = tmp_path / "in" / "large.xml"
+    path.parent.mkdir()
+    path.write_text(build_batch(messages)[:-300])  # and a file-level error at the end
+    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
+
+    sharded = run_load(path, dsn, workers=3)
+    state = snapshot(dsn)
+    history = query(dsn, "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history")
+    quarantined = query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1")
+    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1 << 62)
+    whole = run_load(path, dsn, mode="full", workers=1)
+
+    assert not sharded.failures and not whole.failures
+    assert snapshot(dsn) == state
+    assert query(dsn, "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history") == history
+    assert history[0][0] == "partial" and history[0][2] == 1
+    assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
