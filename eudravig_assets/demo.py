@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     instance = DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(icsr_files.name))
     instance.add_dynamic_partitions(icsr_files.name, [key for key in keys if key not in known])
-    ordered = [key for key in instance.get_dynamic_partitions(icsr_files.name) if key in set(keys)]
+    wanted = set(keys)
+    ordered = [key for key in instance.get_dynamic_partitions(icsr_files.name) if key in wanted]
     result = defs.resolve_job_def("load_icsr_files").execute_in_process(
         instance=instance,
         tags={ASSET_PARTITION_RANGE_START_TAG: ordered[0], ASSET_PARTITION_RANGE_END_TAG: ordered[-1]},

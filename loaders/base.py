@@ -38,7 +38,6 @@ from py_load_eudravigilance.schema import (
     AUDIT_TABLE,
     CASE_TABLE_NAMES,
     FILE_HISTORY_TABLE,
-    JSON_DOCUMENT,
     MESSAGE_POSITION,
     QUARANTINE_TABLE,
     build_metadata,
@@ -204,10 +203,7 @@ class SQLAlchemyLoader(LoaderInterface):
         target = self.table(target_table)
         columns = []
         for name in STAGED_COLUMNS[target_table]:
-            column_type = target.c[name].type if name in target.c else Integer()
-            if name in ("payload", "row_counts"):
-                column_type = JSON_DOCUMENT
-            columns.append(Column(name, column_type))
+            columns.append(Column(name, target.c[name].type if name in target.c else Integer()))
         return Table(self.staging_name(target_table), MetaData(), *columns, prefixes=["TEMPORARY"])
 
     def prepare_load(self, conn: Connection, target_table: str, load_mode: str) -> str:
@@ -316,41 +312,47 @@ class SQLAlchemyLoader(LoaderInterface):
             tail = ""
         self._insert_from_staging(conn, target_table, STAGED_COLUMNS[target_table], stamp_column, tail, {})
 
-    def _record_history(self, conn: Connection, outcome: LoadOutcome, load_mode: str, started_at: datetime) -> None:
+    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: str, started_at: datetime) -> None:
+        """Replace the history rows of these files: one DELETE and one multi-row INSERT for a whole group."""
         history = self.table(FILE_HISTORY_TABLE)
-        conn.execute(history.delete().where(history.c.file_sha256 == outcome.file_sha256))
+        finished_at = utc_now()
+        conn.execute(history.delete().where(history.c.file_sha256.in_([o.file_sha256 for o in outcomes])))
         conn.execute(
-            history.insert().values(
-                file_sha256=outcome.file_sha256,
-                file_name=outcome.file_name,
-                status=outcome.status,
-                load_mode=load_mode,
-                started_at=started_at,
-                finished_at=utc_now(),
-                duration_seconds=outcome.duration_seconds,
-                messages_total=outcome.messages_total,
-                cases_inserted=outcome.cases_inserted,
-                cases_updated=outcome.cases_updated,
-                cases_skipped_older=outcome.cases_skipped_older,
-                cases_nullified=outcome.cases_nullified,
-                messages_rejected=outcome.messages_rejected,
-                row_counts=outcome.row_counts,
-                error=outcome.error,
-            )
+            history.insert(),
+            [
+                {
+                    "file_sha256": o.file_sha256,
+                    "file_name": o.file_name,
+                    "status": o.status,
+                    "load_mode": load_mode,
+                    "started_at": started_at,
+                    "finished_at": finished_at,
+                    "duration_seconds": o.duration_seconds,
+                    "messages_total": o.messages_total,
+                    "cases_inserted": o.cases_inserted,
+                    "cases_updated": o.cases_updated,
+                    "cases_skipped_older": o.cases_skipped_older,
+                    "cases_nullified": o.cases_nullified,
+                    "messages_rejected": o.messages_rejected,
+                    "row_counts": o.row_counts,
+                    "error": o.error,
+                }
+                for o in outcomes
+            ],
         )
 
-    def record_failure(self, file_name: str, file_hash: str, load_mode: str, error: str, started_at: datetime) -> None:
-        """Mark a file failed in its own transaction (the load's transaction was rolled back)."""
-        self._record_status(file_name, file_hash, load_mode, "failed", error, started_at)
+    def record_failure(self, files: list[StagedFile], load_mode: str, error: str, started_at: datetime) -> None:
+        """Mark files failed in their own transaction (the load's transaction was rolled back)."""
+        self._record_status(files, load_mode, "failed", error, started_at)
 
-    def record_running(self, file_name: str, file_hash: str, load_mode: str, started_at: datetime) -> None:
-        """Mark a file running before its load transaction: if the process dies, the history says so."""
-        self._record_status(file_name, file_hash, load_mode, "running", None, started_at)
+    def record_running(self, files: list[StagedFile], load_mode: str, started_at: datetime) -> None:
+        """Mark files running before their load transaction: if the process dies, the history says so."""
+        self._record_status(files, load_mode, "running", None, started_at)
 
-    def _record_status(self, file_name: str, file_hash: str, load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
-        outcome = LoadOutcome(file_name=file_name, file_sha256=file_hash, status=status, error=error)
+    def _record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
+        outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
         with self.engine.begin() as conn:
-            self._record_history(conn, outcome, load_mode, started_at)
+            self._record_history(conn, outcomes, load_mode, started_at)
 
     def is_retryable(self, error: DBAPIError) -> bool:
         return False
@@ -371,7 +373,7 @@ class SQLAlchemyLoader(LoaderInterface):
                     share = (time.perf_counter() - clock) / max(1, len(files))
                     for outcome in outcomes:
                         outcome.duration_seconds = share
-                        self._record_history(conn, outcome, load_mode, started_at)
+                    self._record_history(conn, outcomes, load_mode, started_at)
                 return outcomes
             except DBAPIError as exc:
                 if attempt == self.max_attempts or not self.is_retryable(exc):

@@ -6,6 +6,7 @@ the DSN's dialect.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import tempfile
@@ -99,8 +100,7 @@ def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> 
     started_at = utc_now()
     mark_running = getattr(loader, "record_running", None)
     if mark_running is not None:
-        for staged in group.files:
-            mark_running(staged.file_name, staged.file_sha256, load_mode, started_at)
+        mark_running(group.files, load_mode, started_at)
     with ExitStack() as stack:
         buffers = group.open_buffers(stack)
         try:
@@ -112,8 +112,7 @@ def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> 
         except Exception as exc:
             record = getattr(loader, "record_failure", None)
             if record is not None:
-                for staged in group.files:
-                    record(staged.file_name, staged.file_sha256, load_mode, f"{type(exc).__name__}: {exc}", started_at)
+                record(group.files, load_mode, f"{type(exc).__name__}: {exc}", started_at)
             raise
     return [
         getattr(loader, "last_outcome", None)
@@ -138,9 +137,13 @@ class _Unit:
 
     keys: tuple[str, ...]
     tasks: list[_StageTask]
-    results: list[_Staged] = field(default_factory=list)
+    results: dict[int, _Staged] = field(default_factory=dict)  # by shard index
     error: BaseException | None = None
-    pending: int = 0
+    finished: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.finished < len(self.tasks)
 
 
 @dataclass
@@ -181,9 +184,9 @@ def _stage_group(task: _StageTask) -> _Staged:
 
 def _combine(unit: _Unit) -> _Staged:
     """The unit's staged rows as one group: shards of a file are appended to the first shard."""
-    if len(unit.results) == 1:
-        return unit.results[0]
-    ordered = sorted(unit.results, key=lambda r: int(r.group.directory.name.rsplit("-", 1)[1]))
+    ordered = [unit.results[index] for index in sorted(unit.results)]
+    if len(ordered) == 1:
+        return ordered[0]
     if not ordered[0].group.files:  # the file was already loaded: every shard skipped it
         return ordered[0]
     return _Staged(merge_shards([r.group for r in ordered]), ordered[0].skipped)
@@ -216,13 +219,13 @@ def run_load(
     else:
         todo, sizes = list(keys), {}
     if not location.is_s3:  # sizes decide grouping and sharding; a local stat is cheap
-        sizes = sizes or {key: (Path(location.root) / key if key else Path(location.root)).stat().st_size for key in todo}
+        sizes = sizes or {key: location.local_path(key).stat().st_size for key in todo}
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
     groups = plan_groups(todo, sizes, workers, grouping=isinstance(loader, SQLAlchemyLoader))
     workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
     truncate_next = mode == "full"
-    serial = iter(range(1 << 62))
+    serial = itertools.count()
 
     def unit_of(keys: tuple[str, ...]) -> _Unit:
         """One task, or one per worker for a large local file (each maps its share of the messages)."""
@@ -232,7 +235,7 @@ def run_load(
             _StageTask(location, keys, workdir / f"{number}-{k}", quarantine_location, Share(k, shards) if shards > 1 else None)
             for k in range(shards)
         ]
-        return _Unit(keys, tasks, pending=len(tasks))
+        return _Unit(keys, tasks)
 
     try:
         with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool:
@@ -246,10 +249,10 @@ def run_load(
                     futures[pool.submit(_stage_group, task)] = (unit, task)
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
-                    unit, _task = futures.pop(future)
-                    unit.pending -= 1
+                    unit, task = futures.pop(future)
+                    unit.finished += 1
                     try:
-                        unit.results.append(future.result())
+                        unit.results[task.share.index if task.share else 0] = future.result()
                     except Exception as exc:  # noqa: BLE001 - reported with the unit below
                         unit.error = unit.error or exc
                     if unit.pending:

@@ -36,6 +36,10 @@ class SourceLocation:
     def is_s3(self) -> bool:
         return self.bucket is not None
 
+    def local_path(self, key: str) -> Path:
+        """Where a key of a local location is on disk (the key of a single-file location is empty)."""
+        return Path(self.root) / key if key else Path(self.root)
+
     def display(self, key: str) -> str:
         """The object's full URI, as shown to users."""
         if self.is_s3:
@@ -129,7 +133,7 @@ def object_name(location: SourceLocation, key: str) -> str:
 def local_copy(location: SourceLocation, key: str, client: Any | None = None) -> Iterator[Path]:
     """A local path holding the object's bytes: the file itself, or a streamed download from S3."""
     if not location.is_s3:
-        yield Path(location.root) / key if key else Path(location.root)
+        yield location.local_path(key)
         return
     client = client or s3_client()
     with tempfile.TemporaryDirectory(prefix="eudravig-s3-") as scratch:
