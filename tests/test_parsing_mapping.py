@@ -11,7 +11,7 @@ from lxml import etree
 
 from py_load_eudravigilance.errors import HostileXMLError, MalformedXMLError, NotE2BError
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message, single_message_file
-from py_load_eudravigilance.mapping.mapper import CaseMapper
+from py_load_eudravigilance.mapping.mapper import CaseMapper, element_to_json
 from py_load_eudravigilance.parsing.reader import BatchReader
 from py_load_eudravigilance.staging import stage_file
 
@@ -42,10 +42,46 @@ def test_batch_cases_map_with_repeats_keys_and_null_flavours() -> None:
 
 
 def test_audit_document_keeps_every_element_and_attribute() -> None:
-    case = map_all(build_batch([build_message(CaseSpec("CASE-A"))]))[0]
-    text = json.dumps(case.audit)
-    assert case.audit["tag"] == "PORR_IN049016UV"
-    assert '"extension": "CASE-A"' in text and '"xsi:type": "BL"' in text and '"nullFlavor": "MSK"' in text
+    messages = BatchReader(io.BytesIO(build_batch([build_message(CaseSpec("CASE-A"))]).encode()), "test.xml").messages()
+    position, element = next(messages)  # the reader frees a message once the next is read
+    case = CaseMapper().map_message(element, position)
+    audit = json.loads(case.audit_json)
+
+    def rebuild(node: list) -> etree._Element:
+        """The JsonML document back into XML: tag, attributes, text, children."""
+        tag, *rest = node
+        rebuilt = etree.Element(tag)
+        for item in rest:
+            if isinstance(item, dict):
+                rebuilt.attrib.update({k.replace("xsi:", "xsi-"): v for k, v in item.items()})
+            elif isinstance(item, str):
+                rebuilt.text = item
+            else:
+                rebuilt.append(rebuild(item))
+        return rebuilt
+
+    def plain(node: etree._Element) -> etree._Element:
+        """The original without namespaces or comments, whitespace stripped, as the audit keeps it."""
+        copy = etree.Element(etree.QName(node).localname)
+        for k, v in node.attrib.items():
+            copy.set(k.replace("{http://www.w3.org/2001/XMLSchema-instance}", "xsi-"), v)
+        copy.text = (node.text or "").strip() or None
+        copy.extend(plain(child) for child in node if isinstance(child.tag, str))
+        return copy
+
+    assert audit[0] == "PORR_IN049016UV"
+    assert etree.tostring(rebuild(audit)) == etree.tostring(plain(element))
+    assert '"extension":"CASE-A"' in case.audit_json and '"xsi:type":"BL"' in case.audit_json
+
+
+def test_audit_document_escapes_what_json_must_escape() -> None:
+    awkward = 'He said "stop" \\ then\n\tleft; \x7f \u00c6r\u00f8 \u6771\u4eac \u2028 </end>'
+    message = etree.Element("{urn:hl7-org:v3}m")
+    message.append(etree.Comment(" not kept "))
+    kept = etree.SubElement(message, "{urn:hl7-org:v3}t", {"a": awkward, "{http://www.w3.org/2001/XMLSchema-instance}type": "ST"})
+    kept.text = f"  {awkward}  "
+    etree.SubElement(message, "{urn:hl7-org:v3}e")
+    assert json.loads(element_to_json(message)) == ["m", ["t", {"a": awkward, "xsi:type": "ST"}, awkward.strip()], ["e"]]
 
 
 @pytest.mark.parametrize("pretty", [True, False])

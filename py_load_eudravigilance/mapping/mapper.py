@@ -1,7 +1,8 @@
 """Map one ``PORR_IN049016UV`` message element to normalized rows and an audit document.
 
-The table specs are compiled once into XPath evaluators; mapping a message walks the table tree,
-selecting each table's rows relative to its parent row and reading every field from there.
+The table specs are compiled once: each table's field paths into one trie of steps (``paths.py``),
+the few paths beyond that subset into lxml XPath. Mapping a message walks the table tree, selecting
+each table's rows relative to its parent row and all of a row's fields in one walk from there.
 """
 
 from __future__ import annotations
@@ -10,23 +11,25 @@ import base64
 import binascii
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring as encode_json_string  # type: ignore[attr-defined]
 from typing import Any
 
 from lxml import etree
 
 from py_load_eudravigilance.errors import MappingError
-from py_load_eudravigilance.mapping.catalog import ATTACHMENT_SUFFIXES, CASE_KEY
+from py_load_eudravigilance.mapping.catalog import ATTACHMENT_SUFFIXES, CASE_KEY, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, NAMESPACES, hl7_xpath
+from py_load_eudravigilance.mapping.paths import PathTrie, Selection, StepPath, UnsupportedPath, parse_path
 from py_load_eudravigilance.mapping.spec import Field, Kind, TableSpec
 from py_load_eudravigilance.mapping.values import InvalidValueError, parse_bool, parse_int, parse_number, parse_ts
 
 Row = dict[str, Any]
 Variables = dict[str, str]
 
-NULLIFICATION_CODE = "1"
-INVALID_BASE64 = "B64-invalid-kept-as-sent"  # C.1.11.1: 1 = nullification, 2 = amendment
+NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
+INVALID_BASE64 = "B64-invalid-kept-as-sent"
 
 
 @dataclass
@@ -39,7 +42,7 @@ class MappedCase:
     message_creation_utc: datetime | None
     is_nullification: bool
     rows: dict[str, list[Row]]
-    audit: dict[str, Any] = field(default_factory=dict)
+    audit_json: str  # the whole message, every element and attribute, as JSON text
 
 
 def _split_path(path: str) -> tuple[str, str | None]:
@@ -58,13 +61,22 @@ def _text_of(node: etree._Element) -> str:
 class CompiledField:
     """A field's XPath, compiled once, and the conversion of what it selects."""
 
-    def __init__(self, spec: Field) -> None:
+    def __init__(self, spec: Field, trie: PathTrie) -> None:
         self.spec = spec
         self.variable = spec.path[1:] if spec.path.startswith("$") else None
-        node_path, self.attribute = _split_path(spec.path)
-        self.xpath = etree.XPath(hl7_xpath(node_path), namespaces=NAMESPACES)
+        self.slot: int | None = None
+        self.xpath: etree.XPath | None = None
+        if spec.compute is not None or self.variable is not None:
+            return
+        try:
+            path = parse_path(spec.path)
+            self.slot, self.attribute = trie.add(path), path.attribute
+        except UnsupportedPath:
+            node_path, self.attribute = _split_path(spec.path)
+            self.xpath = etree.XPath(hl7_xpath(node_path), namespaces=NAMESPACES)
 
-    def read(self, node: etree._Element, variables: Variables, row: Row) -> None:
+    def read(self, node: etree._Element, variables: Variables, row: Row, selected: list[etree._Element] | None = None) -> None:
+        """Fill the field's columns of ``row``; ``selected``: what the table's trie selected for it."""
         spec = self.spec
         if spec.compute is not None:
             row[spec.column] = spec.compute(node)
@@ -72,7 +84,9 @@ class CompiledField:
         if self.variable is not None:
             row[spec.column] = variables.get(self.variable)
             return
-        selected = [n for n in self.xpath(node, **variables) if isinstance(n, etree._Element)]
+        if selected is None:
+            assert self.xpath is not None
+            selected = [n for n in self.xpath(node, **variables) if isinstance(n, etree._Element)]
         first = selected[0] if selected else None
         if spec.null_flavor:
             row[f"{spec.column}_null_flavor"] = first.get("nullFlavor") if first is not None else None
@@ -143,24 +157,39 @@ class CompiledField:
 
 
 class CompiledTable:
-    def __init__(self, spec: TableSpec) -> None:
+    """A table spec ready to map: its fields' paths and its child tables' row paths in one trie."""
+
+    def __init__(self, spec: TableSpec, parent_trie: PathTrie | None = None) -> None:
         self.spec = spec
+        row_path = _step_path_or_none(spec.rows) if not spec.row_values else None
+        # Rows come from the parent's walk where the path allows; the rest from lxml's XPath
+        self.row_slot = parent_trie.add(row_path) if row_path is not None and parent_trie is not None else None
         self.rows = etree.XPath(hl7_xpath(spec.rows), namespaces=NAMESPACES)
         self.row_values = etree.XPath(hl7_xpath(spec.row_values), namespaces=NAMESPACES) if spec.row_values else None
         self.bind = {name: etree.XPath(hl7_xpath(path), namespaces=NAMESPACES) for name, path in spec.bind.items()}
-        self.fields = [CompiledField(f) for f in spec.fields]
-        self.children = [CompiledTable(child) for child in spec.children]
+        self.trie = PathTrie()
+        fields = [CompiledField(f, self.trie) for f in spec.fields]
+        self.by_slot = {f.slot: f for f in fields if f.slot is not None}
+        self.unslotted = [f for f in fields if f.slot is None]
+        # Rows start with every field column empty: a field its trie selected nothing for is skipped
+        self.blank_row: Row = {c.name: None for f in spec.fields for c in field_columns(spec.name, f)}
+        self.children = [CompiledTable(child, self.trie) for child in spec.children]
 
-    def contexts(self, parent: etree._Element, variables: Variables) -> list[tuple[etree._Element, Variables]]:
-        """The row contexts under ``parent``: a node and the XPath variables in scope."""
+    def contexts(self, parent: etree._Element, variables: Variables, found: Selection) -> list[tuple[etree._Element, Variables]]:
+        """The row contexts under ``parent`` (whose walk selected ``found``): a node and the XPath variables in scope."""
         if self.row_values is not None and self.spec.row_variable:
             seen: dict[str, None] = {}
             for value in self.row_values(parent, **variables):
                 seen.setdefault(str(value), None)
             return [(parent, {**variables, self.spec.row_variable: value}) for value in seen]
-        nodes = [n for n in self.rows(parent, **variables) if isinstance(n, etree._Element)]
+        if self.row_slot is not None:
+            nodes = found.get(self.row_slot, [])
+        else:
+            nodes = [n for n in self.rows(parent, **variables) if isinstance(n, etree._Element)]
         if self.spec.position_column is None:
             nodes = nodes[:1]
+        if not self.bind:
+            return [(node, variables) for node in nodes]
         contexts = []
         for node in nodes:
             scope = dict(variables)
@@ -169,40 +198,77 @@ class CompiledTable:
             contexts.append((node, scope))
         return contexts
 
-    def map_into(self, parent: etree._Element, variables: Variables, keys: Row, out: dict[str, list[Row]]) -> None:
+    def map_into(self, parent: etree._Element, variables: Variables, keys: Row, out: dict[str, list[Row]], found: Selection) -> None:
         rows = out.setdefault(self.spec.name, [])
-        for position, (node, scope) in enumerate(self.contexts(parent, variables), start=1):
-            row: Row = dict(keys)
+        by_slot = self.by_slot
+        for position, (node, scope) in enumerate(self.contexts(parent, variables, found), start=1):
+            row: Row = {**self.blank_row, **keys}
             if self.spec.position_column:
                 row[self.spec.position_column] = position
-            for compiled in self.fields:
+            selection = self.trie.select(node, scope)
+            for slot, selected in selection.items():
+                compiled = by_slot.get(slot)
+                if compiled is not None:  # the other slots hold child tables' rows
+                    compiled.read(node, scope, row, selected)
+            for compiled in self.unslotted:
                 compiled.read(node, scope, row)
             rows.append(row)
             child_keys = {k: row[k] for k in (*keys, self.spec.position_column) if k}
             for child in self.children:
-                child.map_into(node, scope, child_keys, out)
+                child.map_into(node, scope, child_keys, out, selection)
+
+
+def _step_path_or_none(path: str) -> StepPath | None:
+    try:
+        return parse_path(path)
+    except UnsupportedPath:
+        return None
 
 
 _XSI_PREFIX = "{" + NAMESPACES["xsi"] + "}"
+# JSON fragments of tags and attribute names, built once per distinct name
+_TAG_OPENINGS: dict[str, str] = {}
+_ATTRIBUTE_KEYS: dict[str, str] = {}
 
 
-def element_to_json(element: etree._Element) -> dict[str, Any]:
-    """Lossless JSON form of an element: tag, attributes, text and children in order.
+def element_to_json(element: etree._Element) -> str:
+    """Lossless JSON text of an element in JsonML form: ``["tag", {attributes}, "text", child, ...]``.
 
-    Runs for every element of every message, so it sticks to plain string operations.
+    The attributes object is there when the element has attributes, the text string when it has
+    text (stripped); children follow in document order as arrays of the same form. Comments and
+    processing instructions are left out. Arrays keep the audit document about a third smaller
+    than objects with named members, which PostgreSQL's JSONB conversion and storage feel.
+    Runs for every element of every message, so it writes the JSON text directly.
     """
+    parts: list[str] = []
+    _write_json(element, parts)
+    return "".join(parts)
+
+
+def _write_json(element: etree._Element, parts: list[str]) -> None:
     tag = element.tag
-    document: dict[str, Any] = {"tag": tag[tag.rfind("}") + 1 :]}
-    attributes = element.attrib
+    opening = _TAG_OPENINGS.get(tag)
+    if opening is None:
+        opening = _TAG_OPENINGS[tag] = "[" + encode_json_string(tag[tag.rfind("}") + 1 :])
+    parts.append(opening)
+    attributes = element.items()
     if attributes:
-        document["attributes"] = {_attribute_name(k): v for k, v in attributes.items()}
+        separator = ",{"
+        for name, value in attributes:
+            key = _ATTRIBUTE_KEYS.get(name)
+            if key is None:
+                key = _ATTRIBUTE_KEYS[name] = encode_json_string(_attribute_name(name)) + ":"
+            parts += (separator, key, encode_json_string(value))
+            separator = ","
+        parts.append("}")
     text = element.text
     if text and (text := text.strip()):
-        document["text"] = text
-    children = [element_to_json(child) for child in element if isinstance(child.tag, str)]
-    if children:
-        document["children"] = children
-    return document
+        parts += (",", encode_json_string(text))
+    for child in element:
+        if child.tag.__class__ is str:  # comments and processing instructions are not kept
+            parts.append(",")
+            _write_json(child, parts)
+    parts.append("]")
 
 
 def _attribute_name(qualified: str) -> str:
@@ -222,7 +288,7 @@ class CaseMapper:
 
     def map_message(self, message: etree._Element, position: int) -> MappedCase:
         out: dict[str, list[Row]] = {}
-        self.master.map_into(message, {}, {}, out)
+        self.master.map_into(message, {}, {}, out, {})
         master = out["icsr_master"][0]
         case_id = master.get(CASE_KEY)
         if not case_id:
@@ -237,7 +303,7 @@ class CaseMapper:
             message_creation_utc=master.get("message_creation_time_utc"),
             is_nullification=master.get("nullification_amendment") == NULLIFICATION_CODE,
             rows=out,
-            audit=element_to_json(message),
+            audit_json=element_to_json(message),
         )
 
     @staticmethod
@@ -249,7 +315,7 @@ class CaseMapper:
 
     def map_batch_header(self, root: etree._Element) -> Row:
         out: dict[str, list[Row]] = {}
-        self.batch.map_into(root, {}, {}, out)
+        self.batch.map_into(root, {}, {}, out, {})
         return out["message_batches"][0]
 
 
