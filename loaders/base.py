@@ -26,7 +26,7 @@ from io import IOBase
 from typing import Any
 
 from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, select, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.types import Boolean, DateTime, Float, Integer, LargeBinary
@@ -125,7 +125,7 @@ class SQLAlchemyLoader(LoaderInterface):
     #: number of attempts for a file when the database reports a deadlock/serialization failure
     max_attempts = 5
 
-    def __init__(self, dsn_or_engine: str | Engine, schema: str | None = None) -> None:
+    def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
         self.schema = schema
         self.metadata = build_metadata(schema)

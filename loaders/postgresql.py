@@ -5,7 +5,7 @@ from __future__ import annotations
 from io import IOBase
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from loaders.base import SQLAlchemyLoader
@@ -18,6 +18,12 @@ SCHEMA_LOCK_KEY = 0x45325243
 
 
 class PostgresLoader(SQLAlchemyLoader):
+    def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
+        if not isinstance(dsn_or_engine, Engine) and make_url(dsn_or_engine).drivername == "postgresql":
+            # A bare postgresql:// means psycopg (3) to SQLAlchemy 2.1; psycopg2 is the driver installed here
+            dsn_or_engine = make_url(dsn_or_engine).set(drivername="postgresql+psycopg2")
+        super().__init__(dsn_or_engine, schema)
+
     def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
         listed = ", ".join(self.quote(c) for c in columns)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]

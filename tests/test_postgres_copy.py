@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, write_corpus
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES
 from tests.conftest import SHARED_E2B
@@ -42,3 +42,11 @@ def test_load_uses_copy_and_no_row_inserts(postgres_dsn: str, tmp_path: Path) ->
     assert copies, "no COPY statement reached the server"
     assert any("stg_reactions" in c for c in copies)
     assert not row_inserts, row_inserts[:3]
+
+
+def test_a_plain_postgresql_dsn_uses_the_installed_psycopg2_driver(postgres_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3, which this project does not install
+    plain = postgres_dsn.replace("postgresql+psycopg2://", "postgresql://")
+    assert plain.startswith("postgresql://")
+    summary = run_load(write_batch("plain.xml", CaseSpec("PLAIN-1")), plain, "delta")
+    assert not summary.failures and summary.totals()["cases_inserted"] == 1
