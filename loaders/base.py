@@ -150,6 +150,7 @@ class SQLAlchemyLoader(LoaderInterface):
         case, c15, n24 = self.quote(CASE_KEY), self.quote("most_recent_info_date_utc"), self.quote("message_creation_time_utc")
         with self.engine.begin() as conn:
             self.acquire_schema_lock(conn)
+            self.tune_session(conn)
             self.metadata.create_all(conn)
             if AUDIT_LATEST_VIEW not in inspect(conn).get_view_names(schema=self.schema):
                 conn.execute(
@@ -163,6 +164,9 @@ class SQLAlchemyLoader(LoaderInterface):
 
     def acquire_schema_lock(self, conn: Connection) -> None:
         """Serialize schema creation across processes (dialect hook)."""
+
+    def tune_session(self, conn: Connection) -> None:
+        """Transaction-local settings for creating tables and loading (dialect hook)."""
 
     def schema_report(self, definition: dict[str, dict[str, str]] | None = None) -> SchemaReport:
         expected = definition or schema_definition(self.metadata)
@@ -385,6 +389,7 @@ class SQLAlchemyLoader(LoaderInterface):
         raise AssertionError("unreachable")
 
     def _load_group(self, conn: Connection, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
+        self.tune_session(conn)
         staged_tables = [t for t in (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES) if t in buffers]
         row_counts = {table: sum(f.row_counts.get(table, 0) for f in files) for table in staged_tables}
         for table in staged_tables:

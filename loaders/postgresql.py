@@ -23,6 +23,16 @@ class PostgresLoader(SQLAlchemyLoader):
             # A bare postgresql:// means psycopg (3) to SQLAlchemy 2.1; psycopg2 is the driver installed here
             dsn_or_engine = make_url(dsn_or_engine).set(drivername="postgresql+psycopg2")
         super().__init__(dsn_or_engine, schema)
+        self._has_lz4: bool | None = None
+
+    def tune_session(self, conn: Connection) -> None:
+        # Audit payloads (~30 KB of JSON each) are TOAST-compressed on the way in, staging tables
+        # included; lz4 (PostgreSQL 14+, when built with it) compresses several times faster than pglz
+        if self._has_lz4 is None:
+            offered = conn.scalar(text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"))
+            self._has_lz4 = bool(offered)
+        if self._has_lz4:
+            conn.execute(text("SET LOCAL default_toast_compression = 'lz4'"))
 
     def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
         listed = ", ".join(self.quote(c) for c in columns)
