@@ -131,7 +131,10 @@ def dagster_load(source: Path, server_dsn: str, workers: int) -> tuple[int, floa
                 instance=instance,
                 tags={ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]},
                 # Events are stored as in production; printing each one to the terminal is not
-                run_config={"ops": {"icsr_tables": {"config": {"workers": workers}}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                run_config={
+                    "ops": {"icsr_tables": {"config": {"workers": workers}}},
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                },
             )
             master = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "icsr_master")
             messages += int(master.materialization.metadata["messages"].value)
