@@ -203,24 +203,21 @@ class _Parser:
         return Step(tag, tuple(keys), tuple(tests), position, source, descendant)
 
     def or_expression(self) -> Test | AttributeKey:
-        terms = [self.and_expression()]
-        while self.at("name", "or"):
-            self.take("name", "or")
-            terms.append(self.and_expression())
-        if len(terms) == 1:
-            return terms[0]
-        tests = [_as_test(term) for term in terms]
-        return lambda node, variables: any(test(node, variables) for test in tests)
+        return self.joined(self.and_expression, "or", any)
 
     def and_expression(self) -> Test | AttributeKey:
-        terms = [self.unary()]
-        while self.at("name", "and"):
-            self.take("name", "and")
-            terms.append(self.unary())
+        return self.joined(self.unary, "and", all)
+
+    def joined(self, term: Callable[[], Test | AttributeKey], operator: str, combine: Callable[..., bool]) -> Test | AttributeKey:
+        """``term (operator term)*``, the terms combined with ``any`` or ``all``."""
+        terms = [term()]
+        while self.at("name", operator):
+            self.take("name", operator)
+            terms.append(term())
         if len(terms) == 1:
             return terms[0]
-        tests = [_as_test(term) for term in terms]
-        return lambda node, variables: all(test(node, variables) for test in tests)
+        tests = [_as_test(t) for t in terms]
+        return lambda node, variables: combine(test(node, variables) for test in tests)
 
     def unary(self) -> Test | AttributeKey:
         function = self.peek()[1] if self.peek()[0] == "name" and self.peek(1) == ("symbol", "(") else None
