@@ -38,8 +38,8 @@ class UnsupportedPath(ValueError):
 
 @dataclass(frozen=True)
 class AttributeKey:
-    """A predicate ``[@a='x']``, ``[c/@a='x']`` or ``[c[@a='x'][@b='y']]``: the node itself (``child``
-    None) or one of its ``child`` elements has these attribute values.
+    """A predicate ``[@a='x']``, ``[c/@a='x']`` or ``[c[@a='x'][@b='y']]``: the node itself, or one
+    of its children named ``c``, has these attribute values.
 
     Most of the dictionary's predicates are E2B codes of this form; a walk computes the attribute
     tuples of a node once per (child, names) and every branch tests membership in that set.
@@ -63,7 +63,7 @@ Memo = dict[tuple[str | None, tuple[str, ...]], set[tuple[str | None, ...]]]
 
 @dataclass(frozen=True)
 class Step:
-    """One child step: the children named ``tag`` passing every predicate, optionally only the n-th."""
+    """One step: the children (or descendants) named ``tag`` passing every predicate, optionally only the n-th."""
 
     tag: str
     keys: tuple[AttributeKey, ...]
