@@ -21,12 +21,11 @@ from lxml import etree
 from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping.catalog import ATTACHMENT_SUFFIXES, CASE_KEY, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, NAMESPACES, hl7_xpath
-from py_load_eudravigilance.mapping.paths import PathTrie, Selection, StepPath, UnsupportedPath, parse_path
+from py_load_eudravigilance.mapping.paths import PathTrie, Selection, StepPath, UnsupportedPath, Variables, parse_path
 from py_load_eudravigilance.mapping.spec import Field, Kind, TableSpec
 from py_load_eudravigilance.mapping.values import InvalidValueError, parse_bool, parse_int, parse_number, parse_ts
 
 Row = dict[str, Any]
-Variables = dict[str, str]
 
 NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
 INVALID_BASE64 = "B64-invalid-kept-as-sent"
@@ -59,7 +58,8 @@ def _text_of(node: etree._Element) -> str:
 
 
 class CompiledField:
-    """A field's XPath, compiled once, and the conversion of what it selects."""
+    """A field's path, compiled once (a slot of its table's trie, or an lxml XPath beyond the trie's subset),
+    and the conversion of what it selects."""
 
     def __init__(self, spec: Field, trie: PathTrie) -> None:
         self.spec = spec
