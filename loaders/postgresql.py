@@ -19,9 +19,10 @@ SCHEMA_LOCK_KEY = 0x45325243
 
 class PostgresLoader(SQLAlchemyLoader):
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
-        if not isinstance(dsn_or_engine, Engine) and make_url(dsn_or_engine).drivername == "postgresql":
+        if not isinstance(dsn_or_engine, Engine):
+            url = make_url(dsn_or_engine)
             # A bare postgresql:// means psycopg (3) to SQLAlchemy 2.1; psycopg2 is the driver installed here
-            dsn_or_engine = make_url(dsn_or_engine).set(drivername="postgresql+psycopg2")
+            dsn_or_engine = url.set(drivername="postgresql+psycopg2") if url.drivername == "postgresql" else url
         super().__init__(dsn_or_engine, schema)
         self._has_lz4: bool | None = None
 

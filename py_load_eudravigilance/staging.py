@@ -38,7 +38,7 @@ AUDIT_COLUMNS = (
     "message_creation_time_utc",
     "is_nullification",
     "row_counts",
-    "payload",  # last: _TableWriters writes it past the csv module
+    "payload",  # last: _TableWriters.write_audit writes it past the csv module
 )
 QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
 # Staged only, never stored: which file of a staged group a case row came from. With the message
@@ -100,14 +100,6 @@ class StagedGroup:
     directory: Path
     files: list[StagedFile] = field(default_factory=list)
 
-    @property
-    def row_counts(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for staged in self.files:
-            for table, count in staged.row_counts.items():
-                totals[table] = totals.get(table, 0) + count
-        return totals
-
     def open_buffers(self, stack: ExitStack) -> dict[str, IO[str]]:
         return {
             table: stack.enter_context((self.directory / f"{table}.csv").open(newline="", encoding="utf-8"))
@@ -139,20 +131,22 @@ class _TableWriters:
             if table == AUDIT_TABLE:
                 self.audit_handle, self.audit_head = handle, csv.writer(handle, lineterminator="")
 
-    def write(self, table: str, row: dict[str, Any]) -> None:
-        writer, columns = self.writers[table]
+    def values(self, table: str, row: dict[str, Any]) -> list[Any]:
         row[FILE_ORDINAL] = self.ordinal
-        # Most values are already as the CSV wants them; only the rest go through csv_value
-        values = [v if v.__class__ in _WRITTEN_AS_IS else csv_value(v) for v in map(row.get, columns)]
-        if table == AUDIT_TABLE:
-            # The payload (last column) is long and full of quotes: str.replace quotes it several
-            # times faster than the csv module, which looks at every character
-            payload = values.pop()
-            self.audit_head.writerow(values)
-            self.audit_handle.write(',"' + payload.replace('"', '""') + '"\r\n')
-        else:
-            writer.writerow(values)
         self.counts[table] += 1
+        # Most values are already as the CSV wants them; only the rest go through csv_value
+        return [v if v.__class__ in _WRITTEN_AS_IS else csv_value(v) for v in map(row.get, self.writers[table][1])]
+
+    def write(self, table: str, row: dict[str, Any]) -> None:
+        self.writers[table][0].writerow(self.values(table, row))
+
+    def write_audit(self, row: dict[str, Any]) -> None:
+        """The audit payload (last column) is long and full of quotes: str.replace quotes it several
+        times faster than the csv module, which looks at every character."""
+        values = self.values(AUDIT_TABLE, row)
+        payload = values.pop()
+        self.audit_head.writerow(values)
+        self.audit_handle.write(',"' + payload.replace('"', '""') + '"\r\n')
 
 
 def _case_rows(case: MappedCase, file_name: str, file_sha256: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -225,7 +219,7 @@ def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: Case
                     continue
                 for table, row in _case_rows(case, name, staged.file_sha256):
                     out.write(table, row)
-                out.write(AUDIT_TABLE, _audit_row(case, name, staged.file_sha256))
+                out.write_audit(_audit_row(case, name, staged.file_sha256))
             if reader.is_batch and reader.root is not None and first_shard:
                 header = mapper.map_batch_header(reader.root)
                 header.update(file_sha256=staged.file_sha256, file_name=name)

@@ -66,6 +66,7 @@ class CompiledField:
         self.variable = spec.path[1:] if spec.path.startswith("$") else None
         self.slot: int | None = None
         self.xpath: etree.XPath | None = None
+        self.attribute: str | None = None
         if spec.compute is not None or self.variable is not None:
             return
         try:
