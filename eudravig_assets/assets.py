@@ -30,7 +30,7 @@ from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from loaders.readback import TableReader
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
 from py_load_eudravigilance.pipeline import LoadBatch
-from py_load_eudravigilance.quality import validate_frame
+from py_load_eudravigilance.quality import validate_frames
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition
 
@@ -162,12 +162,18 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
 def _evaluate_checks(reader: TableReader, batch: LoadBatch):  # type: ignore[no-untyped-def]
     files = batch.file_names
     for table in SCHEMA_CHECKED:
-        failures = validate_frame(table, reader.read_frame(table, files))
+        # Read and validated in parts: a backfill run of hundreds of files must not hold a table in memory
+        failures = validate_frames(table, reader.iter_frames(table, files))
         yield AssetCheckResult(
             check_name="conforms_to_data_dictionary",
             asset_key=table,
             passed=failures is None,
-            metadata={"failures": MetadataValue.md(failures.head(20).to_markdown(index=False))} if failures is not None else {},
+            metadata={
+                "failure_count": failures.count,
+                "failures": MetadataValue.md(failures.cases.head(20).to_markdown(index=False)),
+            }
+            if failures is not None
+            else {},
         )
     for table, orphans in reader.orphan_counts().items():
         yield AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})

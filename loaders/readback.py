@@ -6,8 +6,9 @@ current version came from those files; for the bookkeeping tables, the files' ow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Table, bindparam, func, select
@@ -24,6 +25,10 @@ from py_load_eudravigilance.schema import (
 )
 
 MASTER = "icsr_master"
+# A table read in parts comes in DataFrames of about this size (the first part's rows decide how many
+# rows that is): a large backfill's rows never sit in memory at once, and few parts keep pandas fast
+FRAME_BYTES = 8 * 2**20
+FIRST_FRAME_ROWS = 1_000
 
 
 @dataclass
@@ -52,9 +57,30 @@ class TableReader:
 
     def read_frame(self, name: str, file_names: Sequence[str] | None = None) -> pd.DataFrame:
         """The table's rows as a DataFrame (all rows, or those the files brought in)."""
-        params = {"files": list(file_names)} if file_names is not None else {}
         with self.engine.connect() as conn:
-            return pd.read_sql(self.select_rows(name, file_names), conn, params=params)
+            return pd.read_sql(self.select_rows(name, file_names), conn, params=_file_params(file_names))
+
+    def iter_frames(
+        self, name: str, file_names: Sequence[str] | None = None, frame_bytes: int = FRAME_BYTES, first_rows: int = FIRST_FRAME_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """The rows of :meth:`read_frame` in parts of about ``frame_bytes``, numbered through (index) as one frame.
+
+        The database streams them (a server-side cursor where the driver has one), so memory stays
+        bounded however many files a run loaded. Values arrive as :meth:`read_frame` gives them.
+        """
+        offset, rows = 0, first_rows
+        with self.engine.connect().execution_options(stream_results=True) as conn:
+            result = conn.execute(self.select_rows(name, file_names), _file_params(file_names))
+            columns = list(result.keys())
+            while records := result.fetchmany(rows):
+                # pandas.read_sql builds its frames the same way (from_records, floats coerced)
+                frame = pd.DataFrame.from_records(records, columns=columns, coerce_float=True)
+                frame.index += offset
+                if offset == 0:
+                    row_bytes = frame.memory_usage(deep=True).sum() / len(frame)
+                    rows = max(first_rows, int(frame_bytes / max(row_bytes, 1)))
+                offset += len(frame)
+                yield frame
 
     def orphan_counts(self) -> dict[str, int]:
         """Per child table: rows whose case is missing from ``icsr_master``."""
@@ -80,10 +106,9 @@ class TableReader:
             & (master.c.source_file_sha256 == audit.c.file_sha256)
             & (master.c[MESSAGE_POSITION] == audit.c[MESSAGE_POSITION]),
         )
-        params = {}
+        params = _file_params(file_names)
         if file_names is not None:
             current = current.where(master.c.source_file_name.in_(bindparam("files", expanding=True)))
-            params = {"files": list(file_names)}
         expected = dict.fromkeys(CASE_TABLE_NAMES, 0)
         actual = {}
         with self.engine.connect() as conn:
@@ -94,3 +119,8 @@ class TableReader:
                 query = select(func.count()).select_from(self.select_rows(name, file_names).subquery())
                 actual[name] = conn.scalar(query, params) or 0
         return {name: (expected[name], actual[name]) for name in CASE_TABLE_NAMES}
+
+
+def _file_params(file_names: Sequence[str] | None) -> dict[str, Any]:
+    """Bind values of the ``files`` parameter of :meth:`TableReader.select_rows` (none when reading everything)."""
+    return {"files": list(file_names)} if file_names is not None else {}

@@ -7,6 +7,8 @@ MedDRA codes have 8 digits and country codes are ISO 3166-1 alpha-2 (or ``EU``, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 
 import pandas as pd
@@ -77,10 +79,28 @@ def table_schema(table: str) -> pa.DataFrameSchema:
     )
 
 
-def validate_frame(table: str, frame: pd.DataFrame) -> pd.DataFrame | None:
-    """None when ``frame`` satisfies the table's schema, else one row per failure (pandera's report)."""
-    try:
-        table_schema(table).validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        return errors.failure_cases
-    return None
+# Failure cases kept for the report: a table that fails on every row must not fill memory with them
+KEPT_FAILURES = 1_000
+
+
+@dataclass
+class Failures:
+    """What failed a table's schema: the total count and the first :data:`KEPT_FAILURES` cases (pandera's report)."""
+
+    count: int
+    cases: pd.DataFrame
+
+
+def validate_frames(table: str, frames: Iterable[pd.DataFrame]) -> Failures | None:
+    """None when every frame (parts of one table, read one after another) satisfies the table's schema."""
+    schema, count, kept = table_schema(table), 0, []
+    for frame in frames:
+        try:
+            schema.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as errors:
+            count += len(errors.failure_cases)
+            if sum(map(len, kept)) < KEPT_FAILURES:
+                kept.append(errors.failure_cases)
+    if not count:
+        return None
+    return Failures(count, pd.concat(kept, ignore_index=True).head(KEPT_FAILURES))

@@ -6,9 +6,11 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
+from loaders.readback import TableReader
 from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
@@ -161,3 +163,16 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     assert query(dsn, "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history") == history
     assert history[0][0] == "partial" and history[0][2] == 1
     assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
+
+
+def test_a_table_read_in_parts_equals_the_table_read_at_once(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    cases = [version(1, reactions=[HEADACHE, NAUSEA])] + [CaseSpec(f"CASE-{n}", reactions=[NAUSEA]) for n in range(2, 8)]
+    path = write_batch("cases.xml", *cases)
+    load(dsn, path)
+    reader = TableReader(create_engine(dsn))
+
+    parts = list(reader.iter_frames("reactions", [path.name], frame_bytes=1, first_rows=3))
+
+    assert [len(part) for part in parts] == [3, 3, 2]  # the checks of a large run never hold a whole table
+    pd.testing.assert_frame_equal(pd.concat(parts), reader.read_frame("reactions", [path.name]))
+    assert list(reader.iter_frames("reactions", ["another-file.xml"])) == []
