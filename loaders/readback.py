@@ -111,7 +111,7 @@ class TableReader:
             current = current.where(master.c.source_file_name.in_(bindparam("files", expanding=True)))
         expected = dict.fromkeys(CASE_TABLE_NAMES, 0)
         actual = {}
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(stream_results=True) as conn:  # one row per case version: streamed
             for (row_counts,) in conn.execute(current, params):
                 for name, count in (row_counts or {}).items():
                     expected[name] = expected.get(name, 0) + int(count)
