@@ -19,5 +19,5 @@ def test_failures_in_any_part_are_counted_and_reported_with_their_row(sqlite_dsn
     failures = validate_frames("patient_characteristics", reader.iter_frames("patient_characteristics", [path.name], 1, 2))
 
     assert failures is not None and failures.count == 2
-    assert sorted(zip(failures.cases["index"], failures.cases["failure_case"])) == [(4, "9"), (6, "7")]
+    assert sorted(zip(failures.cases["index"], failures.cases["failure_case"], strict=True)) == [(4, "9"), (6, "7")]
     assert validate_frames("reactions", reader.iter_frames("reactions", [path.name], 1, 2)) is None
