@@ -16,13 +16,17 @@ Several versions of a case in one file resolve to the newest before this decisio
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from io import IOBase
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, select, text
@@ -42,7 +46,7 @@ from py_load_eudravigilance.schema import (
     QUARANTINE_TABLE,
     build_metadata,
 )
-from py_load_eudravigilance.staging import FILE_ORDINAL, STAGED_COLUMNS, StagedFile, utc_now
+from py_load_eudravigilance.staging import FILE_ORDINAL, STAGED_COLUMNS, StagedFile, open_table_files, utc_now
 
 log = logging.getLogger(__name__)
 # Included documents travel as one CSV field; the XML parser already caps a text node at 10 MB
@@ -51,6 +55,7 @@ csv.field_size_limit(64 * 1024 * 1024)
 MASTER = "icsr_master"
 BATCHES = "message_batches"
 DECISIONS = "stg_case_decisions"
+STAGED_TABLES = (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES)
 
 
 @dataclass
@@ -124,6 +129,9 @@ class SQLAlchemyLoader(LoaderInterface):
 
     #: number of attempts for a file when the database reports a deadlock/serialization failure
     max_attempts = 5
+    #: whether a file staged in parts can be bulk-loaded while other files' transactions commit
+    #: (:meth:`load_parts` keeps a transaction open for as long as the file takes to parse)
+    loads_parts_while_staging = False
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
@@ -369,12 +377,26 @@ class SQLAlchemyLoader(LoaderInterface):
 
     def load_group(self, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
         """Load the staged rows of several files in one transaction; one outcome (and history row) per file."""
+
+        def rewind() -> None:
+            for buffer in buffers.values():
+                buffer.seek(0)
+
+        return self._in_one_transaction(lambda conn: self._load_group(conn, buffers, load_mode, files), load_mode, rewind)
+
+    def _in_one_transaction(
+        self, load: Callable[[Connection], list[LoadOutcome]], load_mode: str, rewind: Callable[[], None]
+    ) -> list[LoadOutcome]:
+        """Run ``load`` and record its outcomes in one transaction, again (after ``rewind``) on a transient error."""
         started_at, clock = utc_now(), time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self.engine.begin() as conn:
-                    outcomes = self._load_group(conn, buffers, load_mode, files)
-                    share = (time.perf_counter() - clock) / max(1, len(files))
+                    outcomes = load(conn)
+                    if not outcomes:  # nothing to load after all: leave nothing behind
+                        conn.rollback()
+                        return outcomes
+                    share = (time.perf_counter() - clock) / len(outcomes)
                     for outcome in outcomes:
                         outcome.duration_seconds = share
                     self._record_history(conn, outcomes, load_mode, started_at)
@@ -382,31 +404,64 @@ class SQLAlchemyLoader(LoaderInterface):
             except DBAPIError as exc:
                 if attempt == self.max_attempts or not self.is_retryable(exc):
                     raise
-                log.warning("retrying %d file(s) after a transient database error (attempt %d)", len(files), attempt)
-                for buffer in buffers.values():
-                    buffer.seek(0)
+                log.warning("retrying a load after a transient database error (attempt %d)", attempt)
+                rewind()
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
+    def load_parts(self, load_mode: str, parts: Iterator[Path], staged_file: Callable[[], StagedFile | None]) -> list[LoadOutcome]:
+        """Load one file staged in parts, in one transaction: each part is bulk-loaded as soon as ``parts``
+        yields it (while the rest of the file is still being parsed), then the whole file is merged.
+
+        ``staged_file`` is asked once the parts are exhausted: the file's account, or None when
+        there was nothing to load (its content was loaded before), and the transaction is left.
+        """
+        loaded: list[Path] = []
+
+        def load(conn: Connection) -> list[LoadOutcome]:
+            self._create_staging(conn, list(STAGED_TABLES))
+            for part in itertools.chain(list(loaded), parts):  # after a transient error: what was loaded, then the rest
+                with ExitStack() as stack:
+                    for table, stream in open_table_files(part, stack).items():
+                        if os.fstat(stream.fileno()).st_size:
+                            self.bulk_load_native(conn, stream, self.staging_name(table), STAGED_COLUMNS[table])
+                if part not in loaded:
+                    loaded.append(part)
+            file = staged_file()
+            return self._merge_staged(conn, load_mode, [file], list(STAGED_TABLES)) if file is not None else []
+
+        return self._in_one_transaction(load, load_mode, lambda: None)
+
     def _load_group(self, conn: Connection, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
-        self.tune_session(conn)
-        staged_tables = [t for t in (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES) if t in buffers]
+        staged_tables = [t for t in STAGED_TABLES if t in buffers]
+        self._create_staging(conn, staged_tables)
         row_counts = {table: sum(f.row_counts.get(table, 0) for f in files) for table in staged_tables}
         for table in staged_tables:
-            mode = load_mode if table in CASE_TABLE_NAMES or table == BATCHES else "delta"
-            staging = self.prepare_load(conn, table, mode)
             if row_counts.get(table):
-                self.bulk_load_native(conn, buffers[table], staging, STAGED_COLUMNS[table])
+                self.bulk_load_native(conn, buffers[table], self.staging_name(table), STAGED_COLUMNS[table])
+        return self._merge_staged(conn, load_mode, files, staged_tables)
+
+    def _create_staging(self, conn: Connection, tables: list[str]) -> None:
+        """Session settings and empty staging tables; the targets are not touched before the merge."""
+        self.tune_session(conn)
+        for table in tables:
+            self.prepare_load(conn, table, "delta")
+
+    def _merge_staged(self, conn: Connection, load_mode: str, files: list[StagedFile], staged_tables: list[str]) -> list[LoadOutcome]:
+        """Merge what the staging tables hold into the targets (full mode: into emptied case tables)."""
         self.acquire_merge_lock(conn)
+        if load_mode == "full":
+            for table in (*CASE_TABLE_NAMES, BATCHES):
+                conn.execute(self.table(table).delete())
         decisions = self._decide(conn)
         for table in CASE_TABLE_NAMES:
-            if table in buffers:
+            if table in staged_tables:
                 self.handle_upsert(conn, self.staging_name(table), table, [CASE_KEY], MESSAGE_POSITION)
         hashes = [f.file_sha256 for f in files]
-        if AUDIT_TABLE in buffers:
+        if AUDIT_TABLE in staged_tables:
             self._append_file_rows(conn, AUDIT_TABLE, hashes, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
         rejections: dict[str, tuple[int, str | None]] = {}
-        if QUARANTINE_TABLE in buffers:
+        if QUARANTINE_TABLE in staged_tables:
             self._append_file_rows(conn, QUARANTINE_TABLE, hashes)
             quarantine = self.staging_table(QUARANTINE_TABLE).c
             per_file = select(
@@ -415,7 +470,7 @@ class SQLAlchemyLoader(LoaderInterface):
                 func.min(quarantine.reason).filter(quarantine[MESSAGE_POSITION].is_(None)),
             ).group_by(quarantine.file_sha256)
             rejections = {digest: (rejected, file_error) for digest, rejected, file_error in conn.execute(per_file)}
-        if BATCHES in buffers:
+        if BATCHES in staged_tables:
             self._append_file_rows(conn, BATCHES, hashes)
         self._count_versions(conn)
         outcomes = []

@@ -18,6 +18,9 @@ SCHEMA_LOCK_KEY = 0x45325243
 
 
 class PostgresLoader(SQLAlchemyLoader):
+    # Transactions stage into their own temporary tables and merge one at a time (advisory lock)
+    loads_parts_while_staging = True
+
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         if not isinstance(dsn_or_engine, Engine):
             url = make_url(dsn_or_engine)

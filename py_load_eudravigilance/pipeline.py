@@ -11,8 +11,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,17 @@ from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.interface import LoaderInterface
 from loaders.registry import get_loader
 from py_load_eudravigilance.sources import SourceLocation, list_objects, local_copy, object_name, parse_location, quarantine_file
-from py_load_eudravigilance.staging import Share, StagedGroup, merge_shards, sha256_of, stage_files, utc_now
+from py_load_eudravigilance.staging import (
+    Share,
+    StagedFile,
+    StagedGroup,
+    add_up_shards,
+    merge_shards,
+    published_parts,
+    sha256_of,
+    stage_files,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,11 @@ GROUP_MAX_FILES = 100
 GROUP_MAX_BYTES = 32 * 1024 * 1024
 # A file at least this large is mapped by every worker, each taking its share of the messages
 SHARD_MIN_BYTES = 64 * 1024 * 1024
+# ... and, where the loader can (PostgreSQL), staged in parts of this many messages per worker that are
+# bulk-loaded while the rest of the file is parsed, so that only the merge waits for the last message
+PART_MESSAGES = 1_000
+# How often a load of parts looks for new ones while the workers are still parsing
+PART_POLL_SECONDS = 0.05
 
 
 def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: bool = True) -> list[list[str]]:
@@ -129,6 +144,7 @@ class _StageTask:
     directory: Path
     quarantine: SourceLocation | None
     share: Share | None = None
+    part_messages: int | None = None
 
 
 @dataclass
@@ -140,10 +156,16 @@ class _Unit:
     results: dict[int, _Staged] = field(default_factory=dict)  # by shard index
     error: BaseException | None = None
     finished: int = 0
+    submitted: list[Future[_Staged]] = field(default_factory=list)
+    load: Future[list[LoadOutcome]] | None = None  # the load of a unit staged in parts, running beside staging
 
     @property
     def pending(self) -> bool:
         return self.finished < len(self.tasks)
+
+    @property
+    def in_parts(self) -> bool:
+        return self.tasks[0].part_messages is not None
 
 
 @dataclass
@@ -171,7 +193,7 @@ def _stage_group(task: _StageTask) -> _Staged:
             if digest not in _completed_hashes and digest not in seen:
                 seen.add(digest)
                 todo.append((path, object_name(task.location, key), digest))
-        group = stage_files(todo, task.directory, share=task.share)
+        group = stage_files(todo, task.directory, share=task.share, part_messages=task.part_messages)
         if task.quarantine is not None and (task.share is None or task.share.index == 0):
             for (path, name, _), staged in zip(todo, group.files, strict=True):
                 if staged.error:
@@ -190,6 +212,40 @@ def _combine(unit: _Unit) -> _Staged:
     if not ordered[0].group.files:  # the file was already loaded: every shard skipped it
         return ordered[0]
     return _Staged(merge_shards([r.group for r in ordered]), ordered[0].skipped)
+
+
+def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) -> Iterator[Path]:
+    """Every part the shards publish, as soon as it is complete, until all shards have finished."""
+    seen: set[Path] = set()
+    while True:
+        finished = all(shard.done() for shard in shards)  # before listing: then nothing published is missed
+        fresh = [part for directory in directories for part in published_parts(directory) if part not in seen]
+        seen.update(fresh)
+        yield from fresh
+        if finished:
+            return
+        if not fresh:
+            wait(shards, timeout=PART_POLL_SECONDS, return_when=FIRST_COMPLETED)
+
+
+def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit) -> list[LoadOutcome]:
+    """Load a large file while its shards are still being staged: one transaction, parts bulk-loaded as they come."""
+    file: StagedFile | None = None
+
+    def staged_file() -> StagedFile | None:
+        nonlocal file
+        shards = [future.result() for future in unit.submitted]  # a shard's error ends the load here, rolled back
+        file = add_up_shards([shard.group for shard in shards]) if shards[0].group.files else None
+        if file is not None:
+            loader.record_running([file], "delta", utc_now())
+        return file
+
+    try:
+        return loader.load_parts("delta", _parts_as_published(unit.submitted, [task.directory for task in unit.tasks]), staged_file)
+    except Exception as exc:
+        if file is not None:
+            loader.record_failure([file], "delta", f"{type(exc).__name__}: {exc}", utc_now())
+        raise
 
 
 def run_load(
@@ -227,18 +283,28 @@ def run_load(
     truncate_next = mode == "full"
     serial = itertools.count()
 
+    # Parts load in their own transaction beside others' merges: not in a full reload, which empties the tables
+    # with its first merge and so must merge one unit after another
+    parts_loader = loader if isinstance(loader, SQLAlchemyLoader) and loader.loads_parts_while_staging and mode == "delta" else None
+
     def unit_of(keys: tuple[str, ...]) -> _Unit:
         """One task, or one per worker for a large local file (each maps its share of the messages)."""
         shards = workers if len(keys) == 1 and not location.is_s3 and sizes.get(keys[0], 0) >= SHARD_MIN_BYTES else 1
+        part_messages = PART_MESSAGES if shards > 1 and parts_loader is not None else None
         number = next(serial)
         tasks = [
-            _StageTask(location, keys, workdir / f"{number}-{k}", quarantine_location, Share(k, shards) if shards > 1 else None)
+            _StageTask(
+                location, keys, workdir / f"{number}-{k}", quarantine_location, Share(k, shards) if shards > 1 else None, part_messages
+            )
             for k in range(shards)
         ]
         return _Unit(keys, tasks)
 
     try:
-        with ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool:
+        with (
+            ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool,
+            ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="load-parts") as part_loads,
+        ):
             futures: dict[Future[_Staged], tuple[_Unit, _StageTask]] = {}
             queue = [(unit, task) for unit in map(unit_of, map(tuple, groups)) for task in unit.tasks]
             queue.reverse()
@@ -246,7 +312,11 @@ def run_load(
                 # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
                     unit, task = queue.pop()
-                    futures[pool.submit(_stage_group, task)] = (unit, task)
+                    future = pool.submit(_stage_group, task)
+                    futures[future] = (unit, task)
+                    unit.submitted.append(future)
+                    if parts_loader is not None and unit.in_parts and len(unit.submitted) == len(unit.tasks):
+                        unit.load = part_loads.submit(_load_in_parts, parts_loader, unit)
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     unit, task = futures.pop(future)
@@ -258,14 +328,18 @@ def run_load(
                     if unit.pending:
                         continue
                     try:
-                        if unit.error is not None:
-                            raise unit.error
-                        staged = _combine(unit)
-                        summary.files_skipped += staged.skipped
-                        if not staged.group.files:
-                            continue
-                        outcomes = load_staged(loader, staged.group, "full" if truncate_next else "delta")
-                        truncate_next = False
+                        if unit.load is not None:
+                            outcomes = unit.load.result()  # the shards' or the database's error, if any
+                            summary.files_skipped += 0 if outcomes else 1
+                        else:
+                            if unit.error is not None:
+                                raise unit.error
+                            staged = _combine(unit)
+                            summary.files_skipped += staged.skipped
+                            if not staged.group.files:
+                                continue
+                            outcomes = load_staged(loader, staged.group, "full" if truncate_next else "delta")
+                            truncate_next = False
                         for outcome in outcomes:
                             summary.outcomes.append(outcome)
                             if progress:

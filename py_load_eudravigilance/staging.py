@@ -95,17 +95,33 @@ class StagedFile:
 
 @dataclass
 class StagedGroup:
-    """One or more files staged together; ``directory`` holds ``<table>.csv`` per table."""
+    """One or more files staged together; ``directory`` holds ``<table>.csv`` per table, or, when
+    staged in parts, ``parts`` subdirectories that do (see :func:`published_parts`)."""
 
     directory: Path
     files: list[StagedFile] = field(default_factory=list)
+    parts: int = 0
 
     def open_buffers(self, stack: ExitStack) -> dict[str, IO[str]]:
-        return {
-            table: stack.enter_context((self.directory / f"{table}.csv").open(newline="", encoding="utf-8"))
-            for table in STAGED_COLUMNS
-            if (self.directory / f"{table}.csv").exists()
-        }
+        return open_table_files(self.directory, stack)
+
+
+def open_table_files(directory: Path, stack: ExitStack) -> dict[str, IO[str]]:
+    """The staged CSV of each table in ``directory``, open for reading until ``stack`` closes."""
+    return {
+        table: stack.enter_context((directory / f"{table}.csv").open(newline="", encoding="utf-8"))
+        for table in STAGED_COLUMNS
+        if (directory / f"{table}.csv").exists()
+    }
+
+
+# A part is written under a hidden name and renamed when complete: whoever lists parts sees only whole ones
+PART_PREFIX = "part-"
+
+
+def published_parts(directory: Path) -> list[Path]:
+    """The complete parts staged so far under ``directory``, in the order they were written."""
+    return sorted(directory.glob(f"{PART_PREFIX}*")) if directory.exists() else []
 
 
 def sha256_of(path: Path) -> str:
@@ -121,15 +137,58 @@ _WRITTEN_AS_IS = frozenset({str, int, float, type(None)})
 
 
 class _TableWriters:
-    def __init__(self, directory: Path, stack: ExitStack) -> None:
-        self.writers = {}
+    """One CSV writer per table, into ``directory``, or into parts of ``part_messages`` messages each
+    under it, so a loader can bulk-load the first parts of a large file while the rest is parsed."""
+
+    def __init__(self, directory: Path, part_messages: int | None = None) -> None:
+        self.directory, self.part_messages = directory, part_messages
         self.counts = dict.fromkeys(STAGED_COLUMNS, 0)
         self.ordinal = 0
+        self.parts = 0
+        self.messages_in_part = 0
+        self.handles: list[IO[str]] = []
+        self._open(self._part_directory(hidden=True) if part_messages else directory)
+
+    def _part_directory(self, hidden: bool) -> Path:
+        return self.directory / f"{'.' if hidden else ''}{PART_PREFIX}{self.parts:06d}"
+
+    def _open(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.writers = {}
         for table, columns in STAGED_COLUMNS.items():
-            handle = stack.enter_context((directory / f"{table}.csv").open("w", newline="", encoding="utf-8"))
+            handle = (directory / f"{table}.csv").open("w", newline="", encoding="utf-8")
+            self.handles.append(handle)
             self.writers[table] = (csv.writer(handle), columns)
             if table == AUDIT_TABLE:
                 self.audit_handle, self.audit_head = handle, csv.writer(handle, lineterminator="")
+
+    def _close_handles(self) -> None:
+        for handle in self.handles:
+            handle.close()
+        self.handles = []
+
+    def message_done(self) -> None:
+        """After each message: a full part is published and the next one begun."""
+        self.messages_in_part += 1
+        if self.part_messages and self.messages_in_part >= self.part_messages:
+            self._publish()
+            self._open(self._part_directory(hidden=True))
+
+    def _publish(self) -> None:
+        self._close_handles()
+        self._part_directory(hidden=True).rename(self._part_directory(hidden=False))
+        self.parts += 1
+        self.messages_in_part = 0
+
+    def close(self) -> None:
+        """Close the files; the last part is published when it holds anything (an empty one is dropped)."""
+        if not self.part_messages:
+            self._close_handles()
+        elif any(handle.tell() for handle in self.handles):  # rows, or a batch header or file error at the end
+            self._publish()
+        else:
+            self._close_handles()
+            shutil.rmtree(self._part_directory(hidden=True))
 
     def values(self, table: str, row: dict[str, Any]) -> list[Any]:
         row[FILE_ORDINAL] = self.ordinal
@@ -174,20 +233,28 @@ class Share:
 
 
 def stage_files(
-    files: list[tuple[Path, str, str]], directory: Path, mapper: CaseMapper | None = None, share: Share | None = None
+    files: list[tuple[Path, str, str]],
+    directory: Path,
+    mapper: CaseMapper | None = None,
+    share: Share | None = None,
+    part_messages: int | None = None,
 ) -> StagedGroup:
-    """Parse and map each ``(path, name, sha256)`` (or its ``share``) into one set of CSV files under ``directory``."""
+    """Parse and map each ``(path, name, sha256)`` (or its ``share``) into one set of CSV files under ``directory``
+    (or, with ``part_messages``, into parts published as they fill)."""
     directory.mkdir(parents=True, exist_ok=True)
     group = StagedGroup(directory)
     mapper = mapper or CaseMapper()
-    with ExitStack() as stack:
-        out = _TableWriters(directory, stack)
+    out = _TableWriters(directory, part_messages)
+    try:
         for ordinal, (path, name, digest) in enumerate(files):
             out.ordinal = ordinal
             before = dict(out.counts)
             staged = _stage_into(out, path, StagedFile(name, digest, ordinal), mapper, share)
             staged.row_counts = {table: count - before[table] for table, count in out.counts.items() if count > before[table]}
             group.files.append(staged)
+    finally:
+        out.close()
+    group.parts = out.parts
     return group
 
 
@@ -220,6 +287,7 @@ def _stage_into(out: _TableWriters, path: Path, staged: StagedFile, mapper: Case
                 for table, row in _case_rows(case, name, staged.file_sha256):
                     out.write(table, row)
                 out.write_audit(_audit_row(case, name, staged.file_sha256))
+                out.message_done()
             if reader.is_batch and reader.root is not None and first_shard:
                 header = mapper.map_batch_header(reader.root)
                 header.update(file_sha256=staged.file_sha256, file_name=name)
@@ -279,14 +347,23 @@ def utc_now() -> datetime:
 def merge_shards(shards: list[StagedGroup]) -> StagedGroup:
     """Append the CSVs of shards 1..n of one file to shard 0's and add up their counts."""
     merged = shards[0]
-    (target,) = merged.files
+    for shard in shards[1:]:
+        (part,) = shard.files
+        for table in part.row_counts:
+            with (shard.directory / f"{table}.csv").open("rb") as source, (merged.directory / f"{table}.csv").open("ab") as sink:
+                shutil.copyfileobj(source, sink)
+    add_up_shards(shards)
+    return merged
+
+
+def add_up_shards(shards: list[StagedGroup]) -> StagedFile:
+    """Shard 0's account of the file, with the other shards' rows and messages added to it."""
+    (target,) = shards[0].files
     for shard in shards[1:]:
         (part,) = shard.files
         for table, count in part.row_counts.items():
-            with (shard.directory / f"{table}.csv").open("rb") as source, (merged.directory / f"{table}.csv").open("ab") as sink:
-                shutil.copyfileobj(source, sink)
             target.row_counts[table] = target.row_counts.get(table, 0) + count
         target.messages_total += part.messages_total
         target.messages_rejected += part.messages_rejected
         target.parse_seconds = max(target.parse_seconds, part.parse_seconds)
-    return merged
+    return target

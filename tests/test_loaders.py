@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -150,6 +152,7 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     path.parent.mkdir()
     path.write_text(build_batch(messages)[:-300])  # and a file-level error at the end
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
+    monkeypatch.setattr(pipeline, "PART_MESSAGES", 7)  # on PostgreSQL, each shard is loaded in parts as it is parsed
 
     sharded = run_load(path, dsn, workers=3)
     state = snapshot(dsn)
@@ -163,6 +166,83 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     assert query(dsn, "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history") == history
     assert history[0][0] == "partial" and history[0][2] == 1
     assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
+
+
+def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> Path:
+    """A batch the pipeline shards across workers and stages in parts of 5 messages per worker."""
+    from py_load_eudravigilance import pipeline
+    from py_load_eudravigilance.fixtures.generator import build_batch, build_message
+
+    path = tmp_path / "in" / "large.xml"
+    path.parent.mkdir()
+    path.write_text(build_batch([build_message(CaseSpec(f"PART-{n:03d}")) for n in range(cases)]))
+    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
+    monkeypatch.setattr(pipeline, "PART_MESSAGES", 5)
+    return path
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="slows the workers' mapping by patching it before they fork")
+def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loaders.postgresql import PostgresLoader
+    from py_load_eudravigilance.mapping.mapper import CaseMapper
+
+    path = large_file_in_parts(tmp_path, monkeypatch, cases=60)
+    map_message, bulk_load, record_running = CaseMapper.map_message, PostgresLoader.bulk_load_native, PostgresLoader.record_running
+    times: dict[str, float] = {}
+
+    def slow_after_the_first_parts(self, message, position):  # type: ignore[no-untyped-def]
+        if position > 20:
+            time.sleep(0.04)  # 20 such messages per worker: the shards finish ~0.8 s after their first parts
+        return map_message(self, message, position)
+
+    def first_copy(self, conn, stream, table, columns):  # type: ignore[no-untyped-def]
+        times.setdefault("first_copy", time.monotonic())
+        return bulk_load(self, conn, stream, table, columns)
+
+    def all_staged(self, files, load_mode, started_at):  # type: ignore[no-untyped-def]
+        times["all_staged"] = time.monotonic()  # asked once every shard has finished
+        return record_running(self, files, load_mode, started_at)
+
+    monkeypatch.setattr(CaseMapper, "map_message", slow_after_the_first_parts)
+    monkeypatch.setattr(PostgresLoader, "bulk_load_native", first_copy)
+    monkeypatch.setattr(PostgresLoader, "record_running", all_staged)
+    summary = run_load(path, postgres_dsn, workers=2)
+
+    assert not summary.failures and summary.totals()["cases_inserted"] == 60
+    assert times["first_copy"] < times["all_staged"] - 0.4, times
+    assert query(postgres_dsn, "SELECT COUNT(*), COUNT(DISTINCT safetyreportid) FROM icsr_audit_log") == [(60, 60)]
+
+
+def test_a_large_file_loaded_in_parts_that_fails_leaves_nothing_and_a_rerun_completes(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loaders.postgresql import PostgresLoader
+
+    path = large_file_in_parts(tmp_path, monkeypatch, cases=24)
+    get_loader(postgres_dsn).create_all_tables()
+    before = snapshot(postgres_dsn)
+    merge = PostgresLoader.handle_upsert
+
+    def fail_on_reactions(self, conn, staging, target, keys, version_key):  # type: ignore[no-untyped-def]
+        if target == "reactions":
+            raise RuntimeError("injected failure while merging reactions")
+        return merge(self, conn, staging, target, keys, version_key)
+
+    monkeypatch.setattr(PostgresLoader, "handle_upsert", fail_on_reactions)
+    failed = run_load(path, postgres_dsn, workers=2)
+    assert [name for name, _ in failed.failures] == ["large.xml"] and "injected failure" in failed.failures[0][1]
+    assert snapshot(postgres_dsn) == before
+    assert query(postgres_dsn, "SELECT status FROM etl_file_history") == [("failed",)]
+
+    monkeypatch.setattr(PostgresLoader, "handle_upsert", merge)
+    rerun = run_load(path, postgres_dsn, workers=2)
+    assert not rerun.failures and rerun.totals()["cases_inserted"] == 24
+    assert query(postgres_dsn, "SELECT status, messages_total FROM etl_file_history") == [("completed", 24)]
+    assert query(postgres_dsn, "SELECT COUNT(*) FROM icsr_master") == [(24,)]
+    again = run_load(path, postgres_dsn, workers=2)  # the shards see the content loaded: no part, no transaction
+    assert again.files_skipped == 1 and not again.outcomes and not again.failures
 
 
 def test_a_table_read_in_parts_equals_the_table_read_at_once(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
