@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -90,24 +92,30 @@ def test_loading_the_same_files_twice_changes_nothing(dsn: str, tmp_path: Path) 
     assert query(dsn, "SELECT COUNT(*) FROM icsr_audit_log") == audit_before
 
 
-def test_failure_mid_file_leaves_tables_unchanged_and_a_rerun_completes(dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    load(dsn, write_batch("v1.xml", version(1)))
-    before = snapshot(dsn)
-    path = write_batch("v2.xml", version(2, reactions=[NAUSEA]))
-    loader_class = type(get_loader(dsn))
-    original = loader_class.handle_upsert
+@contextmanager
+def failing_merge_of_reactions(loader_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within the block, the loader's merge fails when it reaches the reactions table."""
+    merge = loader_class.handle_upsert
 
     def fail_on_reactions(self, conn, staging, target, keys, version_key):  # type: ignore[no-untyped-def]
         if target == "reactions":
             raise RuntimeError("injected failure while merging reactions")
-        return original(self, conn, staging, target, keys, version_key)
+        return merge(self, conn, staging, target, keys, version_key)
 
     monkeypatch.setattr(loader_class, "handle_upsert", fail_on_reactions)
-    summary = run_load(path, dsn, "delta", workers=1)
+    yield
+    monkeypatch.setattr(loader_class, "handle_upsert", merge)
+
+
+def test_failure_mid_file_leaves_tables_unchanged_and_a_rerun_completes(dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    load(dsn, write_batch("v1.xml", version(1)))
+    before = snapshot(dsn)
+    path = write_batch("v2.xml", version(2, reactions=[NAUSEA]))
+    with failing_merge_of_reactions(type(get_loader(dsn)), monkeypatch):
+        summary = run_load(path, dsn, "delta", workers=1)
     assert summary.failures and summary.exit_code == 1
     assert snapshot(dsn) == before
     assert query(dsn, "SELECT status FROM etl_file_history WHERE file_name = 'v2.xml'") == [("failed",)]
-    monkeypatch.setattr(loader_class, "handle_upsert", original)
     load(dsn, path)
     assert query(dsn, "SELECT status FROM etl_file_history WHERE file_name = 'v2.xml'") == [("completed",)]
     assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10028813",)]
@@ -223,20 +231,12 @@ def test_a_large_file_loaded_in_parts_that_fails_leaves_nothing_and_a_rerun_comp
     path = large_file_in_parts(tmp_path, monkeypatch, cases=24)
     get_loader(postgres_dsn).create_all_tables()
     before = snapshot(postgres_dsn)
-    merge = PostgresLoader.handle_upsert
-
-    def fail_on_reactions(self, conn, staging, target, keys, version_key):  # type: ignore[no-untyped-def]
-        if target == "reactions":
-            raise RuntimeError("injected failure while merging reactions")
-        return merge(self, conn, staging, target, keys, version_key)
-
-    monkeypatch.setattr(PostgresLoader, "handle_upsert", fail_on_reactions)
-    failed = run_load(path, postgres_dsn, workers=2)
+    with failing_merge_of_reactions(PostgresLoader, monkeypatch):
+        failed = run_load(path, postgres_dsn, workers=2)
     assert [name for name, _ in failed.failures] == ["large.xml"] and "injected failure" in failed.failures[0][1]
     assert snapshot(postgres_dsn) == before
     assert query(postgres_dsn, "SELECT status FROM etl_file_history") == [("failed",)]
 
-    monkeypatch.setattr(PostgresLoader, "handle_upsert", merge)
     rerun = run_load(path, postgres_dsn, workers=2)
     assert not rerun.failures and rerun.totals()["cases_inserted"] == 24
     assert query(postgres_dsn, "SELECT status, messages_total FROM etl_file_history") == [("completed", 24)]
