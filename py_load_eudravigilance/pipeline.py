@@ -228,7 +228,7 @@ def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) 
             wait(shards, timeout=PART_POLL_SECONDS, return_when=FIRST_COMPLETED)
 
 
-def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit) -> list[LoadOutcome]:
+def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit, load_mode: str) -> list[LoadOutcome]:
     """Load a large file while its shards are still being staged: one transaction, parts bulk-loaded as they come."""
     file: StagedFile | None = None
 
@@ -237,14 +237,14 @@ def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit) -> list[LoadOutcome]:
         shards = [future.result() for future in unit.submitted]  # a shard's error ends the load here, rolled back
         file = add_up_shards([shard.group for shard in shards]) if shards[0].group.files else None
         if file is not None:
-            loader.record_running([file], "delta", utc_now())
+            loader.record_running([file], load_mode, utc_now())
         return file
 
     try:
-        return loader.load_parts("delta", _parts_as_published(unit.submitted, [task.directory for task in unit.tasks]), staged_file)
+        return loader.load_parts(load_mode, _parts_as_published(unit.submitted, [task.directory for task in unit.tasks]), staged_file)
     except Exception as exc:
         if file is not None:
-            loader.record_failure([file], "delta", f"{type(exc).__name__}: {exc}", utc_now())
+            loader.record_failure([file], load_mode, f"{type(exc).__name__}: {exc}", utc_now())
         raise
 
 
@@ -283,9 +283,11 @@ def run_load(
     truncate_next = mode == "full"
     serial = itertools.count()
 
-    # Parts load in their own transaction beside others' merges: not in a full reload, which empties the tables
-    # with its first merge and so must merge one unit after another
-    parts_loader = loader if isinstance(loader, SQLAlchemyLoader) and loader.loads_parts_while_staging and mode == "delta" else None
+    # Parts load in their own transaction beside others' merges; a full reload empties the tables with its first
+    # merge, so its merges run one after another, and it loads in parts only when the run is that one file
+    parts_loader = None
+    if isinstance(loader, SQLAlchemyLoader) and loader.loads_parts_while_staging and (mode == "delta" or len(groups) == 1):
+        parts_loader = loader
 
     def unit_of(keys: tuple[str, ...]) -> _Unit:
         """One task, or one per worker for a large local file (each maps its share of the messages)."""
@@ -316,7 +318,7 @@ def run_load(
                     futures[future] = (unit, task)
                     unit.submitted.append(future)
                     if parts_loader is not None and unit.in_parts and len(unit.submitted) == len(unit.tasks):
-                        unit.load = part_loads.submit(_load_in_parts, parts_loader, unit)
+                        unit.load = part_loads.submit(_load_in_parts, parts_loader, unit, mode)
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     unit, task = futures.pop(future)

@@ -150,6 +150,9 @@ def test_unknown_backend_lists_installed_loaders() -> None:
         get_loader("redshift+psycopg2://user:secret@host/db")
 
 
+LARGE_FILE_HISTORY = "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history WHERE file_name = 'large.xml'"
+
+
 def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.fixtures.generator import build_batch, build_message
@@ -164,14 +167,21 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
 
     sharded = run_load(path, dsn, workers=3)
     state = snapshot(dsn)
-    history = query(dsn, "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history")
+    history = query(dsn, LARGE_FILE_HISTORY)
     quarantined = query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1")
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1 << 62)
     whole = run_load(path, dsn, mode="full", workers=1)
-
-    assert not sharded.failures and not whole.failures
     assert snapshot(dsn) == state
-    assert query(dsn, "SELECT status, messages_total, messages_rejected, cases_inserted FROM etl_file_history") == history
+    other = tmp_path / "other" / "other.xml"
+    other.parent.mkdir()
+    other.write_text(build_batch([build_message(CaseSpec("OTHER-1"))]))
+    load(dsn, other)
+    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
+    reloaded = run_load(path, dsn, mode="full", workers=3)  # one file, in parts on PostgreSQL: empties the tables as it merges
+
+    assert not sharded.failures and not whole.failures and not reloaded.failures
+    assert snapshot(dsn) == state
+    assert query(dsn, LARGE_FILE_HISTORY) == history
     assert history[0][0] == "partial" and history[0][2] == 1
     assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
 
