@@ -260,7 +260,9 @@ def run_load(
     """Load E2B(R3) files of ``source`` (all candidates, or only ``keys``) into the target database.
 
     Workers download, hash, parse and map groups of files into staged CSVs while the parent
-    process loads what is ready, one transaction per group: parsing overlaps loading.
+    process loads what is ready, one transaction per group: parsing overlaps loading. A large
+    file is mapped by all workers at once and, where the loader can, bulk-loaded part by part
+    while they parse it.
     """
     if mode not in ("delta", "full"):
         raise ValueError(f"mode must be 'delta' or 'full', not {mode!r}")
