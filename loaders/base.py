@@ -56,6 +56,8 @@ MASTER = "icsr_master"
 BATCHES = "message_batches"
 DECISIONS = "stg_case_decisions"
 STAGED_TABLES = (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES)
+# A missing N.2.r.4 compares as older than any (SQL literal): databases disagree on where NULLs sort
+UNKNOWN_CREATION_TIME = "'0001-01-01 00:00:00'"
 
 
 @dataclass
@@ -165,7 +167,8 @@ class SQLAlchemyLoader(LoaderInterface):
                     text(
                         f"CREATE VIEW {view} AS SELECT * FROM ("
                         f"SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.{case} ORDER BY a.{c15} DESC, "
-                        f"a.{n24} DESC, a.{self.quote('audit_id')} DESC) AS version_rank FROM {audit} a) ranked "
+                        f"COALESCE(a.{n24}, {UNKNOWN_CREATION_TIME}) DESC, a.{self.quote('audit_id')} DESC) AS version_rank "
+                        f"FROM {audit} a) ranked "
                         "WHERE version_rank = 1"
                     )
                 )
@@ -268,7 +271,7 @@ class SQLAlchemyLoader(LoaderInterface):
         q = self.quote
         key, c15, n24, pos = q(CASE_KEY), q("most_recent_info_date_utc"), q("message_creation_time_utc"), q(MESSAGE_POSITION)
         ordinal = q(FILE_ORDINAL)
-        floor = "'0001-01-01 00:00:00'"
+        floor = UNKNOWN_CREATION_TIME
         conn.execute(text(f"DROP TABLE IF EXISTS {q(DECISIONS)}"))
         conn.execute(
             text(

@@ -266,3 +266,11 @@ def test_a_table_read_in_parts_equals_the_table_read_at_once(dsn: str, write_bat
     assert [len(part) for part in parts] == [3, 3, 2]  # the checks of a large run never hold a whole table
     pd.testing.assert_frame_equal(pd.concat(parts), reader.read_frame("reactions", [path.name]))
     assert list(reader.iter_frames("reactions", ["another-file.xml"])) == []
+
+
+def test_the_latest_audit_view_agrees_with_the_master_when_a_version_lacks_its_creation_time(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    dated = write_batch("dated.xml", version(1, reactions=[HEADACHE]))
+    undated = write_batch("undated.xml", version(1, reactions=[NAUSEA], message_created=""))  # same C.1.5, no N.2.r.4
+    load(dsn, dated, undated)
+    assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10019211",)]  # an unknown N.2.r.4 is the oldest
+    assert query(dsn, "SELECT file_name FROM icsr_audit_latest") == [("dated.xml",)]
