@@ -22,7 +22,15 @@ from sqlalchemy.engine import make_url
 from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.interface import LoaderInterface
 from loaders.registry import get_loader
-from py_load_eudravigilance.sources import SourceLocation, list_objects, local_copy, object_name, parse_location, quarantine_file
+from py_load_eudravigilance.sources import (
+    SourceLocation,
+    list_objects,
+    local_copy,
+    object_name,
+    object_size,
+    parse_location,
+    quarantine_file,
+)
 from py_load_eudravigilance.staging import (
     Share,
     StagedFile,
@@ -207,11 +215,10 @@ def _stage_group(task: _StageTask) -> _Staged:
 def _combine(unit: _Unit) -> _Staged:
     """The unit's staged rows as one group: shards of a file are appended to the first shard."""
     ordered = [unit.results[index] for index in sorted(unit.results)]
-    if len(ordered) == 1:
+    groups = [staged.group for staged in ordered]
+    if len(ordered) == 1 or not any(group.files for group in groups):  # one piece, or every shard found the file loaded
         return ordered[0]
-    if not ordered[0].group.files:  # the file was already loaded: every shard skipped it
-        return ordered[0]
-    return _Staged(merge_shards([r.group for r in ordered]), ordered[0].skipped)
+    return _Staged(merge_shards(groups), ordered[0].skipped)
 
 
 def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) -> Iterator[Path]:
@@ -234,8 +241,8 @@ def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit, load_mode: str) -> lis
 
     def staged_file() -> StagedFile | None:
         nonlocal file
-        shards = [future.result() for future in unit.submitted]  # a shard's error ends the load here, rolled back
-        file = add_up_shards([shard.group for shard in shards]) if shards[0].group.files else None
+        groups = [future.result().group for future in unit.submitted]  # a shard's error ends the load here, rolled back
+        file = add_up_shards(groups) if any(group.files for group in groups) else None
         if file is not None:
             loader.record_running([file], load_mode, utc_now())
         return file
@@ -276,8 +283,10 @@ def run_load(
         todo, sizes = [o.key for o in objects], {o.key: o.size for o in objects}
     else:
         todo, sizes = list(keys), {}
-    if not location.is_s3:  # sizes decide grouping and sharding; a local stat is cheap
-        sizes = sizes or {key: location.local_path(key).stat().st_size for key in todo}
+    if not sizes and (not location.is_s3 or len(todo) < workers):
+        # Sizes decide grouping and sharding: a local stat is cheap, and S3 HEAD requests pay off when
+        # a few files would leave workers idle unless a large one is sharded
+        sizes = {key: size for key in todo if (size := object_size(location, key)) is not None}
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
     groups = plan_groups(todo, sizes, workers, grouping=isinstance(loader, SQLAlchemyLoader))
@@ -293,7 +302,10 @@ def run_load(
 
     def unit_of(keys: tuple[str, ...]) -> _Unit:
         """One task, or one per worker for a large local file (each maps its share of the messages)."""
-        shards = workers if len(keys) == 1 and not location.is_s3 and sizes.get(keys[0], 0) >= SHARD_MIN_BYTES else 1
+        # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
+        shards = workers if len(keys) == 1 and sizes.get(keys[0], 0) >= SHARD_MIN_BYTES else 1
+        if shards > 1:
+            log.debug("mapping %s in %d shards%s", keys[0], shards, ", loaded in parts" if parts_loader is not None else "")
         part_messages = PART_MESSAGES if shards > 1 and parts_loader is not None else None
         number = next(serial)
         tasks = [

@@ -124,6 +124,19 @@ def list_objects(location: SourceLocation, client: Any | None = None) -> list[So
     return sorted(found, key=lambda o: o.key)
 
 
+def object_size(location: SourceLocation, key: str, client: Any | None = None) -> int | None:
+    """The object's size in bytes (a stat, or an S3 HEAD request); None when it is not there (any more)."""
+    if not location.is_s3:
+        path = location.local_path(key)
+        return path.stat().st_size if path.is_file() else None
+    from botocore.exceptions import ClientError
+
+    try:
+        return int((client or s3_client()).head_object(Bucket=location.bucket, Key=location.root + key)["ContentLength"])
+    except ClientError:
+        return None  # reading it will fail with the reason, for this file alone
+
+
 def object_name(location: SourceLocation, key: str) -> str:
     """The name a file is known by in the database: its key, or the file name of a single file."""
     return key or Path(location.root).name

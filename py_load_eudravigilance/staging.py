@@ -347,17 +347,27 @@ def utc_now() -> datetime:
 def merge_shards(shards: list[StagedGroup]) -> StagedGroup:
     """Append the CSVs of shards 1..n of one file to shard 0's and add up their counts."""
     merged = shards[0]
+    add_up_shards(shards)
     for shard in shards[1:]:
         (part,) = shard.files
         for table in part.row_counts:
             with (shard.directory / f"{table}.csv").open("rb") as source, (merged.directory / f"{table}.csv").open("ab") as sink:
                 shutil.copyfileobj(source, sink)
-    add_up_shards(shards)
     return merged
+
+
+class ShardsDisagree(RuntimeError):
+    """The shards of one file read different bytes (an object replaced while its shards downloaded it)."""
 
 
 def add_up_shards(shards: list[StagedGroup]) -> StagedFile:
     """Shard 0's account of the file, with the other shards' rows and messages added to it."""
+    files = [file for shard in shards for file in shard.files]
+    digests = sorted({file.file_sha256 for file in files})
+    if len(files) != len(shards) or len(digests) != 1:
+        # Each shard reads its own copy (S3: its own download): two versions of a file never load as one.
+        # A shard without the file saw content that had loaded before.
+        raise ShardsDisagree(f"{files[0].file_name} changed while it was being read (SHA-256 {', '.join(digests)}); load it again")
     (target,) = shards[0].files
     for shard in shards[1:]:
         (part,) = shard.files

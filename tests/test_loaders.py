@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from logging.handlers import BufferingHandler
 from pathlib import Path
 
 import pandas as pd
@@ -274,3 +276,43 @@ def test_the_latest_audit_view_agrees_with_the_master_when_a_version_lacks_its_c
     load(dsn, dated, undated)
     assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10019211",)]  # an unknown N.2.r.4 is the oldest
     assert query(dsn, "SELECT file_name FROM icsr_audit_latest") == [("dated.xml",)]
+
+
+def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: str, s3_bucket, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from py_load_eudravigilance import pipeline
+    from py_load_eudravigilance.fixtures.generator import build_batch, build_message
+
+    client, bucket = s3_bucket
+    path = tmp_path / "large.xml"
+    path.write_text(build_batch([build_message(CaseSpec(f"S3-{n:03d}")) for n in range(30)]))
+    load(dsn, path)
+    expected = snapshot(dsn)
+    client.put_object(Bucket=bucket, Key="in/large.xml", Body=path.read_bytes())
+    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
+    monkeypatch.setattr(pipeline, "PART_MESSAGES", 4)
+
+    planned = BufferingHandler(capacity=100)  # pytest's log capture is off in this project (Dagster's volume)
+    logging.getLogger(pipeline.__name__).addHandler(planned)
+    logging.getLogger(pipeline.__name__).setLevel(logging.DEBUG)
+    try:  # the key comes as from a Dagster partition: its size from a HEAD request
+        summary = run_load(f"s3://{bucket}/in/", dsn, mode="full", workers=2, keys=["large.xml"])
+    finally:
+        logging.getLogger(pipeline.__name__).removeHandler(planned)
+        logging.getLogger(pipeline.__name__).setLevel(logging.NOTSET)
+
+    assert not summary.failures and summary.totals()["cases_inserted"] == 30
+    assert any(record.getMessage().startswith("mapping large.xml in 2 shards") for record in planned.buffer)
+    assert snapshot(dsn) == expected
+
+
+def test_shards_that_read_different_bytes_are_refused() -> None:
+    from py_load_eudravigilance.staging import ShardsDisagree, StagedFile, StagedGroup, add_up_shards
+
+    def shard(*digests: str) -> StagedGroup:
+        return StagedGroup(Path("."), [StagedFile("large.xml", digest, 0, {"icsr_master": 5}) for digest in digests])
+
+    assert add_up_shards([shard("a"), shard("a")]).row_counts == {"icsr_master": 10}
+    with pytest.raises(ShardsDisagree, match="large.xml changed while it was being read"):
+        add_up_shards([shard("a"), shard("b")])  # the object was replaced between the shards' downloads
+    with pytest.raises(ShardsDisagree):
+        add_up_shards([shard(), shard("b")])  # one shard found content loaded before, the other new content
