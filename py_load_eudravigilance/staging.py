@@ -96,11 +96,10 @@ class StagedFile:
 @dataclass
 class StagedGroup:
     """One or more files staged together; ``directory`` holds ``<table>.csv`` per table, or, when
-    staged in parts, ``parts`` subdirectories that do (see :func:`published_parts`)."""
+    staged in parts, subdirectories that do (see :func:`published_parts`)."""
 
     directory: Path
     files: list[StagedFile] = field(default_factory=list)
-    parts: int = 0
 
     def open_buffers(self, stack: ExitStack) -> dict[str, IO[str]]:
         return open_table_files(self.directory, stack)
@@ -254,7 +253,6 @@ def stage_files(
             group.files.append(staged)
     finally:
         out.close()
-    group.parts = out.parts
     return group
 
 
