@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -133,9 +134,7 @@ def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> 
             (staged,) = group.files
             loader.load_normalized_data(buffers, staged.row_counts, load_mode, staged.file_name, staged.file_sha256)  # type: ignore[arg-type]
         except Exception as exc:
-            record = getattr(loader, "record_failure", None)
-            if record is not None:
-                record(group.files, load_mode, f"{type(exc).__name__}: {exc}", started_at)
+            _record_failure(loader, group.files, load_mode, exc, started_at)
             raise
     return [
         getattr(loader, "last_outcome", None)
@@ -143,6 +142,13 @@ def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> 
             staged.file_name, staged.file_sha256, messages_total=staged.messages_total, messages_rejected=staged.messages_rejected
         )
     ]
+
+
+def _record_failure(loader: LoaderInterface, files: list[StagedFile], load_mode: str, error: Exception, started_at: datetime) -> None:
+    """Mark the files failed in the file history, where the loader keeps one (its load was rolled back)."""
+    record = getattr(loader, "record_failure", None)
+    if record is not None:
+        record(files, load_mode, f"{type(error).__name__}: {error}", started_at)
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,7 @@ def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) 
 
 def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit, load_mode: str) -> list[LoadOutcome]:
     """Load a large file while its shards are still being staged: one transaction, parts bulk-loaded as they come."""
+    started_at = utc_now()
     file: StagedFile | None = None
 
     def staged_file() -> StagedFile | None:
@@ -244,14 +251,14 @@ def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit, load_mode: str) -> lis
         groups = [future.result().group for future in unit.submitted]  # a shard's error ends the load here, rolled back
         file = add_up_shards(groups) if any(group.files for group in groups) else None
         if file is not None:
-            loader.record_running([file], load_mode, utc_now())
+            loader.record_running([file], load_mode, started_at)
         return file
 
     try:
         return loader.load_parts(load_mode, _parts_as_published(unit.submitted, [task.directory for task in unit.tasks]), staged_file)
     except Exception as exc:
         if file is not None:
-            loader.record_failure([file], load_mode, f"{type(exc).__name__}: {exc}", utc_now())
+            _record_failure(loader, [file], load_mode, exc, started_at)
         raise
 
 
