@@ -7,6 +7,8 @@ any set of files (sensor batch or backfill) loads them in one step.
 """
 
 import os
+from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 
 from dagster import (
     AssetCheckResult,
@@ -30,7 +32,7 @@ from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from loaders.readback import TableReader
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
 from py_load_eudravigilance.pipeline import LoadBatch
-from py_load_eudravigilance.quality import validate_frames
+from py_load_eudravigilance.quality import Failures, validate_loaded_table
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition
 
@@ -154,16 +156,33 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         workers=config.workers,
         quarantine=source.quarantine(),
     )
-    for table in TABLE_OUTS:
-        yield Output(batch, output_name=table)  # the IO manager commits the batch with the first table
-    yield from _evaluate_checks(database.reader(), batch)
+    first, *others = TABLE_OUTS
+    yield Output(batch, output_name=first)  # the IO manager commits the batch here
+    # Reading back and validating every loaded row is CPU work: worker processes do it while Dagster
+    # records the other tables' materializations
+    with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
+        conformance = {
+            table: pool.submit(validate_loaded_table, database.dsn, database.db_schema, table, batch.file_names) for table in SCHEMA_CHECKED
+        }
+        for table in others:
+            yield Output(batch, output_name=table)
+        yield from _evaluate_checks(database.reader(), batch, conformance)
 
 
-def _evaluate_checks(reader: TableReader, batch: LoadBatch):  # type: ignore[no-untyped-def]
+def _evaluate_checks(reader: TableReader, batch: LoadBatch, conformance: Mapping[str, "Future[Failures | None]"]):  # type: ignore[no-untyped-def]
+    """The check results; ``conformance``: each schema-checked table's pandera validation, under way."""
     files = batch.file_names
-    for table in SCHEMA_CHECKED:
-        # Read and validated in parts: a backfill run of hundreds of files must not hold a table in memory
-        failures = validate_frames(table, reader.iter_frames(table, files))
+    for table, orphans in reader.orphan_counts().items():
+        yield AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})
+    for table, (expected, actual) in reader.row_count_comparison(files).items():
+        yield AssetCheckResult(
+            check_name="rows_match_parser",
+            asset_key=table,
+            passed=expected == actual,
+            metadata={"rows_parsed": expected, "rows_in_table": actual},
+        )
+    for table, validation in conformance.items():
+        failures = validation.result()
         yield AssetCheckResult(
             check_name="conforms_to_data_dictionary",
             asset_key=table,
@@ -174,15 +193,6 @@ def _evaluate_checks(reader: TableReader, batch: LoadBatch):  # type: ignore[no-
             }
             if failures is not None
             else {},
-        )
-    for table, orphans in reader.orphan_counts().items():
-        yield AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})
-    for table, (expected, actual) in reader.row_count_comparison(files).items():
-        yield AssetCheckResult(
-            check_name="rows_match_parser",
-            asset_key=table,
-            passed=expected == actual,
-            metadata={"rows_parsed": expected, "rows_in_table": actual},
         )
     rejected = batch.summary.messages_rejected if batch.summary else 0
     yield AssetCheckResult(

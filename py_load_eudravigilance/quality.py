@@ -7,13 +7,15 @@ MedDRA codes have 8 digits and country codes are ISO 3166-1 alpha-2 (or ``EU``, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 import pandas as pd
 import pandera.pandas as pa
+from sqlalchemy import create_engine
 
+from loaders.readback import TableReader
 from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import ColumnType
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
@@ -104,3 +106,16 @@ def validate_frames(table: str, frames: Iterable[pd.DataFrame]) -> Failures | No
     if not count:
         return None
     return Failures(count, pd.concat(kept, ignore_index=True).head(KEPT_FAILURES))
+
+
+def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_names: Sequence[str]) -> Failures | None:
+    """Read back what ``file_names`` brought into ``table`` and validate it, on a connection of its own.
+
+    Takes a DSN, not an engine, so that worker processes can run it: reading back and validating a
+    backfill's rows is CPU work that can use other cores while the caller goes on.
+    """
+    engine = create_engine(dsn)
+    try:
+        return validate_frames(table, TableReader(engine, db_schema).iter_frames(table, file_names))
+    finally:
+        engine.dispose()
