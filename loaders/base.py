@@ -158,6 +158,7 @@ class SQLAlchemyLoader(LoaderInterface):
         """Create what is missing, in one transaction; concurrent first loads wait for each other."""
         audit, view = self.qualified(AUDIT_TABLE), self.qualified(AUDIT_LATEST_VIEW)
         case, c15, n24 = self.quote(CASE_KEY), self.quote("most_recent_info_date_utc"), self.quote("message_creation_time_utc")
+        sha, position = self.quote("file_sha256"), self.quote(MESSAGE_POSITION)
         with self.engine.begin() as conn:
             self.acquire_schema_lock(conn)
             self.tune_session(conn)
@@ -165,10 +166,14 @@ class SQLAlchemyLoader(LoaderInterface):
             if AUDIT_LATEST_VIEW not in inspect(conn).get_view_names(schema=self.schema):
                 conn.execute(
                     text(
+                        # The master's order: newest C.1.5, then N.2.r.4; an exact tie goes to the version the
+                        # master kept (the first file received, inside a file the later message)
                         f"CREATE VIEW {view} AS SELECT * FROM ("
                         f"SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.{case} ORDER BY a.{c15} DESC, "
-                        f"COALESCE(a.{n24}, {UNKNOWN_CREATION_TIME}) DESC, a.{self.quote('audit_id')} DESC) AS version_rank "
-                        f"FROM {audit} a) ranked "
+                        f"COALESCE(a.{n24}, {UNKNOWN_CREATION_TIME}) DESC, CASE WHEN m.{case} IS NULL THEN 1 ELSE 0 END, "
+                        f"a.{self.quote('audit_id')} DESC) AS version_rank "
+                        f"FROM {audit} a LEFT JOIN {self.qualified(MASTER)} m ON m.{case} = a.{case} "
+                        f"AND m.{self.quote('source_file_sha256')} = a.{sha} AND m.{position} = a.{position}) ranked "
                         "WHERE version_rank = 1"
                     )
                 )

@@ -316,3 +316,22 @@ def test_shards_that_read_different_bytes_are_refused() -> None:
         add_up_shards([shard("a"), shard("b")])  # the object was replaced between the shards' downloads
     with pytest.raises(ShardsDisagree):
         add_up_shards([shard(), shard("b")])  # one shard found content loaded before, the other new content
+
+
+@pytest.mark.parametrize("one_run", [False, True], ids=["one-run-per-file", "one-run"])
+def test_the_latest_audit_view_agrees_with_the_master_on_exact_ties(dsn: str, write_batch, one_run: bool) -> None:  # type: ignore[no-untyped-def]
+    # Equal C.1.5 and N.2.r.4 with different content: across files the first received stays (a later
+    # one is not newer); inside one file the later message wins
+    first = write_batch("a-first.xml", version(1, reactions=[HEADACHE]))
+    second = write_batch("b-second.xml", version(1, reactions=[NAUSEA]), version(1, reactions=[HEADACHE, NAUSEA]))
+    if one_run:
+        assert not run_load(first.parent, dsn, workers=1).failures
+    else:
+        load(dsn, first, second)
+    assert query(dsn, "SELECT reaction_meddra_code FROM reactions") == [("10019211",)]
+    assert query(dsn, "SELECT file_name, message_position FROM icsr_audit_latest") == [("a-first.xml", 1)]
+
+    inside_one_file = write_batch("c-third.xml", version(2, reactions=[NAUSEA]), version(2, reactions=[HEADACHE, NAUSEA]))
+    load(dsn, inside_one_file)
+    assert query(dsn, "SELECT COUNT(*) FROM reactions") == [(2,)]
+    assert query(dsn, "SELECT file_name, message_position FROM icsr_audit_latest") == [("c-third.xml", 2)]
