@@ -14,7 +14,7 @@ from pydantic import PrivateAttr
 
 from loaders.interface import LoaderInterface
 from loaders.readback import TableReader
-from loaders.registry import get_loader
+from loaders.registry import loader_for
 from py_load_eudravigilance.pipeline import redact_dsn
 from py_load_eudravigilance.settings import DEFAULT_DSN, DEFAULT_SOURCE, DSN_ENV, QUARANTINE_ENV, SOURCE_ENV, load_settings
 from py_load_eudravigilance.sources import SourceLocation, parse_location
@@ -30,15 +30,11 @@ class EudravigDatabase(ConfigurableResource):
 
     def loader(self) -> LoaderInterface:
         if self._loader is None:
-            options = {"schema": self.db_schema} if self.db_schema else {}
-            self._loader = get_loader(self.dsn, **options)
+            self._loader = loader_for(self.dsn, self.db_schema)
         return self._loader
 
     def reader(self) -> TableReader:
-        from sqlalchemy import create_engine
-
-        engine = getattr(self.loader(), "engine", None) or create_engine(self.dsn)
-        return TableReader(engine, self.db_schema)
+        return TableReader.of_loader(self.loader(), self.dsn, self.db_schema)
 
     @property
     def display_name(self) -> str:

@@ -42,3 +42,8 @@ def get_loader_class(dsn_or_engine: str | Engine) -> type[LoaderInterface]:
 def get_loader(dsn_or_engine: str | Engine, **options: Any) -> LoaderInterface:
     """Instantiate the loader registered for the DSN's (or engine's) backend."""
     return get_loader_class(dsn_or_engine)(dsn_or_engine, **options)
+
+
+def loader_for(dsn: str, schema: str | None = None) -> LoaderInterface:
+    """The DSN's loader, writing into ``schema`` when one is given (else the database's default)."""
+    return get_loader(dsn, **({"schema": schema} if schema else {}))

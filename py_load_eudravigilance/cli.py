@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from loaders.base import LoadOutcome, SQLAlchemyLoader
 from loaders.interface import LoaderInterface
-from loaders.registry import UnknownLoaderError, get_loader
+from loaders.registry import UnknownLoaderError, loader_for
 from py_load_eudravigilance.errors import E2BError
 from py_load_eudravigilance.mapping.catalog import all_columns
 from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
@@ -34,10 +34,9 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_settings(overrides, getattr(args, "config", None))
 
 
-def loader_for(settings: Settings) -> LoaderInterface:
+def configured_loader(settings: Settings) -> LoaderInterface:
     """The loader of the configured database, in its configured schema if one is set."""
-    schema = settings.database.db_schema
-    return get_loader(settings.database.dsn, **({"schema": schema} if schema else {}))
+    return loader_for(settings.database.dsn, settings.database.db_schema)
 
 
 def cmd_dictionary(args: argparse.Namespace) -> int:
@@ -83,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_load(
             settings.source_uri,
-            loader_for(settings),
+            configured_loader(settings),
             settings.mode,
             settings.workers,
             lambda o, s: _report(o, s, started, interactive),
@@ -114,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _sql_loader(args: argparse.Namespace) -> SQLAlchemyLoader:
-    loader = loader_for(settings_for(args))
+    loader = configured_loader(settings_for(args))
     if not isinstance(loader, SQLAlchemyLoader):
         raise UnknownLoaderError("this command needs a SQLAlchemy-based loader")
     return loader
@@ -122,7 +121,7 @@ def _sql_loader(args: argparse.Namespace) -> SQLAlchemyLoader:
 
 def cmd_init_db(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    loader_for(settings).create_all_tables()
+    configured_loader(settings).create_all_tables()
     print(f"schema ready in {redact_dsn(settings.database.dsn)}")
     return 0
 

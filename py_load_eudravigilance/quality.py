@@ -13,9 +13,9 @@ from functools import cache
 
 import pandas as pd
 import pandera.pandas as pa
-from sqlalchemy import create_engine
 
 from loaders.readback import TableReader
+from loaders.registry import loader_for
 from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import ColumnType
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
@@ -114,8 +114,8 @@ def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_name
     Takes a DSN, not an engine, so that worker processes can run it: reading back and validating a
     backfill's rows is CPU work that can use other cores while the caller goes on.
     """
-    engine = create_engine(dsn)
+    reader = TableReader.of_loader(loader_for(dsn, db_schema), dsn, db_schema)
     try:
-        return validate_frames(table, TableReader(engine, db_schema).iter_frames(table, file_names))
+        return validate_frames(table, reader.iter_frames(table, file_names))
     finally:
-        engine.dispose()
+        reader.engine.dispose()
