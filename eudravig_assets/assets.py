@@ -160,13 +160,16 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
     yield Output(batch, output_name=first)  # the IO manager commits the batch here
     # Reading back and validating every loaded row is CPU work: worker processes do it while Dagster
     # records the other tables' materializations
-    with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, config.workers))
+    try:
         conformance = {
             table: pool.submit(validate_loaded_table, database.dsn, database.db_schema, table, batch.file_names) for table in SCHEMA_CHECKED
         }
         for table in others:
             yield Output(batch, output_name=table)
         yield from _evaluate_checks(database.reader(), batch, conformance)
+    finally:
+        pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
 
 
 def _evaluate_checks(reader: TableReader, batch: LoadBatch, conformance: Mapping[str, "Future[Failures | None]"]):  # type: ignore[no-untyped-def]
