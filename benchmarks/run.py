@@ -5,6 +5,8 @@
 (c) the same files through Dagster: one run per backfill chunk of file partitions;
 (d) the same cases as single-case files against one batch file (CLI path);
 (e) peak memory of staging one large batch file, and of one a quarter its size (flat as files grow).
+For (b) it also prints the CPU its processes used: a run that uses the cores it has is bound by
+parsing and mapping, not by waiting.
 
 Nothing here is asserted; figures are printed. Needs a reachable PostgreSQL (``--dsn`` or
 ``$PGHOST``); a fresh database is created and dropped for each load.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -174,6 +177,12 @@ def big_batch(path: Path, megabytes: int) -> Path:
     return path
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by this process (the loading side) and by its finished children (the parsing workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
 def report(rows: list[tuple[str, int, float]], baseline: float) -> None:
     print(f"\n{'path':<58} {'ICSRs':>8} {'seconds':>9} {'ICSRs/s':>9} {'time vs (a)':>12}")
     for label, messages, seconds in rows:
@@ -209,12 +218,20 @@ def main() -> int:
         messages, seconds = bare_parse(paths)
         baseline = seconds / messages
         rows = [("(a) bare lxml iterparse, 1 core", messages, seconds)]
+        cpu_before = cpu_seconds()
         rows.append((f"(b) CLI run_load -> PostgreSQL, {args.workers} workers, batch files", *cli_load(batches, args.dsn, args.workers)))
+        loading_cpu, parsing_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before, strict=True))
         if not args.skip_dagster:
             rows.append(("(c) Dagster backfill of the batch-file partitions", *dagster_load(batches, args.dsn, args.workers)))
         rows.append(("(d) CLI run_load -> PostgreSQL, the same cases in one batch file", *cli_load(one_batch, args.dsn, args.workers)))
         rows.append((f"(d) CLI run_load -> PostgreSQL, {args.cases} single-case files", *cli_load(singles, args.dsn, args.workers)))
         report(rows, baseline)
+        _, loaded, wall = rows[1]
+        cores = os.cpu_count() or 1
+        print(
+            f"\n(b) CPU: parsing workers {parsing_cpu:.1f} s ({parsing_cpu / loaded * 1000:.2f} ms per ICSR), loading process "
+            f"{loading_cpu:.1f} s, PostgreSQL not counted; {cores} cores x {wall:.1f} s = {cores * wall:.1f} s available"
+        )
         print(f"\n(d) single-case files take {rows[-1][2] / rows[-2][2]:.2f}x the time of one batch of the same cases")
         if not args.skip_dagster:
             print(f"(c) Dagster takes {rows[2][2] / rows[1][2]:.2f}x the time of the CLI path on the same files")
