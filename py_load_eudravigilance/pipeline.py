@@ -89,8 +89,11 @@ def redact_dsn(dsn: str) -> str:
 # (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
 GROUP_MAX_FILES = 100
 GROUP_MAX_BYTES = 32 * 1024 * 1024
-# A file at least this large is mapped by every worker, each taking its share of the messages
+# A file at least this large is mapped by every worker, each taking its share of the messages; in a
+# run of fewer groups than workers, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch alone in its
+# run would otherwise leave cores idle). Each shard parses the whole file, a tenth of the mapping's cost
 SHARD_MIN_BYTES = 64 * 1024 * 1024
+SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
 # ... and, where the loader can (PostgreSQL), staged in parts of this many messages per worker that are
 # bulk-loaded while the rest of the file is parsed, so that only the merge waits for the last message
 PART_MESSAGES = 1_000
@@ -117,6 +120,13 @@ def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: 
     if current:
         groups.append(current)
     return groups
+
+
+def shards_for(file_bytes: int, groups: int, workers: int) -> int:
+    """How many workers map one file alone in its group: all of them when it is large, or when it is
+    mid-size and the run's groups are too few to keep every worker busy; else one."""
+    threshold = min(SHARD_IDLE_MIN_BYTES, SHARD_MIN_BYTES) if groups < workers else SHARD_MIN_BYTES
+    return max(1, workers) if file_bytes >= threshold else 1
 
 
 def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> list[LoadOutcome]:
@@ -310,9 +320,11 @@ def run_load(
     def unit_of(keys: tuple[str, ...]) -> _Unit:
         """One task, or one per worker for a large local file (each maps its share of the messages)."""
         # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
-        shards = workers if len(keys) == 1 and sizes.get(keys[0], 0) >= SHARD_MIN_BYTES else 1
+        shards = shards_for(sizes.get(keys[0], 0), len(groups), workers) if len(keys) == 1 else 1
         if shards > 1:
-            log.debug("mapping %s in %d shards%s", keys[0], shards, ", loaded in parts" if parts_loader is not None else "")
+            log.debug(
+                "mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_loader is not None else ""
+            )
         part_messages = PART_MESSAGES if shards > 1 and parts_loader is not None else None
         number = next(serial)
         tasks = [

@@ -95,6 +95,24 @@ def test_loading_the_same_files_twice_changes_nothing(dsn: str, tmp_path: Path) 
 
 
 @contextmanager
+def load_plan() -> Iterator[list[str]]:
+    """The pipeline's debug messages during the block (how it plans the files: groups, shards)."""
+    from py_load_eudravigilance import pipeline
+
+    handler = BufferingHandler(capacity=1000)  # pytest's log capture is off in this project (Dagster's volume)
+    logger = logging.getLogger(pipeline.__name__)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    messages: list[str] = []
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        messages += [record.getMessage() for record in handler.buffer]
+
+
+@contextmanager
 def failing_merge_of_reactions(loader_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Within the block, the loader's merge fails when it reaches the reactions table."""
     merge = loader_class.handle_upsert
@@ -186,6 +204,22 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     assert query(dsn, LARGE_FILE_HISTORY) == history
     assert history[0][0] == "partial" and history[0][2] == 1
     assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
+
+
+def test_a_file_alone_in_its_run_is_mapped_by_every_worker_from_a_smaller_size(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from py_load_eudravigilance import pipeline
+
+    monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small files stand for mid-size daily batches
+    daily = write_batch("daily.xml", *[CaseSpec(f"DAY-{n}") for n in range(6)])
+    with load_plan() as alone:
+        assert not run_load(daily, dsn, workers=2).failures
+    assert any(message.startswith("mapping daily.xml in 2 shards") for message in alone)  # else one core would idle
+
+    write_batch("second.xml", *[CaseSpec(f"SECOND-{n}") for n in range(6)])
+    with load_plan() as together:
+        assert not run_load(daily.parent, dsn, workers=2).failures
+    assert not any("shards" in message for message in together)  # two files keep two workers busy: no file parsed twice
+    assert query(dsn, "SELECT COUNT(*) FROM icsr_master") == [(12,)]
 
 
 def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> Path:
@@ -291,17 +325,11 @@ def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: 
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 4)
 
-    planned = BufferingHandler(capacity=100)  # pytest's log capture is off in this project (Dagster's volume)
-    logging.getLogger(pipeline.__name__).addHandler(planned)
-    logging.getLogger(pipeline.__name__).setLevel(logging.DEBUG)
-    try:  # the key comes as from a Dagster partition: its size from a HEAD request
+    with load_plan() as planned:  # the key comes as from a Dagster partition: its size from a HEAD request
         summary = run_load(f"s3://{bucket}/in/", dsn, mode="full", workers=2, keys=["large.xml"])
-    finally:
-        logging.getLogger(pipeline.__name__).removeHandler(planned)
-        logging.getLogger(pipeline.__name__).setLevel(logging.NOTSET)
 
     assert not summary.failures and summary.totals()["cases_inserted"] == 30
-    assert any(record.getMessage().startswith("mapping large.xml in 2 shards") for record in planned.buffer)
+    assert any(message.startswith("mapping large.xml in 2 shards") for message in planned)
     assert snapshot(dsn) == expected
 
 
