@@ -89,9 +89,10 @@ def redact_dsn(dsn: str) -> str:
 # (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
 GROUP_MAX_FILES = 100
 GROUP_MAX_BYTES = 32 * 1024 * 1024
-# A file at least this large is mapped by every worker, each taking its share of the messages; in a
-# run of fewer groups than workers, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch alone in its
-# run would otherwise leave cores idle). Each shard parses the whole file, a tenth of the mapping's cost
+# A file at least this large is mapped by every worker, each taking its share of the messages; in the
+# run's last round of groups, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch alone in its run, or
+# the third of three files on two cores, would otherwise leave cores idle). Each shard parses the
+# whole file: about a tenth of the cost of mapping it
 SHARD_MIN_BYTES = 64 * 1024 * 1024
 SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
 # ... and, where the loader can (PostgreSQL), staged in parts of this many messages per worker that are
@@ -122,10 +123,10 @@ def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: 
     return groups
 
 
-def shards_for(file_bytes: int, groups: int, workers: int) -> int:
+def shards_for(file_bytes: int, in_last_round: bool, workers: int) -> int:
     """How many workers map one file alone in its group: all of them when it is large, or when it is
-    mid-size and the run's groups are too few to keep every worker busy; else one."""
-    threshold = min(SHARD_IDLE_MIN_BYTES, SHARD_MIN_BYTES) if groups < workers else SHARD_MIN_BYTES
+    mid-size and in the run's last round of groups, which leaves workers with nothing else to do; else one."""
+    threshold = min(SHARD_IDLE_MIN_BYTES, SHARD_MIN_BYTES) if in_last_round else SHARD_MIN_BYTES
     return max(1, workers) if file_bytes >= threshold else 1
 
 
@@ -317,10 +318,10 @@ def run_load(
     if isinstance(loader, SQLAlchemyLoader) and loader.loads_parts_while_staging and (mode == "delta" or len(groups) == 1):
         parts_loader = loader
 
-    def unit_of(keys: tuple[str, ...]) -> _Unit:
-        """One task, or one per worker for a large local file (each maps its share of the messages)."""
+    def unit_of(keys: tuple[str, ...], in_last_round: bool = False) -> _Unit:
+        """One task, or one per worker for a large file (each maps its share of the messages)."""
         # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
-        shards = shards_for(sizes.get(keys[0], 0), len(groups), workers) if len(keys) == 1 else 1
+        shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers) if len(keys) == 1 else 1
         if shards > 1:
             log.debug(
                 "mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_loader is not None else ""
@@ -341,7 +342,10 @@ def run_load(
             ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="load-parts") as part_loads,
         ):
             futures: dict[Future[_Staged], tuple[_Unit, _StageTask]] = {}
-            queue = [(unit, task) for unit in map(unit_of, map(tuple, groups)) for task in unit.tasks]
+            # The last len(groups) % workers groups run while the other workers have nothing left to do
+            last_round = len(groups) - len(groups) % max(1, workers)
+            units = [unit_of(tuple(keys), index >= last_round) for index, keys in enumerate(groups)]
+            queue = [(unit, task) for unit in units for task in unit.tasks]
             queue.reverse()
             while queue or futures:
                 # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once

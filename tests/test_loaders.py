@@ -206,20 +206,27 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
 
 
-def test_a_file_alone_in_its_run_is_mapped_by_every_worker_from_a_smaller_size(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def sharded(plan: list[str]) -> list[str]:
+    """The plan's lines for sharded files, without the loader's ", loaded in parts" (PostgreSQL only)."""
+    return [line.split(",")[0] for line in plan if line.startswith("mapping ")]
+
+
+def test_a_mid_size_file_is_mapped_by_every_worker_when_other_workers_would_idle(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from py_load_eudravigilance import pipeline
 
     monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small files stand for mid-size daily batches
-    daily = write_batch("daily.xml", *[CaseSpec(f"DAY-{n}") for n in range(6)])
+    daily = write_batch("a-daily.xml", *[CaseSpec(f"DAY-{n}") for n in range(6)])
     with load_plan() as alone:
         assert not run_load(daily, dsn, workers=2).failures
-    assert any(message.startswith("mapping daily.xml in 2 shards") for message in alone)  # else one core would idle
+    assert sharded(alone) == ["mapping a-daily.xml in 2 shards"]
 
-    write_batch("second.xml", *[CaseSpec(f"SECOND-{n}") for n in range(6)])
-    with load_plan() as together:
+    write_batch("b-second.xml", *[CaseSpec(f"SECOND-{n}") for n in range(6)])
+    write_batch("c-third.xml", *[CaseSpec(f"THIRD-{n}") for n in range(6)])
+    with load_plan() as three:
         assert not run_load(daily.parent, dsn, workers=2).failures
-    assert not any("shards" in message for message in together)  # two files keep two workers busy: no file parsed twice
-    assert query(dsn, "SELECT COUNT(*) FROM icsr_master") == [(12,)]
+    # Two workers take the first two files; the third would leave one idle, so both map it
+    assert sharded(three) == ["mapping c-third.xml in 2 shards"]
+    assert query(dsn, "SELECT COUNT(*) FROM icsr_master") == [(18,)]
 
 
 def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> Path:
@@ -329,7 +336,7 @@ def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: 
         summary = run_load(f"s3://{bucket}/in/", dsn, mode="full", workers=2, keys=["large.xml"])
 
     assert not summary.failures and summary.totals()["cases_inserted"] == 30
-    assert any(message.startswith("mapping large.xml in 2 shards") for message in planned)
+    assert sharded(planned) == ["mapping large.xml in 2 shards"]
     assert snapshot(dsn) == expected
 
 
