@@ -100,6 +100,8 @@ SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
 PART_MESSAGES = 1_000
 # How often a load of parts looks for new ones while the workers are still parsing
 PART_POLL_SECONDS = 0.05
+# S3 keys a run names without a listing (Dagster partitions) are sized by HEAD requests up to this many
+HEAD_SIZED_MAX_OBJECTS = 32
 
 
 def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: bool = True) -> list[list[str]]:
@@ -301,9 +303,9 @@ def run_load(
         todo, sizes = [o.key for o in objects], {o.key: o.size for o in objects}
     else:
         todo, sizes = list(keys), {}
-    if not sizes and (not location.is_s3 or len(todo) < workers):
-        # Sizes decide grouping and sharding: a local stat is cheap, and S3 HEAD requests pay off when
-        # a few files would leave workers idle unless a large one is sharded
+    if not sizes and (not location.is_s3 or len(todo) <= HEAD_SIZED_MAX_OBJECTS):
+        # Sizes decide grouping and sharding: a local stat is cheap, and S3 HEAD requests pay off in a
+        # run of a few files, whose last ones would leave workers idle unless they are sharded
         sizes = {key: size for key in todo if (size := object_size(location, key)) is not None}
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()

@@ -340,6 +340,23 @@ def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: 
     assert snapshot(dsn) == expected
 
 
+def test_s3_keys_a_run_names_are_sized_so_its_last_file_is_sharded(sqlite_dsn: str, s3_bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from py_load_eudravigilance import pipeline
+    from py_load_eudravigilance.fixtures.generator import build_batch, build_message
+
+    client, bucket = s3_bucket
+    for name in ("a.xml", "b.xml", "c.xml"):
+        body = build_batch([build_message(CaseSpec(f"{name}-{n}")) for n in range(3)])
+        client.put_object(Bucket=bucket, Key=f"in/{name}", Body=body.encode())
+    monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small objects stand for mid-size batches
+
+    with load_plan() as plan:  # keys as a Dagster run names them: no listing, so no sizes but HEAD's
+        summary = run_load(f"s3://{bucket}/in/", sqlite_dsn, workers=2, keys=["a.xml", "b.xml", "c.xml"])
+
+    assert not summary.failures and summary.totals()["cases_inserted"] == 9
+    assert sharded(plan) == ["mapping c.xml in 2 shards"]
+
+
 def test_shards_that_read_different_bytes_are_refused() -> None:
     from py_load_eudravigilance.staging import ShardsDisagree, StagedFile, StagedGroup, add_up_shards
 
