@@ -234,10 +234,9 @@ def _stage_group(task: _StageTask) -> _Staged:
 def _combine(unit: _Unit) -> _Staged:
     """The unit's staged rows as one group: shards of a file are appended to the first shard."""
     ordered = [unit.results[index] for index in sorted(unit.results)]
-    groups = [staged.group for staged in ordered]
-    if len(ordered) == 1 or not any(group.files for group in groups):  # one piece, or every shard found the file loaded
+    if len(ordered) == 1:
         return ordered[0]
-    return _Staged(merge_shards(groups), ordered[0].skipped)
+    return _Staged(merge_shards([staged.group for staged in ordered]), ordered[0].skipped)
 
 
 def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) -> Iterator[Path]:
@@ -262,7 +261,7 @@ def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit, load_mode: str) -> lis
     def staged_file() -> StagedFile | None:
         nonlocal file
         groups = [future.result().group for future in unit.submitted]  # a shard's error ends the load here, rolled back
-        file = add_up_shards(groups) if any(group.files for group in groups) else None
+        file = add_up_shards(groups)
         if file is not None:
             loader.record_running([file], load_mode, started_at)
         return file

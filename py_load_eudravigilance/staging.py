@@ -343,9 +343,11 @@ def utc_now() -> datetime:
 
 
 def merge_shards(shards: list[StagedGroup]) -> StagedGroup:
-    """Append the CSVs of shards 1..n of one file to shard 0's and add up their counts."""
+    """Append the CSVs of shards 1..n of one file to shard 0's and add up their counts (shard 0 as it is
+    when every shard found the file loaded before)."""
     merged = shards[0]
-    add_up_shards(shards)
+    if add_up_shards(shards) is None:
+        return merged
     for shard in shards[1:]:
         (part,) = shard.files
         for table in part.row_counts:
@@ -358,9 +360,12 @@ class ShardsDisagree(RuntimeError):
     """The shards of one file read different bytes (an object replaced while its shards downloaded it)."""
 
 
-def add_up_shards(shards: list[StagedGroup]) -> StagedFile:
-    """Shard 0's account of the file, with the other shards' rows and messages added to it."""
+def add_up_shards(shards: list[StagedGroup]) -> StagedFile | None:
+    """Shard 0's account of the file, with the other shards' rows and messages added to it; None when
+    every shard found the file's content loaded before."""
     files = [file for shard in shards for file in shard.files]
+    if not files:
+        return None
     digests = sorted({file.file_sha256 for file in files})
     if len(files) != len(shards) or len(digests) != 1:
         # Each shard reads its own copy (S3: its own download): two versions of a file never load as one.
