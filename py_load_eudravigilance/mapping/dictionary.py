@@ -192,12 +192,7 @@ DRUG_REACTION_ASSESSMENTS = TableSpec(
     name="drug_reaction_assessments",
     element="G.k.9.i.2.r",
     description="Assessments of relatedness of a drug to a reaction (source, method, result).",
-    rows=(
-        "ancestor::adverseEventAssessment/component/causalityAssessment"
-        f"[code[@code='39'][@codeSystem='{OBS_CODES}']]"
-        "[subject2/productUseReference/id/@root = $drug_id]"
-        "[subject1/adverseEffectReference/id/@root = $reaction_id]"
-    ),
+    rows=f"$drug_assessments[code[@code='39'][@codeSystem='{OBS_CODES}']][subject1/adverseEffectReference/id/@root = $reaction_id]",
     position_column="assessment_seq",
     fields=(
         Field("source_of_assessment", "G.k.9.i.2.r.1", "Source of Assessment", "author/assignedEntity/code/originalText"),
@@ -214,8 +209,7 @@ DRUG_REACTION_MATRIX = TableSpec(
     row_values=(
         "outboundRelationship1/actReference/id/@root"
         f" | outboundRelationship2/{obs('31')}/outboundRelationship1/actReference/id/@root"
-        " | ancestor::adverseEventAssessment/component/causalityAssessment"
-        "[subject2/productUseReference/id/@root = $drug_id]/subject1/adverseEffectReference/id/@root"
+        " | $drug_assessments/subject1/adverseEffectReference/id/@root"
     ),
     row_variable="reaction_id",
     position_column="matrix_seq",
@@ -298,10 +292,7 @@ FDA_DRUG_DEVICES = TableSpec(
     ),
 )
 
-CAUSALITY_ROLE = (
-    "ancestor::adverseEventAssessment/component/causalityAssessment"
-    f"[code[@code='20'][@codeSystem='{OBS_CODES}']][subject2/productUseReference/id/@root = $drug_id]"
-)
+CAUSALITY_ROLE = f"$drug_assessments[code[@code='20'][@codeSystem='{OBS_CODES}']]"
 
 DRUGS = TableSpec(
     name="drugs",
@@ -309,7 +300,11 @@ DRUGS = TableSpec(
     description="Drug information: one row per drug (suspect, concomitant, interacting, not administered).",
     rows=f"subjectOf2/{obs('4', ORGANIZER_CODES, 'organizer')}/component/substanceAdministration",
     position_column="drug_seq",
-    bind={"drug_id": "string(id/@root)"},
+    # The case's assessments of this drug, found once per drug: its role (G.k.1) and causality (G.k.9.i.2.r) are read from them
+    bind={
+        "drug_id": "string(id/@root)",
+        "drug_assessments": "ancestor::adverseEventAssessment/component/causalityAssessment[subject2/productUseReference/id/@root = $drug_id]",
+    },
     fields=(
         Field("drug_xml_id", "G.k (id)", "XML id of the drug, referenced by the drug-reaction matrix", "id/@root"),
         Field("drug_role", "G.k.1", "Characterisation of Drug Role", f"{CAUSALITY_ROLE}/value[@codeSystem='2.16.840.1.113883.3.989.2.1.1.13']/@code", Kind.CODE),

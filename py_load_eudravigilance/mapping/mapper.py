@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ Row = dict[str, Any]
 
 NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
 INVALID_BASE64 = "B64-invalid-kept-as-sent"
+_VARIABLE_REFERENCE = re.compile(r"\$[A-Za-z_][\w.\-]*")  # a field that is a bound variable's value, e.g. ``$reaction_id``
 
 
 @dataclass
@@ -63,7 +65,7 @@ class CompiledField:
 
     def __init__(self, spec: Field, trie: PathTrie) -> None:
         self.spec = spec
-        self.variable = spec.path[1:] if spec.path.startswith("$") else None
+        self.variable = spec.path[1:] if _VARIABLE_REFERENCE.fullmatch(spec.path) else None
         self.slot: int | None = None
         self.xpath: etree.XPath | None = None
         self.attribute: str | None = None
@@ -195,7 +197,8 @@ class CompiledTable:
         for node in nodes:
             scope = dict(variables)
             for name, xpath in self.bind.items():
-                scope[name] = str(xpath(node, **variables))
+                value = xpath(node, **scope)
+                scope[name] = value if isinstance(value, list) else str(value)
             contexts.append((node, scope))
         return contexts
 

@@ -19,7 +19,8 @@ from lxml import etree
 
 from py_load_eudravigilance.mapping.dictionary import NAMESPACES
 
-Variables = dict[str, str]
+# XPath variables in scope: strings, or node sets (which only lxml's XPath reads; ``= $name`` here compares strings)
+Variables = dict[str, str | list[etree._Element]]
 Test = Callable[[etree._Element, Variables], bool]
 Selection = dict[int, list[etree._Element]]  # trie slot -> selected elements
 

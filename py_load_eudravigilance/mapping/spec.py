@@ -59,7 +59,8 @@ class TableSpec:
     fields: tuple[Field, ...]
     position_column: str | None = None  # None: at most one row per parent (no repeat)
     children: tuple[TableSpec, ...] = ()
-    # XPath variables bound from each row node, visible to the row's fields and descendants
+    # XPath variables bound from each row node, in order, visible to the row's fields and descendants:
+    # a string, or a node set when the XPath selects nodes (paths then start from ``$name``)
     bind: dict[str, str] = field(default_factory=dict)
     # Variables that enumerate the rows instead of nodes (e.g. reaction ids of a drug)
     row_values: str | None = None
