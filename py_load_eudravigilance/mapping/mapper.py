@@ -22,7 +22,7 @@ from lxml import etree
 from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping.catalog import ATTACHMENT_SUFFIXES, CASE_KEY, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, NAMESPACES, hl7_xpath
-from py_load_eudravigilance.mapping.paths import PathTrie, Selection, StepPath, UnsupportedPath, Variables, parse_path
+from py_load_eudravigilance.mapping.paths import PathTrie, Selection, StepPath, UnsupportedPath, Variables, parse_path, string_value
 from py_load_eudravigilance.mapping.spec import Field, Kind, TableSpec
 from py_load_eudravigilance.mapping.values import InvalidValueError, parse_bool, parse_int, parse_number, parse_ts
 
@@ -56,7 +56,7 @@ def _split_path(path: str) -> tuple[str, str | None]:
 
 
 def _text_of(node: etree._Element) -> str:
-    return "".join(node.itertext()).strip()
+    return string_value(node).strip()
 
 
 class CompiledField:
@@ -139,7 +139,7 @@ class CompiledField:
             row.update({f"{column}{suffix}": None for suffix in ("", *ATTACHMENT_SUFFIXES)})
             return
         reference = node.find(f"{{{NAMESPACES['h']}}}reference")
-        content = "".join(node.itertext())
+        content = string_value(node)
         compression = node.get("compression")
         data: bytes | None
         representation = node.get("representation", "TXT")
