@@ -30,6 +30,7 @@ Row = dict[str, Any]
 
 NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
 INVALID_BASE64 = "B64-invalid-kept-as-sent"
+_PARSERS: dict[Kind, Callable[[str], object]] = {Kind.BOOL: parse_bool, Kind.NUMBER: parse_number, Kind.INTEGER: parse_int}
 _VARIABLE_REFERENCE = re.compile(r"\$[A-Za-z_][\w.\-]*")  # a field that is a bound variable's value, e.g. ``$reaction_id``
 
 
@@ -69,6 +70,12 @@ class CompiledField:
         self.slot: int | None = None
         self.xpath: etree.XPath | None = None
         self.attribute: str | None = None
+        # Read for every field of every row: the columns and the conversion are looked up once, here
+        column = spec.column
+        self.null_flavor_column = f"{column}_null_flavor" if spec.null_flavor else None
+        self.code_system_column = f"{column}_code_system" if spec.code_system else None
+        self.date_columns = (f"{column}_utc", f"{column}_precision") if spec.kind is Kind.DATE else None
+        self.parse = _PARSERS.get(spec.kind)
         if spec.compute is not None or self.variable is not None:
             return
         try:
@@ -91,10 +98,10 @@ class CompiledField:
             assert self.xpath is not None
             selected = [n for n in self.xpath(node, **variables) if isinstance(n, etree._Element)]
         first = selected[0] if selected else None
-        if spec.null_flavor:
-            row[f"{spec.column}_null_flavor"] = first.get("nullFlavor") if first is not None else None
-        if spec.code_system:
-            row[f"{spec.column}_code_system"] = first.get("codeSystem") if first is not None else None
+        if self.null_flavor_column:
+            row[self.null_flavor_column] = first.get("nullFlavor") if first is not None else None
+        if self.code_system_column:
+            row[self.code_system_column] = first.get("codeSystem") if first is not None else None
         if spec.kind is Kind.ATTACHMENT:
             self._read_attachment(first, row)
             return
@@ -112,26 +119,20 @@ class CompiledField:
         self._convert(raw, row)
 
     def _convert(self, raw: str | None, row: Row) -> None:
-        spec = self.spec
-        column = spec.column
+        column = self.spec.column
         try:
-            if spec.kind is Kind.DATE:
+            if self.date_columns is not None:
                 row[column] = raw
                 parsed = parse_ts(raw) if raw else None
-                row[f"{column}_utc"] = parsed.utc if parsed else None
-                row[f"{column}_precision"] = parsed.precision if parsed else None
-            elif raw is None:
-                row[column] = None
-            elif spec.kind is Kind.BOOL:
-                row[column] = parse_bool(raw)
-            elif spec.kind is Kind.NUMBER:
-                row[column] = parse_number(raw)
-            elif spec.kind is Kind.INTEGER:
-                row[column] = parse_int(raw)
-            else:
+                utc_column, precision_column = self.date_columns
+                row[utc_column] = parsed.utc if parsed else None
+                row[precision_column] = parsed.precision if parsed else None
+            elif raw is None or self.parse is None:
                 row[column] = raw
+            else:
+                row[column] = self.parse(raw)
         except InvalidValueError as exc:
-            raise MappingError(str(exc), element=spec.element) from None
+            raise MappingError(str(exc), element=self.spec.element) from None
 
     def _read_attachment(self, node: etree._Element | None, row: Row) -> None:
         column = self.spec.column
