@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,16 @@ from lxml import etree
 from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping.catalog import ATTACHMENT_SUFFIXES, CASE_KEY, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, NAMESPACES, hl7_xpath
-from py_load_eudravigilance.mapping.paths import PathTrie, Selection, StepPath, UnsupportedPath, Variables, parse_path, string_value
+from py_load_eudravigilance.mapping.paths import (
+    PathTrie,
+    Selection,
+    StepPath,
+    UnsupportedPath,
+    Variables,
+    parse_path,
+    string_value,
+    variable_name,
+)
 from py_load_eudravigilance.mapping.spec import Field, Kind, TableSpec
 from py_load_eudravigilance.mapping.values import InvalidValueError, parse_bool, parse_int, parse_number, parse_ts
 
@@ -31,7 +39,6 @@ Row = dict[str, Any]
 NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
 INVALID_BASE64 = "B64-invalid-kept-as-sent"
 _PARSERS: dict[Kind, Callable[[str], object]] = {Kind.BOOL: parse_bool, Kind.NUMBER: parse_number, Kind.INTEGER: parse_int}
-_VARIABLE_REFERENCE = re.compile(r"\$[A-Za-z_][\w.\-]*")  # a field that is a bound variable's value, e.g. ``$reaction_id``
 
 
 @dataclass
@@ -66,7 +73,7 @@ class CompiledField:
 
     def __init__(self, spec: Field, trie: PathTrie) -> None:
         self.spec = spec
-        self.variable = spec.path[1:] if _VARIABLE_REFERENCE.fullmatch(spec.path) else None
+        self.variable = variable_name(spec.path)
         self.slot: int | None = None
         self.xpath: etree.XPath | None = None
         self.attribute: str | None = None

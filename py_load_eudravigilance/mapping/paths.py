@@ -24,9 +24,10 @@ Variables = dict[str, str | list[etree._Element]]
 Test = Callable[[etree._Element, Variables], bool]
 Selection = dict[int, list[etree._Element]]  # trie slot -> selected elements
 
+_VARIABLE_REFERENCE = r"\$[A-Za-z_][\w.\-]*"
 _TOKEN = re.compile(
     r"\s*(?:(?P<literal>'[^']*'|\"[^\"]*\")"
-    r"|(?P<variable>\$[A-Za-z_][\w.\-]*)"
+    rf"|(?P<variable>{_VARIABLE_REFERENCE})"
     r"|(?P<number>\d+)"
     r"|(?P<name>[A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)"
     r"|(?P<symbol>//|[/@\[\](),=.]))"
@@ -129,6 +130,11 @@ def string_values(node: etree._Element, path: StepPath, variables: Variables) ->
     if path.attribute is not None:
         return [value for n in nodes if (value := n.get(path.attribute)) is not None]
     return [string_value(n) for n in nodes]
+
+
+def variable_name(path: str) -> str | None:
+    """``name`` when ``path`` is just ``$name`` (a field holding a bound variable's value), else None."""
+    return path[1:] if re.fullmatch(_VARIABLE_REFERENCE, path) else None
 
 
 def string_value(node: etree._Element) -> str:
