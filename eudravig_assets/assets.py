@@ -2,20 +2,28 @@
 
 ``icsr_source_files`` is one partition per source file (reported by the arrival sensors). The
 normalized tables, the audit log, the quarantine and the file history are the outputs of one
-multi-asset, partitioned the same way, so the UI shows the lineage file -> tables and a run over
-any set of files (sensor batch or backfill) loads them in one step.
+multi-asset downstream of the files, so the UI shows the lineage file -> tables and a run over any
+set of files (sensor batch or backfill) loads them in one step.
+
+Only ``etl_file_history`` (one row per file) is partitioned by file: its partitions say which files
+are loaded. The other tables are materialized once per run. Dagster records every asset partition
+as its own events, so partitioning all 37 tables by file made each file cost 74 events (about 2 s
+of Dagster bookkeeping per file, whatever its size); this way a file costs two.
 """
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetOut,
+    AssetKey,
     AssetSpec,
     BackfillPolicy,
     Config,
@@ -64,34 +72,35 @@ def _column_schema(table: str) -> TableSchema:
     return TableSchema(columns=[TableColumn(c.name, str(c.type).lower(), description=c.comment or "") for c in sql_table.columns])
 
 
-def _table_outs() -> dict[str, AssetOut]:
+def _table_spec(name: str, description: str, group: str, metadata: dict[str, Any]) -> AssetSpec:
+    return AssetSpec(
+        name,
+        deps=[icsr_source_files],
+        description=description,
+        group_name=group,
+        metadata={"dagster/column_schema": _column_schema(name), **metadata},
+        # A file's partition of its history row; the tables hold many files' cases and are not partitioned
+        partitions_def=icsr_files if name == FILE_HISTORY_TABLE else None,
+    ).with_io_manager_key("loader_io_manager")
+
+
+def _table_specs() -> dict[str, AssetSpec]:
     """One asset per table, described and grouped from the data dictionary."""
-    outs = {}
+    specs = {}
     for spec, _ancestors in [*iter_tables(), (BATCH_HEADER, ())]:
         section = spec.element.removeprefix("FDA.")[0]
-        outs[spec.name] = AssetOut(
-            key=spec.name,
-            description=f"{spec.element}: {spec.description}",
-            group_name=SECTION_GROUPS[section],
-            io_manager_key="loader_io_manager",
-            metadata={"dagster/column_schema": _column_schema(spec.name), "e2b_element": spec.element},
-        )
+        description = f"{spec.element}: {spec.description}"
+        specs[spec.name] = _table_spec(spec.name, description, SECTION_GROUPS[section], {"e2b_element": spec.element})
     for name, text in (
         (QUARANTINE_TABLE, "Messages and files that could not be loaded, with the reason"),
         (AUDIT_TABLE, "Every received version of every case with the whole message as JSON (append-only)"),
-        (FILE_HISTORY_TABLE, "One row per source file: status, counts, duration and error"),
+        (FILE_HISTORY_TABLE, "One row per source file: status, counts, duration and error; one partition per file"),
     ):
-        outs[name] = AssetOut(
-            key=name,
-            description=text,
-            group_name=ETL_GROUP,
-            io_manager_key="loader_io_manager",
-            metadata={"dagster/column_schema": _column_schema(name)},
-        )
-    return outs
+        specs[name] = _table_spec(name, text, ETL_GROUP, {})
+    return specs
 
 
-TABLE_OUTS = _table_outs()
+TABLE_SPECS = _table_specs()
 SCHEMA_CHECKED = (*CASE_TABLE_NAMES, BATCH_HEADER.name)
 
 
@@ -129,16 +138,23 @@ class LoadConfig(Config):
 
 
 @multi_asset(
-    outs=TABLE_OUTS,
-    deps=[icsr_source_files],
-    partitions_def=icsr_files,
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_BACKFILL_RUN),
+    specs=list(TABLE_SPECS.values()),
     check_specs=_check_specs(),
+    # Dagster allows assets of one multi-asset to be partitioned differently only when it can be subset
+    can_subset=True,
+    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=FILES_PER_BACKFILL_RUN),
     name="icsr_tables",
 )
 def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: EudravigSource, database: EudravigDatabase):  # type: ignore[no-untyped-def]
-    """Load the run's files into every table (one transaction per file), then check what landed."""
-    partition_keys = list(context.partition_keys)
+    """Load the run's files into every table (one transaction per file), then check what landed.
+
+    The files are those of the run's ``etl_file_history`` partitions. A run of the tables alone (a
+    backfill runs them after the file partitions, as a run of their own) loads nothing: it reports
+    the tables and checks every row.
+    """
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    loads_files = FILE_HISTORY_TABLE in selected
+    partition_keys = list(context.partition_keys) if loads_files else []
     mode = context.run.tags.get(LOAD_MODE_TAG, "delta")
     if mode not in ("delta", "full"):
         raise Failure(description=f"{LOAD_MODE_TAG} must be 'delta' or 'full', not {mode!r}")
@@ -156,34 +172,61 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         workers=config.workers,
         quarantine=source.quarantine(),
     )
-    first, *others = TABLE_OUTS
+    checked_files = batch.file_names if loads_files else None
+    first, *others = [name for name in TABLE_SPECS if name in selected]
     yield Output(batch, output_name=first)  # the IO manager commits the batch here
     # Reading back and validating every loaded row is CPU work: worker processes do it while Dagster
     # records the other tables' materializations
     pool = ProcessPoolExecutor(max_workers=max(1, config.workers))
     try:
         conformance = {
-            table: pool.submit(validate_loaded_table, database.dsn, database.db_schema, table, batch.file_names) for table in SCHEMA_CHECKED
+            table: pool.submit(validate_loaded_table, database.dsn, database.db_schema, table, checked_files)
+            for table in SCHEMA_CHECKED
+            if AssetCheckKey(AssetKey(table), "conforms_to_data_dictionary") in context.selected_asset_check_keys
         }
         for table in others:
             yield Output(batch, output_name=table)
-        yield from _evaluate_checks(database.reader(), batch, conformance)
+        yield from _evaluate_checks(database.reader(), batch, checked_files, conformance, context.selected_asset_check_keys)
     finally:
         pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
 
 
-def _evaluate_checks(reader: TableReader, batch: LoadBatch, conformance: Mapping[str, "Future[Failures | None]"]):  # type: ignore[no-untyped-def]
-    """The check results; ``conformance``: each schema-checked table's pandera validation, under way."""
-    files = batch.file_names
+def _evaluate_checks(  # type: ignore[no-untyped-def]
+    reader: TableReader,
+    batch: LoadBatch,
+    files: Sequence[str] | None,
+    conformance: Mapping[str, "Future[Failures | None]"],
+    selected: AbstractSet[AssetCheckKey],
+):
+    """The selected checks' results, over what ``files`` brought in (None: every row).
+
+    ``conformance``: each schema-checked table's pandera validation, under way.
+    """
+    results = []
     for table, orphans in reader.orphan_counts().items():
-        yield AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})
-    for table, (expected, actual) in reader.row_count_comparison(files).items():
-        yield AssetCheckResult(
-            check_name="rows_match_parser",
-            asset_key=table,
-            passed=expected == actual,
-            metadata={"rows_parsed": expected, "rows_in_table": actual},
+        results.append(
+            AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})
         )
+    for table, (expected, actual) in reader.row_count_comparison(files).items():
+        results.append(
+            AssetCheckResult(
+                check_name="rows_match_parser",
+                asset_key=table,
+                passed=expected == actual,
+                metadata={"rows_parsed": expected, "rows_in_table": actual},
+            )
+        )
+    rejected = batch.summary.messages_rejected if batch.summary else 0
+    results.append(
+        AssetCheckResult(
+            check_name="no_rejected_messages",
+            asset_key=QUARANTINE_TABLE,
+            passed=rejected == 0,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"messages_rejected": rejected},
+        )
+    )
+    yield from (result for result in results if AssetCheckKey(result.asset_key, result.check_name) in selected)
     for table, validation in conformance.items():
         failures = validation.result()
         yield AssetCheckResult(
@@ -197,11 +240,3 @@ def _evaluate_checks(reader: TableReader, batch: LoadBatch, conformance: Mapping
             if failures is not None
             else {},
         )
-    rejected = batch.summary.messages_rejected if batch.summary else 0
-    yield AssetCheckResult(
-        check_name="no_rejected_messages",
-        asset_key=QUARANTINE_TABLE,
-        passed=rejected == 0,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"messages_rejected": rejected},
-    )

@@ -108,8 +108,8 @@ def validate_frames(table: str, frames: Iterable[pd.DataFrame]) -> Failures | No
     return Failures(count, pd.concat(kept, ignore_index=True).head(KEPT_FAILURES))
 
 
-def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_names: Sequence[str]) -> Failures | None:
-    """Read back what ``file_names`` brought into ``table`` and validate it, on a connection of its own.
+def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_names: Sequence[str] | None) -> Failures | None:
+    """Read back what ``file_names`` brought into ``table`` (None: all of it) and validate it, on a connection of its own.
 
     Takes a DSN, not an engine, so that worker processes can run it: reading back and validating a
     backfill's rows is CPU work that can use other cores while the caller goes on.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import create_engine, text
 
-from eudravig_assets.assets import FILES_PER_BACKFILL_RUN, TABLE_OUTS, icsr_tables
+from eudravig_assets.assets import FILES_PER_BACKFILL_RUN, TABLE_SPECS, icsr_tables
 from eudravig_assets.definitions import build_definitions
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
@@ -56,8 +57,11 @@ def test_materializing_file_partitions_loads_what_the_cli_loads(dsn: str, tmp_pa
     result = materialize_files(project(dsn, corpus), instance, keys)
 
     assert result.success
-    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-    assert materialized == set(TABLE_OUTS)
+    materializations = Counter((e.asset_key.path[-1], e.partition) for e in result.get_asset_materialization_events())
+    # One partition of the file history per file; the tables, materialized once by the run
+    assert materializations == {("etl_file_history", key): 1 for key in keys} | {
+        (table, None): 1 for table in TABLE_SPECS if table != "etl_file_history"
+    }
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [(c.asset_key, c.check_name, c.metadata) for c in checks if not c.passed]
     master = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "icsr_master")
@@ -89,6 +93,29 @@ def test_backfill_over_loaded_partitions_leaves_every_table_unchanged(dsn: str, 
     assert again.success
     assert snapshot(dsn) == before
     assert query(dsn, "SELECT file_sha256, status, finished_at FROM etl_file_history ORDER BY 1") == history
+
+
+def test_a_run_of_the_tables_alone_loads_nothing_and_checks_every_row(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+    defs, _keys = loaded_project(sqlite_dsn, tmp_path, instance, CorpusSpec(files=2, cases_per_file=5, seed=4))
+    before = snapshot(sqlite_dsn)
+    tables = [icsr_tables.keys_by_output_name[name] for name in TABLE_SPECS if name != "etl_file_history"]
+    run_tables = defs.resolve_implicit_global_asset_job_def().execute_in_process  # as a backfill's last run does
+
+    result = run_tables(instance=instance, asset_selection=tables)
+
+    assert result.success
+    assert snapshot(sqlite_dsn) == before
+    master = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "icsr_master")
+    assert master.materialization.metadata["files_loaded"].value == 0
+    checks = result.get_asset_check_evaluations()
+    assert {c.asset_key.path[-1] for c in checks if c.check_name == "rows_match_parser"} >= {"icsr_master", "reactions"}
+    assert all(c.passed for c in checks)
+
+    with create_engine(sqlite_dsn).begin() as conn:  # rows no file of the run brought in are checked too
+        conn.execute(text("UPDATE reactions SET reaction_meddra_code = '123' WHERE rowid = 1"))
+    again = run_tables(instance=instance, asset_selection=tables)
+    failed = {(c.asset_key.path[-1], c.check_name) for c in again.get_asset_check_evaluations() if not c.passed}
+    assert failed == {("reactions", "conforms_to_data_dictionary")}
 
 
 def test_a_failing_file_fails_the_run_and_is_quarantined(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
@@ -123,15 +150,19 @@ def test_full_reload_must_cover_every_partition_and_rebuilds_the_tables(sqlite_d
 
 def test_backfill_policy_turns_many_dynamic_partitions_into_few_runs(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
     keys = register(instance, [f"batch-{n:05d}.xml" for n in range(2 * FILES_PER_BACKFILL_RUN + 7)])
-    selection = [AssetKeyPartitionKey(icsr_tables.keys_by_output_name["icsr_master"], key) for key in keys[3:]]
+    history, master = (icsr_tables.keys_by_output_name[name] for name in ("etl_file_history", "icsr_master"))
+    selection = [AssetKeyPartitionKey(history, key) for key in keys[3:]] + [AssetKeyPartitionKey(master, None)]
     graph = project(sqlite_dsn, tmp_path).resolve_asset_graph()
 
     with partition_loading_context(dynamic_partitions_store=instance):  # as the backfill daemon does
         requests = build_run_requests_with_backfill_policies(selection, graph, instance)
 
-    assert len(requests) == 3
-    ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in requests]
+    file_runs = [r for r in requests if ASSET_PARTITION_RANGE_START_TAG in r.tags]
+    assert len(file_runs) == 3 and all(r.asset_selection == [history] for r in file_runs)
+    ranges = [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in file_runs]
     assert ranges[0] == (keys[3], keys[3 + FILES_PER_BACKFILL_RUN - 1]) and ranges[-1][1] == keys[-1]
+    # The unpartitioned tables come last, in a run of their own: it reports and checks them
+    assert [r.asset_selection for r in requests if r not in file_runs] == [[master]]
 
 
 def test_checks_flag_values_outside_the_code_lists(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
