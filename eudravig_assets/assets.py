@@ -173,8 +173,9 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         quarantine=source.quarantine(),
     )
     checked_files = batch.file_names if loads_files else None
-    first, *others = [name for name in TABLE_SPECS if name in selected]
-    yield Output(batch, output_name=first)  # the IO manager commits the batch here
+    tables = [name for name in TABLE_SPECS if name in selected]  # none when only checks are run
+    if tables:
+        yield Output(batch, output_name=tables[0])  # the IO manager commits the batch here
     # Reading back and validating every loaded row is CPU work: worker processes do it while Dagster
     # records the other tables' materializations
     pool = ProcessPoolExecutor(max_workers=max(1, config.workers))
@@ -184,16 +185,15 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
             for table in SCHEMA_CHECKED
             if AssetCheckKey(AssetKey(table), "conforms_to_data_dictionary") in context.selected_asset_check_keys
         }
-        for table in others:
+        for table in tables[1:]:
             yield Output(batch, output_name=table)
-        yield from _evaluate_checks(database.reader(), batch, checked_files, conformance, context.selected_asset_check_keys)
+        yield from _evaluate_checks(database.reader(), checked_files, conformance, context.selected_asset_check_keys)
     finally:
         pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
 
 
 def _evaluate_checks(  # type: ignore[no-untyped-def]
     reader: TableReader,
-    batch: LoadBatch,
     files: Sequence[str] | None,
     conformance: Mapping[str, "Future[Failures | None]"],
     selected: AbstractSet[AssetCheckKey],
@@ -216,7 +216,7 @@ def _evaluate_checks(  # type: ignore[no-untyped-def]
                 metadata={"rows_parsed": expected, "rows_in_table": actual},
             )
         )
-    rejected = batch.summary.messages_rejected if batch.summary else 0
+    rejected = reader.rejected_message_count(files)
     results.append(
         AssetCheckResult(
             check_name="no_rejected_messages",

@@ -7,8 +7,8 @@ tables then only report what landed. So although each table is its own asset, a 
 never visible in some tables and missing from others, and no table is reported materialized
 before its rows are committed.
 
-Reading: ``load_input`` returns a table as a pandas DataFrame: for partitioned consumers, the
-cases whose current version came from those files; otherwise the whole table.
+Reading: ``load_input`` returns a table as a pandas DataFrame: the whole table, or for a consumer
+of the file-partitioned ``etl_file_history``, the rows of its files.
 """
 
 from typing import Any
@@ -70,6 +70,6 @@ class LoaderIOManager(ConfigurableIOManager):
         table = context.asset_key.path[-1]
         files = None
         if context.has_asset_partitions and context.step_context.has_partitions:
-            # A partitioned consumer reads what its files brought in; an unpartitioned one, the whole table
+            # Only etl_file_history is partitioned (by file): a partitioned consumer reads its files' rows
             files = [key_for_partition(key) for key in context.asset_partition_keys]
         return self.database.reader().read_frame(table, files)

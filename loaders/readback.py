@@ -22,6 +22,7 @@ from py_load_eudravigilance.schema import (
     CASE_TABLE_NAMES,
     CHILD_TABLE_NAMES,
     MESSAGE_POSITION,
+    QUARANTINE_TABLE,
     build_metadata,
 )
 
@@ -126,6 +127,13 @@ class TableReader:
                 query = select(func.count()).select_from(self.select_rows(name, file_names).subquery())
                 actual[name] = conn.scalar(query, params) or 0
         return {name: (expected[name], actual[name]) for name in CASE_TABLE_NAMES}
+
+    def rejected_message_count(self, file_names: Sequence[str] | None = None) -> int:
+        """Messages of these files (None: of every file) held in the quarantine; a file-level error has no position."""
+        quarantine = self.table(QUARANTINE_TABLE)
+        rejected = self.select_rows(QUARANTINE_TABLE, file_names).where(quarantine.c[MESSAGE_POSITION].is_not(None)).subquery()
+        with self.engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(rejected), _file_params(file_names)) or 0
 
 
 def _file_params(file_names: Sequence[str] | None) -> dict[str, Any]:

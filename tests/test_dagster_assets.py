@@ -180,6 +180,22 @@ def test_checks_flag_values_outside_the_code_lists(sqlite_dsn: str, tmp_path: Pa
     assert by_table[("reactions", "every_row_has_its_case")].passed
 
 
+def test_rejected_messages_warn_for_the_files_checked(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
+    mixed = write_batch("mixed.xml", CaseSpec("GOOD-1"), CaseSpec("BADDATE", most_recent_info="2024-01-15"))
+    clean = write_batch("clean.xml", CaseSpec("GOOD-2"))
+    keys = register(instance, [mixed.name, clean.name])
+    defs = project(sqlite_dsn, mixed.parent)
+
+    def warning(result) -> bool:  # type: ignore[no-untyped-def]
+        return next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_rejected_messages").passed
+
+    assert not warning(materialize_files(defs, instance, keys))
+    assert warning(materialize_files(defs, instance, keys[1:]))  # a run over the clean file only
+    tables = [icsr_tables.keys_by_output_name[name] for name in TABLE_SPECS if name != "etl_file_history"]
+    every_file = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=tables)
+    assert not warning(every_file)
+
+
 def test_downstream_asset_reads_tables_through_the_io_manager(
     sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch
 ) -> None:  # type: ignore[no-untyped-def]
