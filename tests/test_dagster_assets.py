@@ -43,6 +43,12 @@ def materialize_files(defs: Definitions, instance: DagsterInstance, keys: list[s
     return defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags, raise_on_error=False, **kwargs)
 
 
+def materialize_tables_alone(defs: Definitions, instance: DagsterInstance):  # type: ignore[no-untyped-def]
+    """Run every table but the file history (no file partitions), as a backfill's last run does."""
+    tables = [icsr_tables.keys_by_output_name[name] for name in TABLE_SPECS if name != "etl_file_history"]
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=tables)
+
+
 def register(instance: DagsterInstance, keys: list[str]) -> list[str]:
     partition_keys = [partition_key_for(key) for key in keys]
     instance.add_dynamic_partitions(icsr_files.name, partition_keys)
@@ -98,10 +104,8 @@ def test_backfill_over_loaded_partitions_leaves_every_table_unchanged(dsn: str, 
 def test_a_run_of_the_tables_alone_loads_nothing_and_checks_every_row(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
     defs, _keys = loaded_project(sqlite_dsn, tmp_path, instance, CorpusSpec(files=2, cases_per_file=5, seed=4))
     before = snapshot(sqlite_dsn)
-    tables = [icsr_tables.keys_by_output_name[name] for name in TABLE_SPECS if name != "etl_file_history"]
-    run_tables = defs.resolve_implicit_global_asset_job_def().execute_in_process  # as a backfill's last run does
 
-    result = run_tables(instance=instance, asset_selection=tables)
+    result = materialize_tables_alone(defs, instance)
 
     assert result.success
     assert snapshot(sqlite_dsn) == before
@@ -113,7 +117,7 @@ def test_a_run_of_the_tables_alone_loads_nothing_and_checks_every_row(sqlite_dsn
 
     with create_engine(sqlite_dsn).begin() as conn:  # rows no file of the run brought in are checked too
         conn.execute(text("UPDATE reactions SET reaction_meddra_code = '123' WHERE rowid = 1"))
-    again = run_tables(instance=instance, asset_selection=tables)
+    again = materialize_tables_alone(defs, instance)
     failed = {(c.asset_key.path[-1], c.check_name) for c in again.get_asset_check_evaluations() if not c.passed}
     assert failed == {("reactions", "conforms_to_data_dictionary")}
 
@@ -191,9 +195,7 @@ def test_rejected_messages_warn_for_the_files_checked(sqlite_dsn: str, tmp_path:
 
     assert not warning(materialize_files(defs, instance, keys))
     assert warning(materialize_files(defs, instance, keys[1:]))  # a run over the clean file only
-    tables = [icsr_tables.keys_by_output_name[name] for name in TABLE_SPECS if name != "etl_file_history"]
-    every_file = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=tables)
-    assert not warning(every_file)
+    assert not warning(materialize_tables_alone(defs, instance))  # checks every file
 
 
 def test_downstream_asset_reads_tables_through_the_io_manager(
