@@ -12,7 +12,7 @@ of Dagster bookkeeping per file, whatever its size); this way a file costs two.
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -37,10 +37,9 @@ from dagster import (
 
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
-from loaders.readback import TableReader
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
 from py_load_eudravigilance.pipeline import LoadBatch
-from py_load_eudravigilance.quality import Failures, validate_loaded_table
+from py_load_eudravigilance.quality import Failures, LoadedCounts, count_loaded_rows, validate_loaded_table
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition
 
@@ -176,10 +175,11 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
     tables = [name for name in TABLE_SPECS if name in selected]  # none when only checks are run
     if tables:
         yield Output(batch, output_name=tables[0])  # the IO manager commits the batch here
-    # Reading back and validating every loaded row is CPU work: worker processes do it while Dagster
-    # records the other tables' materializations
+    # Reading back, counting and validating the loaded rows is work for the database and the CPU:
+    # worker processes do it while Dagster records the other tables' materializations
     pool = ProcessPoolExecutor(max_workers=max(1, config.workers))
     try:
+        counts = pool.submit(count_loaded_rows, database.dsn, database.db_schema, checked_files)
         conformance = {
             table: pool.submit(validate_loaded_table, database.dsn, database.db_schema, table, checked_files)
             for table in SCHEMA_CHECKED
@@ -187,27 +187,21 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         }
         for table in tables[1:]:
             yield Output(batch, output_name=table)
-        yield from _evaluate_checks(database.reader(), checked_files, conformance, context.selected_asset_check_keys)
+        yield from _evaluate_checks(counts.result(), conformance, context.selected_asset_check_keys)
     finally:
         pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
 
 
 def _evaluate_checks(  # type: ignore[no-untyped-def]
-    reader: TableReader,
-    files: Sequence[str] | None,
-    conformance: Mapping[str, "Future[Failures | None]"],
-    selected: AbstractSet[AssetCheckKey],
+    counts: LoadedCounts, conformance: Mapping[str, "Future[Failures | None]"], selected: AbstractSet[AssetCheckKey]
 ):
-    """The selected checks' results, over what ``files`` brought in (None: every row).
-
-    ``conformance``: each schema-checked table's pandera validation, under way.
-    """
+    """The selected checks' results; ``conformance``: each schema-checked table's pandera validation, under way."""
     results = []
-    for table, orphans in reader.orphan_counts().items():
+    for table, orphans in counts.orphans.items():
         results.append(
             AssetCheckResult(check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans})
         )
-    for table, (expected, actual) in reader.row_count_comparison(files).items():
+    for table, (expected, actual) in counts.rows.items():
         results.append(
             AssetCheckResult(
                 check_name="rows_match_parser",
@@ -216,14 +210,13 @@ def _evaluate_checks(  # type: ignore[no-untyped-def]
                 metadata={"rows_parsed": expected, "rows_in_table": actual},
             )
         )
-    rejected = reader.rejected_message_count(files)
     results.append(
         AssetCheckResult(
             check_name="no_rejected_messages",
             asset_key=QUARANTINE_TABLE,
-            passed=rejected == 0,
+            passed=counts.rejected_messages == 0,
             severity=AssetCheckSeverity.WARN,
-            metadata={"messages_rejected": rejected},
+            metadata={"messages_rejected": counts.rejected_messages},
         )
     )
     yield from (result for result in results if AssetCheckKey(result.asset_key, result.check_name) in selected)

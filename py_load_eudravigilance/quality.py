@@ -118,6 +118,21 @@ def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_name
     return validate_frames(table, _reader_of_process(dsn, db_schema, os.getpid()).iter_frames(table, file_names))
 
 
+@dataclass
+class LoadedCounts:
+    """What the SQL checks count over what some files brought in (or over every row)."""
+
+    orphans: dict[str, int]  # per child table: rows whose case is missing from icsr_master
+    rows: dict[str, tuple[int, int]]  # per case table: (rows the parser produced, rows in the table)
+    rejected_messages: int
+
+
+def count_loaded_rows(dsn: str, db_schema: str | None, file_names: Sequence[str] | None) -> LoadedCounts:
+    """The counts the SQL checks need; like :func:`validate_loaded_table`, runnable in a worker process."""
+    reader = _reader_of_process(dsn, db_schema, os.getpid())
+    return LoadedCounts(reader.orphan_counts(), reader.row_count_comparison(file_names), reader.rejected_message_count(file_names))
+
+
 @cache
 def _reader_of_process(dsn: str, db_schema: str | None, pid: int) -> TableReader:
     """One reader per worker process and database, for all the tables it validates: building the
