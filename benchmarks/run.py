@@ -5,8 +5,9 @@
 (c) the same files through Dagster: one run per backfill chunk of file partitions;
 (d) the same cases as single-case files against one batch file (CLI path);
 (e) peak memory of staging one large batch file, and of one a quarter its size (flat as files grow).
-For (b) it also prints the CPU its processes used: a run that uses the cores it has is bound by
-parsing and mapping, not by waiting.
+For (b) it also prints the CPU its processes used, the PostgreSQL server's included when it runs on
+this machine: a run that uses the cores it has is bound by computing, not by waiting, and the
+server's share alone bounds how fast the load can be on these cores, however fast the parsing.
 
 Nothing here is asserted; figures are printed. Needs a reachable PostgreSQL (``--dsn`` or
 ``$PGHOST``); a fresh database is created and dropped for each load.
@@ -104,11 +105,58 @@ def fresh_database(server_dsn: str) -> Iterator[str]:
 
 
 def cli_load(source: Path, server_dsn: str, workers: int) -> tuple[int, float]:
+    messages, seconds, _ = cli_load_with_server_cpu(source, server_dsn, workers)
+    return messages, seconds
+
+
+def cli_load_with_server_cpu(source: Path, server_dsn: str, workers: int) -> tuple[int, float, float | None]:
+    """Messages, seconds, and the CPU seconds the PostgreSQL server spent meanwhile (None when it is not on this machine)."""
     with fresh_database(server_dsn) as dsn:
+        postmaster = local_postmaster_pid(dsn)
+        server_before = server_cpu_seconds(postmaster) if postmaster else None
         summary = run_load(source, dsn, "delta", workers)
+        server_cpu = server_cpu_seconds(postmaster) - server_before if postmaster and server_before is not None else None
         if summary.failures:
             raise SystemExit(f"load failed: {summary.failures[:3]}")
-        return summary.totals()["messages_total"], summary.duration_seconds
+        return summary.totals()["messages_total"], summary.duration_seconds, server_cpu
+
+
+LOCAL_HOSTS = (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def local_postmaster_pid(dsn: str) -> int | None:
+    """The server's main process when it runs on this machine and /proc shows it (its backends are its children)."""
+    if make_url(dsn).host not in LOCAL_HOSTS:
+        return None
+    engine = create_engine(dsn)
+    try:
+        with engine.connect() as conn:
+            backend = int(conn.scalar(text("SELECT pg_backend_pid()")))
+    finally:
+        engine.dispose()
+    fields = _proc_fields(backend)
+    return int(fields[2]) if fields is not None and fields[0].startswith("postgres") else None
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of the server so far: its processes alive now, and the children it has reaped (finished backends)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        fields = _proc_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields is None or postmaster not in (int(entry.name), int(fields[2])):
+            continue
+        utime, stime, children_utime, children_stime = (int(f) for f in fields[12:16])
+        ticks += utime + stime + (children_utime + children_stime if int(entry.name) == postmaster else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_fields(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` from the command name on: command, state, ppid, ... (see proc(5)); None if the process is gone."""
+    try:
+        command, rest = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+    except (OSError, IndexError, ValueError):
+        return None
+    return [command, *rest.split()]
 
 
 def dagster_load(source: Path, server_dsn: str, workers: int) -> tuple[int, float]:
@@ -219,19 +267,26 @@ def main() -> int:
         baseline = seconds / messages
         rows = [("(a) bare lxml iterparse, 1 core", messages, seconds)]
         cpu_before = cpu_seconds()
-        rows.append((f"(b) CLI run_load -> PostgreSQL, {args.workers} workers, batch files", *cli_load(batches, args.dsn, args.workers)))
+        loaded, wall, server_cpu = cli_load_with_server_cpu(batches, args.dsn, args.workers)
+        rows.append((f"(b) CLI run_load -> PostgreSQL, {args.workers} workers, batch files", loaded, wall))
         loading_cpu, parsing_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before, strict=True))
         if not args.skip_dagster:
             rows.append(("(c) Dagster backfill of the batch-file partitions", *dagster_load(batches, args.dsn, args.workers)))
         rows.append(("(d) CLI run_load -> PostgreSQL, the same cases in one batch file", *cli_load(one_batch, args.dsn, args.workers)))
         rows.append((f"(d) CLI run_load -> PostgreSQL, {args.cases} single-case files", *cli_load(singles, args.dsn, args.workers)))
         report(rows, baseline)
-        _, loaded, wall = rows[1]
         cores = os.cpu_count() or 1
+        server = f"PostgreSQL server {server_cpu:.1f} s" if server_cpu is not None else "PostgreSQL server not on this machine"
         print(
             f"\n(b) CPU: parsing workers {parsing_cpu:.1f} s ({parsing_cpu / loaded * 1000:.2f} ms per ICSR), loading process "
-            f"{loading_cpu:.1f} s, PostgreSQL not counted; {cores} cores x {wall:.1f} s = {cores * wall:.1f} s available"
+            f"{loading_cpu:.1f} s, {server}; {cores} cores x {wall:.1f} s = {cores * wall:.1f} s available"
         )
+        if server_cpu is not None:
+            floor = server_cpu / cores
+            print(
+                f"(b) floor: the server's work alone needs {floor:.1f} s on {cores} cores = "
+                f"{floor / loaded / baseline:.2f}x (a), with no parsing at all"
+            )
         print(f"\n(d) single-case files take {rows[-1][2] / rows[-2][2]:.2f}x the time of one batch of the same cases")
         if not args.skip_dagster:
             print(f"(c) Dagster takes {rows[2][2] / rows[1][2]:.2f}x the time of the CLI path on the same files")
