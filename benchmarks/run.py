@@ -131,10 +131,10 @@ def local_postmaster_pid(dsn: str) -> int | None:
     engine = create_engine(dsn)
     try:
         with engine.connect() as conn:
-            backend = int(conn.scalar(text("SELECT pg_backend_pid()")))
+            # Read while connected: the backend process ends with its connection
+            fields = _proc_fields(int(conn.scalar(text("SELECT pg_backend_pid()"))))
     finally:
         engine.dispose()
-    fields = _proc_fields(backend)
     return int(fields[2]) if fields is not None and fields[0].startswith("postgres") else None
 
 
