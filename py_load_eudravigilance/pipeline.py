@@ -6,6 +6,7 @@ the DSN's dialect.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import shutil
@@ -207,6 +208,9 @@ _completed_hashes: frozenset[str] = frozenset()
 def _init_worker(completed: frozenset[str]) -> None:
     global _completed_hashes
     _completed_hashes = completed
+    # A forked worker inherits its parent's heap (all of Dagster, in an asset run): left to the
+    # collector, every full collection would walk those objects again and copy their pages
+    gc.freeze()
 
 
 def _stage_group(task: _StageTask) -> _Staged:
