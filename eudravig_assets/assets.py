@@ -11,6 +11,7 @@ as its own events, so partitioning all 37 tables by file made each file cost 74 
 of Dagster bookkeeping per file, whatever its size); this way a file costs two.
 """
 
+import gc
 import os
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
@@ -177,7 +178,8 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         yield Output(batch, output_name=tables[0])  # the IO manager commits the batch here
     # Reading back, counting and validating the loaded rows is work for the database and the CPU:
     # worker processes do it while Dagster records the other tables' materializations
-    pool = ProcessPoolExecutor(max_workers=max(1, config.workers))
+    # Forked from this process, the workers freeze the Dagster heap they inherit, as the parsing workers do
+    pool = ProcessPoolExecutor(max_workers=max(1, config.workers), initializer=gc.freeze)
     try:
         counts = pool.submit(count_loaded_rows, database.dsn, database.db_schema, checked_files)
         conformance = {
