@@ -113,9 +113,9 @@ def cli_load_with_server_cpu(source: Path, server_dsn: str, workers: int) -> tup
     """Messages, seconds, and the CPU seconds the PostgreSQL server spent meanwhile (None when it is not on this machine)."""
     with fresh_database(server_dsn) as dsn:
         postmaster = local_postmaster_pid(dsn)
-        server_before = server_cpu_seconds(postmaster) if postmaster else None
+        server_before = server_cpu_seconds(postmaster) if postmaster is not None else 0.0
         summary = run_load(source, dsn, "delta", workers)
-        server_cpu = server_cpu_seconds(postmaster) - server_before if postmaster and server_before is not None else None
+        server_cpu = server_cpu_seconds(postmaster) - server_before if postmaster is not None else None
         if summary.failures:
             raise SystemExit(f"load failed: {summary.failures[:3]}")
         return summary.totals()["messages_total"], summary.duration_seconds, server_cpu
@@ -141,12 +141,12 @@ def local_postmaster_pid(dsn: str) -> int | None:
 def server_cpu_seconds(postmaster: int) -> float:
     """CPU seconds of the server so far: its processes alive now, and the children it has reaped (finished backends)."""
     ticks = 0
-    for entry in Path("/proc").iterdir():
-        fields = _proc_fields(int(entry.name)) if entry.name.isdigit() else None
-        if fields is None or postmaster not in (int(entry.name), int(fields[2])):
+    for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()):
+        fields = _proc_fields(pid)
+        if fields is None or postmaster not in (pid, int(fields[2])):
             continue
         utime, stime, children_utime, children_stime = (int(f) for f in fields[12:16])
-        ticks += utime + stime + (children_utime + children_stime if int(entry.name) == postmaster else 0)
+        ticks += utime + stime + (children_utime + children_stime if pid == postmaster else 0)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
