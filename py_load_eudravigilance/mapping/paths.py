@@ -1,19 +1,24 @@
-"""Select the dictionary's paths in one walk per row instead of one XPath call per field.
+"""The dictionary's XPath, parsed once into data, and selected in one walk per row instead of one XPath call per field.
 
 The dictionary writes almost every path in a small subset of XPath 1.0: child and ``//`` steps,
 predicates made of paths, ``=`` against a literal or a variable, ``and``/``or``/``not()``/``starts-with()``,
-a position, and a trailing ``/@attribute``. For that subset :class:`PathTrie` merges the paths of
-a table into one tree of steps and selects the nodes of all of them in a single walk over the row's
-subtree, so shared prefixes are walked once and no XPath context is built per field. A path outside
-the subset (other axes, unions, other functions) raises :class:`UnsupportedPath`; the mapper evaluates
-those few with lxml's XPath.
+a position, and a trailing ``/@attribute``. :func:`parse_path` reads that subset into a tree of
+dataclasses (steps and predicates); :class:`PathTrie` merges the paths of a table into one tree of
+steps and selects the nodes of all of them in a single walk over the row's subtree, so shared
+prefixes are walked once and no XPath context is built per field.
+
+A few paths go further: unions, the ``ancestor::`` axis, node sets bound to a variable and
+``string()``. :func:`parse_expression` reads those too, for the compiled mapper (``_core.pyx``),
+which evaluates the same dataclasses in C; the Python mapper leaves them to lxml's XPath, so the
+two mappers are checked against an independent implementation. Anything else raises
+:class:`UnsupportedPath`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from lxml import etree
 
@@ -21,7 +26,6 @@ from py_load_eudravigilance.mapping.dictionary import NAMESPACES
 
 # XPath variables in scope: strings, or node sets (which only lxml's XPath reads; ``= $name`` here compares strings)
 Variables = dict[str, str | list[etree._Element]]
-Test = Callable[[etree._Element, Variables], bool]
 Selection = dict[int, list[etree._Element]]  # trie slot -> selected elements
 
 _VARIABLE_REFERENCE = r"\$[A-Za-z_][\w.\-]*"
@@ -29,13 +33,19 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<literal>'[^']*'|\"[^\"]*\")"
     rf"|(?P<variable>{_VARIABLE_REFERENCE})"
     r"|(?P<number>\d+)"
+    r"|(?P<axis>[A-Za-z][\w\-]*::)"
     r"|(?P<name>[A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)"
-    r"|(?P<symbol>//|[/@\[\](),=.]))"
+    r"|(?P<symbol>//|[/@\[\](),=.|]))"
 )
+CHILD, DESCENDANT, ANCESTOR = "child", "descendant", "ancestor"
 
 
 class UnsupportedPath(ValueError):
-    """The path uses XPath beyond the subset this module evaluates."""
+    """The path uses XPath beyond the subset this module reads."""
+
+
+class Predicate(Protocol):
+    def test(self, node: etree._Element, variables: Variables) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -60,19 +70,85 @@ class AttributeKey:
         return self.values in self.tuples_of(node)
 
 
+@dataclass(frozen=True)
+class Exists:
+    """``[path]``: the path selects something (with a trailing ``@a``: an element that has it)."""
+
+    path: StepPath
+
+    def test(self, node: etree._Element, variables: Variables) -> bool:
+        if self.path.attribute is not None:
+            return bool(string_values(node, self.path, variables))
+        return bool(select(node, self.path.steps, variables))
+
+
+@dataclass(frozen=True)
+class Equals:
+    """``[path = 'literal']`` or ``[path = $variable]``: some selected node's string-value is that string."""
+
+    path: StepPath
+    literal: str | None = None
+    variable: str | None = None
+
+    def test(self, node: etree._Element, variables: Variables) -> bool:
+        value = self.literal if self.variable is None else variables.get(self.variable)
+        return value in string_values(node, self.path, variables)
+
+
+@dataclass(frozen=True)
+class StartsWith:
+    path: StepPath
+    prefix: str
+
+    def test(self, node: etree._Element, variables: Variables) -> bool:
+        return any(v.startswith(self.prefix) for v in string_values(node, self.path, variables))
+
+
+@dataclass(frozen=True)
+class Not:
+    term: Predicate
+
+    def test(self, node: etree._Element, variables: Variables) -> bool:
+        return not self.term.test(node, variables)
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """``a and b and ...``"""
+
+    terms: tuple[Predicate, ...]
+
+    def test(self, node: etree._Element, variables: Variables) -> bool:
+        return all(term.test(node, variables) for term in self.terms)
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """``a or b or ...``"""
+
+    terms: tuple[Predicate, ...]
+
+    def test(self, node: etree._Element, variables: Variables) -> bool:
+        return any(term.test(node, variables) for term in self.terms)
+
+
 Memo = dict[tuple[str | None, tuple[str, ...]], set[tuple[str | None, ...]]]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step: the children (or descendants) named ``tag`` passing every predicate, optionally only the n-th."""
+    """One step: the children (descendants, ancestors) named ``tag`` passing every predicate, optionally only the n-th."""
 
     tag: str
     keys: tuple[AttributeKey, ...]
-    tests: tuple[Test, ...]  # the other predicates
+    tests: tuple[Predicate, ...]  # the other predicates
     position: int | None
     source: str  # steps written alike select alike, so they share one branch of a trie
-    descendant: bool = False  # ``//tag``: descendants at any depth, not only children
+    axis: str = CHILD
+
+    @property
+    def descendant(self) -> bool:
+        return self.axis == DESCENDANT
 
     def passes(self, node: etree._Element, variables: Variables, memo: Memo) -> bool:
         """Whether ``node`` passes the predicates; ``memo`` keeps its attribute tuples for other steps."""
@@ -83,15 +159,48 @@ class Step:
             if key.values not in tuples:
                 return False
         for test in self.tests:
-            if not test(node, variables):
+            if not test.test(node, variables):
                 return False
         return True
 
 
 @dataclass(frozen=True)
 class StepPath:
+    """Steps from the row node, or from where ``start`` says, and an optional trailing ``@attribute``."""
+
     steps: tuple[Step, ...]
     attribute: str | None  # Clark name of a trailing ``@attribute``, read from the selected nodes
+    start: VariableStart | Union | None = None  # None: the row node
+
+    @property
+    def is_plain(self) -> bool:
+        """Within the subset :class:`PathTrie` walks: from the row node, child and descendant steps only."""
+        return self.start is None and all(step.axis != ANCESTOR for step in self.steps)
+
+
+@dataclass(frozen=True)
+class VariableStart:
+    """``$name[filter]...``: a node set bound to a variable, filtered by predicates."""
+
+    name: str
+    filters: tuple[Predicate, ...] = ()
+
+
+@dataclass(frozen=True)
+class Union:
+    """``a | b | ...``: the nodes (or attribute values) of every path, in document order."""
+
+    paths: tuple[StepPath, ...]
+
+
+@dataclass(frozen=True)
+class StringOf:
+    """``string(path)``: the string-value of the first node the path selects ('' when none)."""
+
+    path: StepPath
+
+
+Expression = StepPath | Union | StringOf
 
 
 def _qualified(name: str, default_namespace: str | None) -> str:
@@ -104,7 +213,7 @@ def _qualified(name: str, default_namespace: str | None) -> str:
 
 
 def select(node: etree._Element, steps: tuple[Step, ...], variables: Variables) -> list[etree._Element]:
-    """The elements ``steps`` select from ``node``, in document order."""
+    """The elements plain ``steps`` select from ``node``, in document order."""
     nodes = [node]
     for step in steps:
         selected = []
@@ -176,27 +285,68 @@ class _Parser:
     def at(self, kind: str, value: str) -> bool:
         return self.peek() == (kind, value)
 
-    def path(self) -> StepPath:
+    def done(self) -> None:
+        if self.index != len(self.tokens):
+            raise UnsupportedPath(f"cannot read {self.text!r} past token {self.index}")
+
+    # -- the extended grammar: unions, variables, the ancestor axis, string() ---------------------
+    def expression(self) -> Expression:
+        if self.peek() == ("name", "string") and self.peek(1) == ("symbol", "("):
+            self.take("name"), self.take("symbol", "(")
+            path = self.start_path()
+            self.take("symbol", ")")
+            return StringOf(path)
+        union = self.union()
+        return union.paths[0] if len(union.paths) == 1 else union
+
+    def union(self) -> Union:
+        paths = [self.start_path()]
+        while self.at("symbol", "|"):
+            self.take("symbol", "|")
+            paths.append(self.start_path())
+        return Union(tuple(paths))
+
+    def start_path(self) -> StepPath:
+        """A path that may start from a variable, a parenthesized union or an ancestor step."""
+        start: VariableStart | Union | None = None
+        if self.peek()[0] == "variable":
+            name = self.take("variable")[1:]
+            start = VariableStart(name, tuple(self.predicates()[1]))
+        elif self.at("symbol", "("):
+            self.take("symbol", "(")
+            start = self.union()
+            self.take("symbol", ")")
+        if start is None:
+            return self.path(allow_ancestor=True)
+        if self.peek() not in (("symbol", "/"), ("symbol", "//")):
+            return StepPath((), None, start)
+        rest = self.path(descendant=self.take("symbol") == "//")
+        return StepPath(rest.steps, rest.attribute, start)
+
+    # -- the subset ----------------------------------------------------------------------------
+    def path(self, descendant: bool = False, allow_ancestor: bool = False) -> StepPath:
         steps: list[Step] = []
-        descendant = False
-        if self.at("symbol", ".") and self.peek(1) in (("symbol", "/"), ("symbol", "//")):
+        if not descendant and self.at("symbol", ".") and self.peek(1) in (("symbol", "/"), ("symbol", "//")):
             self.take("symbol", ".")  # ``./x`` is ``x``; ``.//x`` is ``//x`` from the row
             descendant = self.take("symbol") == "//"
         while True:
             if self.at("symbol", "@") and not descendant:
                 self.take("symbol", "@")
                 return StepPath(tuple(steps), _qualified(self.take("name"), None))
-            steps.append(self.step(descendant))
+            axis = DESCENDANT if descendant else CHILD
+            if self.peek()[0] == "axis":
+                if self.take("axis") != "ancestor::" or descendant or steps or not allow_ancestor:
+                    raise UnsupportedPath(f"an axis other than a leading ancestor:: in {self.text!r}")
+                axis = ANCESTOR
+            steps.append(self.step(axis))
             if self.peek() not in (("symbol", "/"), ("symbol", "//")):
                 return StepPath(tuple(steps), None)
             descendant = self.take("symbol") == "//"
 
-    def step(self, descendant: bool = False) -> Step:
-        start = self.tokens[self.index][2] if self.index < len(self.tokens) else len(self.text)
-        tag = _qualified(self.take("name"), NAMESPACES["h"])
-        keys: list[AttributeKey] = []
-        tests: list[Test] = []
+    def predicates(self) -> tuple[int | None, list[Predicate]]:
+        """``[...]*``: an optional position (last) and the other predicates."""
         position = None
+        found: list[Predicate] = []
         while self.at("symbol", "["):
             if position is not None:
                 raise UnsupportedPath("a predicate after a position")
@@ -204,49 +354,50 @@ class _Parser:
             if self.peek()[0] == "number":
                 position = int(self.take("number"))
             else:
-                predicate = self.or_expression()
-                if isinstance(predicate, AttributeKey):
-                    keys.append(predicate)
-                else:
-                    tests.append(predicate)
+                found.append(self.or_expression())
             self.take("symbol", "]")
+        return position, found
+
+    def step(self, axis: str = CHILD) -> Step:
+        start = self.tokens[self.index][2] if self.index < len(self.tokens) else len(self.text)
+        tag = _qualified(self.take("name"), NAMESPACES["h"])
+        position, predicates = self.predicates()
         end = self.tokens[self.index - 1][3]
-        if descendant and position is not None:
-            raise UnsupportedPath("a position on a descendant step")
-        source = ("//" if descendant else "") + self.text[start:end]
-        return Step(tag, tuple(keys), tuple(tests), position, source, descendant)
+        if axis != CHILD and position is not None:
+            raise UnsupportedPath(f"a position on a {axis} step")
+        keys = tuple(p for p in predicates if isinstance(p, AttributeKey))
+        tests = tuple(p for p in predicates if not isinstance(p, AttributeKey))
+        source = {DESCENDANT: "//", ANCESTOR: "ancestor::"}.get(axis, "") + self.text[start:end]
+        return Step(tag, keys, tests, position, source, axis)
 
-    def or_expression(self) -> Test | AttributeKey:
-        return self.joined(self.and_expression, "or", any)
+    def or_expression(self) -> Predicate:
+        terms = [self.and_expression()]
+        while self.at("name", "or"):
+            self.take("name", "or")
+            terms.append(self.and_expression())
+        return terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
 
-    def and_expression(self) -> Test | AttributeKey:
-        return self.joined(self.unary, "and", all)
+    def and_expression(self) -> Predicate:
+        terms = [self.unary()]
+        while self.at("name", "and"):
+            self.take("name", "and")
+            terms.append(self.unary())
+        return terms[0] if len(terms) == 1 else AllOf(tuple(terms))
 
-    def joined(self, term: Callable[[], Test | AttributeKey], operator: str, combine: Callable[..., bool]) -> Test | AttributeKey:
-        """``term (operator term)*``, the terms combined with ``any`` or ``all``."""
-        terms = [term()]
-        while self.at("name", operator):
-            self.take("name", operator)
-            terms.append(term())
-        if len(terms) == 1:
-            return terms[0]
-        tests = [_as_test(t) for t in terms]
-        return lambda node, variables: combine(test(node, variables) for test in tests)
-
-    def unary(self) -> Test | AttributeKey:
+    def unary(self) -> Predicate:
         function = self.peek()[1] if self.peek()[0] == "name" and self.peek(1) == ("symbol", "(") else None
         if function == "not":
             self.take("name"), self.take("symbol", "(")
-            inner = _as_test(self.or_expression())
+            inner = self.or_expression()
             self.take("symbol", ")")
-            return lambda node, variables: not inner(node, variables)
+            return Not(inner)
         if function == "starts-with":
             self.take("name"), self.take("symbol", "(")
             operand = self.path()
             self.take("symbol", ",")
             prefix = self.take("literal")[1:-1]
             self.take("symbol", ")")
-            return lambda node, variables: any(v.startswith(prefix) for v in string_values(node, operand, variables))
+            return StartsWith(operand, prefix)
         if function is not None:
             raise UnsupportedPath(f"function {function}()")
         operand = self.path()
@@ -257,28 +408,21 @@ class _Parser:
         if kind == "literal":
             self.take("literal")
             return _equals(operand, value[1:-1])
-        name = self.take("variable")[1:]
-        return lambda node, variables: variables.get(name) in string_values(node, operand, variables)
+        return Equals(operand, variable=self.take("variable")[1:])
 
 
-def _as_test(predicate: Test | AttributeKey) -> Test:
-    return predicate.test if isinstance(predicate, AttributeKey) else predicate
-
-
-def _exists(operand: StepPath) -> Test | AttributeKey:
-    """``[path]``: something is selected; ``[c[@a='x']...]`` becomes an :class:`AttributeKey`."""
+def _exists(operand: StepPath) -> Predicate:
+    """``[path]``; ``[c[@a='x']...]`` becomes an :class:`AttributeKey`."""
     if len(operand.steps) == 1 and operand.attribute is None:
         (step,) = operand.steps
         if step.keys and not step.tests and step.position is None and all(k.signature[0] is None for k in step.keys):
             names = tuple(name for key in step.keys for name in key.signature[1])
             values = tuple(value for key in step.keys for value in key.values)
             return AttributeKey((step.tag, names), values)
-    if operand.attribute is not None:
-        return lambda node, variables: bool(string_values(node, operand, variables))
-    return lambda node, variables: bool(select(node, operand.steps, variables))
+    return Exists(operand)
 
 
-def _equals(operand: StepPath, literal: str) -> Test | AttributeKey:
+def _equals(operand: StepPath, literal: str) -> Predicate:
     """``[path = 'x']``; ``[@a='x']`` and ``[c/@a='x']`` become an :class:`AttributeKey`."""
     if operand.attribute is not None and not operand.steps:
         return AttributeKey((None, (operand.attribute,)), (literal,))
@@ -286,52 +430,63 @@ def _equals(operand: StepPath, literal: str) -> Test | AttributeKey:
         (step,) = operand.steps
         if not step.keys and not step.tests and step.position is None:
             return AttributeKey((step.tag, (operand.attribute,)), (literal,))
-    return lambda node, variables: literal in string_values(node, operand, variables)
+    return Equals(operand, literal=literal)
 
 
 def parse_path(text: str) -> StepPath:
-    """Compile ``text`` (relative to a row, without namespace prefixes) or raise :class:`UnsupportedPath`."""
+    """Compile ``text`` (relative to a row, without namespace prefixes) within the walked subset, or raise :class:`UnsupportedPath`."""
     if text.strip() == ".":
         return StepPath((), None)
     parser = _Parser(text)
     path = parser.path()
-    if parser.index != len(parser.tokens):
-        raise UnsupportedPath(f"cannot read {text!r} past token {parser.index}")
+    parser.done()
     return path
 
 
+def parse_expression(text: str) -> Expression:
+    """Compile ``text`` in the extended grammar (unions, ``$variable`` starts, ``ancestor::``, ``string()``)."""
+    if text.strip() == ".":
+        return StepPath((), None)
+    parser = _Parser(text)
+    expression = parser.expression()
+    parser.done()
+    return expression
+
+
 @dataclass
-class _Level:
+class Level:
     """Where a trie stands after some steps: the paths ending here, and the steps that follow."""
 
     slots: list[int] = field(default_factory=list)
-    children: dict[str, list[_Branch]] = field(default_factory=dict)  # child steps by tag
-    descendants: list[_Branch] = field(default_factory=list)  # ``//`` steps
+    children: dict[str, list[Branch]] = field(default_factory=dict)  # child steps by tag
+    descendants: list[Branch] = field(default_factory=list)  # ``//`` steps
 
-    def branch(self, step: Step) -> _Branch:
+    def branch(self, step: Step) -> Branch:
         branches = self.descendants if step.descendant else self.children.setdefault(step.tag, [])
         for branch in branches:
             if branch.step.source == step.source:
                 return branch
-        branch = _Branch(step, _Level())
+        branch = Branch(step, Level())
         branches.append(branch)
         return branch
 
 
 @dataclass
-class _Branch:
+class Branch:
     step: Step
-    level: _Level
+    level: Level
 
 
 class PathTrie:
     """Many paths from one row node, selected together in one walk; each path gets a slot number."""
 
     def __init__(self) -> None:
-        self.root = _Level()
+        self.root = Level()
         self.size = 0
 
     def add(self, path: StepPath) -> int:
+        if not path.is_plain:
+            raise UnsupportedPath("only paths from the row node with child and descendant steps are walked")
         slot, self.size = self.size, self.size + 1
         level = self.root
         for step in path.steps:
@@ -346,7 +501,7 @@ class PathTrie:
         return found
 
 
-def _walk(node: etree._Element, level: _Level, variables: Variables, found: Selection) -> None:
+def _walk(node: etree._Element, level: Level, variables: Variables, found: Selection) -> None:
     children = level.children
     if children:
         counts: dict[int, int] | None = None
@@ -372,7 +527,7 @@ def _walk(node: etree._Element, level: _Level, variables: Variables, found: Sele
                 _found(descendant, branch.level, variables, found)
 
 
-def _found(node: etree._Element, level: _Level, variables: Variables, found: Selection) -> None:
+def _found(node: etree._Element, level: Level, variables: Variables, found: Selection) -> None:
     for slot in level.slots:
         selected = found.get(slot)
         if selected is None:
