@@ -12,7 +12,7 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import PrivateAttr
 
-from loaders.interface import LoaderInterface
+from loaders.contract import Loader
 from loaders.readback import TableReader
 from loaders.registry import loader_for
 from py_load_eudravigilance.pipeline import redact_dsn
@@ -26,15 +26,15 @@ class EudravigDatabase(ConfigurableResource):
     dsn: str = DEFAULT_DSN
     db_schema: str | None = None
 
-    _loader: LoaderInterface | None = PrivateAttr(default=None)
+    _loader: Loader | None = PrivateAttr(default=None)
 
-    def loader(self) -> LoaderInterface:
+    def loader(self) -> Loader:
         if self._loader is None:
             self._loader = loader_for(self.dsn, self.db_schema)
         return self._loader
 
     def reader(self) -> TableReader:
-        return TableReader.of_loader(self.loader(), self.dsn, self.db_schema)
+        return TableReader(self.loader().engine, self.db_schema)
 
     @property
     def display_name(self) -> str:

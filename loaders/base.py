@@ -1,41 +1,43 @@
-"""The version-aware, case-level merge shared by the SQL loaders (SQLAlchemy Core).
+"""The version-aware, case-level load shared by the SQL loaders (SQLAlchemy Core); dialects add a few hooks.
 
-One file is loaded in one transaction: its staged CSVs go into temporary staging tables through
-the dialect's native bulk path, then each case is decided against the database:
+A load is one transaction over one or more staged batches (a group of small files, the shards of
+a large file, or its parts as they are published). For each batch the loader looks up the cases'
+current versions (locking them where the database can), lets the :class:`~loaders.ledger.Ledger`
+decide which staged versions win, deletes the rows of the cases those versions replace, and
+bulk-loads the winners' rows straight into the target tables: the index says where each message's
+rows are, so nothing is staged twice and no merge query runs. Every version also goes to the audit
+log. Each file gets one history row with its counters, in the same transaction.
 
-* ``insert``: the case is new;
-* ``update``: the staged version is strictly newer (C.1.5 instant, then N.2.r.4), so the master
-  row and *all* child rows are replaced, and children a follow-up withdrew disappear;
-  A nullification (C.1.11.1 = 1) is such a version: it wins like any newer version and flags the
-  case ``is_nullified``, so no older version loaded later can bring the case back;
-* ``skip``: older or identical versions change nothing.
-
-Several versions of a case in one file resolve to the newest before this decision.
+The hooks a dialect overrides, as Dagster's ``DbClient`` has them: :meth:`insert_rows` (the native
+bulk path), :meth:`case_filters` (how a long list of case keys becomes a WHERE clause),
+:meth:`read_versions` (locking them), :meth:`upsert_history`, :meth:`tune_session`,
+:meth:`acquire_schema_lock` and :meth:`is_retryable`.
 """
 
 from __future__ import annotations
 
-import csv
-import itertools
 import json
 import logging
-import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 from io import IOBase
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, select, text
+from sqlalchemy import JSON, Column, MetaData, Table, create_engine, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.types import Boolean, DateTime, Float, Integer, LargeBinary
 
+from loaders.contract import FAILED, FINAL_STATUSES, PARTIAL, RUNNING, Loader, LoadOutcome, SchemaReport
 from loaders.interface import LoaderInterface
+from loaders.ledger import Ledger, Version
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.schema import (
     AUDIT_LATEST_VIEW,
@@ -46,51 +48,27 @@ from py_load_eudravigilance.schema import (
     QUARANTINE_TABLE,
     build_metadata,
 )
-from py_load_eudravigilance.staging import FILE_ORDINAL, STAGED_COLUMNS, StagedFile, open_table_files, utc_now
+from py_load_eudravigilance.staging import StagedFile, utc_now
+from py_load_eudravigilance.staging.copytext import decode_lines
+from py_load_eudravigilance.staging.layout import (
+    BATCHES,
+    INDEXED_TABLES,
+    STAGED_COLUMNS,
+    ByteRanges,
+    MessageKey,
+    StagedMessages,
+    merged_ranges,
+    table_file,
+)
 
 log = logging.getLogger(__name__)
-# Included documents travel as one CSV field; the XML parser already caps a text node at 10 MB
-csv.field_size_limit(64 * 1024 * 1024)
 
 MASTER = "icsr_master"
-BATCHES = "message_batches"
-DECISIONS = "stg_case_decisions"
-STAGED_TABLES = (*CASE_TABLE_NAMES, AUDIT_TABLE, QUARANTINE_TABLE, BATCHES)
-# A missing N.2.r.4 compares as older than any (SQL literal): databases disagree on where NULLs sort
-UNKNOWN_CREATION_TIME = "'0001-01-01 00:00:00'"
-
-
-@dataclass
-class LoadOutcome:
-    """What loading one file did; also written to ``etl_file_history``."""
-
-    file_name: str
-    file_sha256: str
-    status: str = "completed"
-    messages_total: int = 0
-    cases_inserted: int = 0
-    cases_updated: int = 0
-    cases_skipped_older: int = 0
-    cases_nullified: int = 0
-    messages_rejected: int = 0
-    row_counts: dict[str, int] = field(default_factory=dict)
-    duration_seconds: float = 0.0
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class SchemaReport:
-    missing_tables: list[str] = field(default_factory=list)
-    missing_columns: list[str] = field(default_factory=list)
-    extra_columns: list[str] = field(default_factory=list)
-    mistyped_columns: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing_tables or self.missing_columns or self.mistyped_columns)
+AUDIT_COLUMN = INDEXED_TABLES.index(AUDIT_TABLE)
+# Rows per executemany() where a driver has no bulk path of its own
+INSERT_CHUNK = 5000
+# Case keys per IN (...) list: SQLite allows 32,766 bound values in a statement
+KEYS_PER_STATEMENT = 5000
 
 
 _TYPE_FAMILIES: tuple[tuple[type[TypeEngine], str], ...] = (
@@ -126,20 +104,16 @@ def schema_definition(metadata: MetaData) -> dict[str, dict[str, str]]:
     return {table.name: {column.name: type_family(column.type) for column in table.columns} for table in metadata.sorted_tables}
 
 
-class SQLAlchemyLoader(LoaderInterface):
-    """Shared implementation; dialect loaders supply the bulk path and locking."""
+class SQLAlchemyLoader(Loader, LoaderInterface):
+    """Shared implementation of the load contract, and of the guide's methods for plugins that delegate to it."""
 
-    #: number of attempts for a file when the database reports a deadlock/serialization failure
+    #: attempts for a load when the database reports a transient conflict (deadlock, serialization, a concurrent insert)
     max_attempts = 5
-    #: whether a file staged in parts can be bulk-loaded while other files' transactions commit
-    #: (:meth:`load_parts` keeps a transaction open for as long as the file takes to parse)
-    loads_parts_while_staging = False
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
         self.schema = schema
         self.metadata = build_metadata(schema)
-        self.last_outcome: LoadOutcome | None = None
         self._staging_tables: dict[str, Table] = {}
 
     # -- schema -------------------------------------------------------------------------------
@@ -156,27 +130,26 @@ class SQLAlchemyLoader(LoaderInterface):
 
     def create_all_tables(self) -> None:
         """Create what is missing, in one transaction; concurrent first loads wait for each other."""
-        audit, view = self.qualified(AUDIT_TABLE), self.qualified(AUDIT_LATEST_VIEW)
-        case, c15, n24 = self.quote(CASE_KEY), self.quote("most_recent_info_date_utc"), self.quote("message_creation_time_utc")
-        sha, position = self.quote("file_sha256"), self.quote(MESSAGE_POSITION)
         with self.engine.begin() as conn:
             self.acquire_schema_lock(conn)
             self.tune_session(conn)
             self.metadata.create_all(conn)
             if AUDIT_LATEST_VIEW not in inspect(conn).get_view_names(schema=self.schema):
-                conn.execute(
-                    text(
-                        # The master's order: newest C.1.5, then N.2.r.4; an exact tie goes to the version the
-                        # master kept (the first file received, inside a file the later message)
-                        f"CREATE VIEW {view} AS SELECT * FROM ("
-                        f"SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.{case} ORDER BY a.{c15} DESC, "
-                        f"COALESCE(a.{n24}, {UNKNOWN_CREATION_TIME}) DESC, CASE WHEN m.{case} IS NULL THEN 1 ELSE 0 END, "
-                        f"a.{self.quote('audit_id')} DESC) AS version_rank "
-                        f"FROM {audit} a LEFT JOIN {self.qualified(MASTER)} m ON m.{case} = a.{case} "
-                        f"AND m.{self.quote('source_file_sha256')} = a.{sha} AND m.{position} = a.{position}) ranked "
-                        "WHERE version_rank = 1"
-                    )
-                )
+                conn.execute(text(self.audit_latest_view_sql()))
+
+    def audit_latest_view_sql(self) -> str:
+        """The latest version of each case in the audit log, ranked as :func:`loaders.ledger.outranks` ranks them."""
+        q = self.quote
+        case, created = q(CASE_KEY), q("message_creation_time_utc")
+        order = (
+            f"CASE WHEN {q('is_nullification')} THEN 1 ELSE 0 END DESC, {q('most_recent_info_date_utc')} DESC, "
+            f"COALESCE({created}, '0001-01-01 00:00:00') DESC, {q('file_name')} ASC, {q('file_sha256')} ASC, {q(MESSAGE_POSITION)} DESC"
+        )
+        return (
+            f"CREATE VIEW {self.qualified(AUDIT_LATEST_VIEW)} AS SELECT * FROM ("
+            f"SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.{case} ORDER BY {order}) AS version_rank "
+            f"FROM {self.qualified(AUDIT_TABLE)} a) ranked WHERE version_rank = 1"
+        )
 
     def acquire_schema_lock(self, conn: Connection) -> None:
         """Serialize schema creation across processes (dialect hook)."""
@@ -208,194 +181,174 @@ class SQLAlchemyLoader(LoaderInterface):
     def get_completed_file_hashes(self) -> set[str]:
         history = self.table(FILE_HISTORY_TABLE)
         with self.engine.connect() as conn:
-            return set(conn.scalars(select(history.c.file_sha256).where(history.c.status == "completed")))
+            return set(conn.scalars(select(history.c.file_sha256).where(history.c.status.in_(FINAL_STATUSES))))
 
-    # -- staging --------------------------------------------------------------------------------
-    def staging_name(self, target_table: str) -> str:
-        return f"stg_{target_table}"
+    # -- dialect hooks ----------------------------------------------------------------------------
+    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
+        """Bulk-load staged COPY text rows into ``table`` (dialect hook; this one: executemany)."""
+        types = {c.name: c.type for c in table.columns}
+        rows = read_rows(stream, columns, types)
+        statement = table.insert()
+        while chunk := list(islice(rows, INSERT_CHUNK)):
+            conn.execute(statement, chunk)
 
-    def staging_table(self, target_table: str) -> Table:
-        if target_table not in self._staging_tables:
-            self._staging_tables[target_table] = self._build_staging_table(target_table)
-        return self._staging_tables[target_table]
+    def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]:
+        """WHERE clauses that together select ``case_ids`` (dialect hook; this one: IN lists of bounded size)."""
+        for start in range(0, len(case_ids), KEYS_PER_STATEMENT):
+            yield column.in_(case_ids[start : start + KEYS_PER_STATEMENT])
 
-    def _build_staging_table(self, target_table: str) -> Table:
-        target = self.table(target_table)
-        columns = []
-        for name in STAGED_COLUMNS[target_table]:
-            columns.append(Column(name, target.c[name].type if name in target.c else Integer()))
-        return Table(self.staging_name(target_table), MetaData(), *columns, prefixes=["TEMPORARY"])
-
-    def prepare_load(self, conn: Connection, target_table: str, load_mode: str) -> str:
-        if load_mode == "full":
-            conn.execute(self.table(target_table).delete())
-        staging = self.staging_table(target_table)
-        staging.drop(conn, checkfirst=True)
-        staging.create(conn)
-        return staging.name
-
-    # -- merge ----------------------------------------------------------------------------------
-    def acquire_merge_lock(self, conn: Connection) -> None:
-        """Serialize merges so concurrent loads end as a sequential load would (dialect hook)."""
-
-    def _insert_from_staging(
-        self, conn: Connection, target_table: str, columns: list[str], stamp_column: str | None, tail: str, params: dict[str, Any]
-    ) -> None:
-        """``INSERT INTO target (columns[, stamp]) SELECT s.columns[, :stamp] FROM staging s <tail>``."""
-        q = self.quote
-        listed = ", ".join(q(c) for c in columns)
-        selected = ", ".join(f"s.{q(c)}" for c in columns)
-        if stamp_column:
-            listed += f", {q(stamp_column)}"
-            selected += ", :stamp"
-            params = {**params, "stamp": utc_now()}
-        staging = q(self.staging_name(target_table))
-        conn.execute(text(f"INSERT INTO {self.qualified(target_table)} ({listed}) SELECT {selected} FROM {staging} s {tail}"), params)
-
-    def handle_upsert(
-        self, conn: Connection, staging_table: str, target_table: str, primary_keys: list[str], version_key: str | None
-    ) -> None:
-        """Replace the rows of every decided case with the winning version's staged rows."""
-        key, decisions = self.quote(CASE_KEY), self.quote(DECISIONS)
-        replaced = f"SELECT {key} FROM {decisions} WHERE action IN ('insert', 'update')"
-        conn.execute(text(f"DELETE FROM {self.qualified(target_table)} WHERE {key} IN ({replaced})"))
-        columns = [c.name for c in self.table(target_table).columns if c.name in STAGED_COLUMNS[target_table]]
-        version, ordinal = self.quote(version_key or MESSAGE_POSITION), self.quote(FILE_ORDINAL)
-        winners = (
-            f"JOIN {decisions} d ON d.{key} = s.{key} AND d.{version} = s.{version} AND d.{ordinal} = s.{ordinal} "
-            "WHERE d.action IN ('insert', 'update')"
-        )
-        self._insert_from_staging(conn, target_table, columns, "loaded_at" if target_table == MASTER else None, winners, {})
-
-    def _decide(self, conn: Connection) -> dict[int, dict[str, int]]:
-        """Create the decisions table (one row per staged case version) and count actions per file.
-
-        Within the staged files the newest version wins; equal versions keep the earliest file
-        and, inside one file, the later message, exactly as loading the files one by one would.
-        """
-        q = self.quote
-        key, c15, n24, pos = q(CASE_KEY), q("most_recent_info_date_utc"), q("message_creation_time_utc"), q(MESSAGE_POSITION)
-        ordinal = q(FILE_ORDINAL)
-        floor = UNKNOWN_CREATION_TIME
-        conn.execute(text(f"DROP TABLE IF EXISTS {q(DECISIONS)}"))
-        conn.execute(
-            text(
-                f"CREATE TEMPORARY TABLE {q(DECISIONS)} AS "
-                f"WITH ranked AS (SELECT {key}, {pos}, {ordinal}, {c15} AS c15, {n24} AS n24, {q('is_nullified')} AS nullification, "
-                f"ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {c15} DESC, COALESCE({n24}, {floor}) DESC, {ordinal} ASC, {pos} DESC) "
-                f"AS rank_in_files FROM {q(self.staging_name(MASTER))}) "
-                f"SELECT r.{key}, r.{pos}, r.{ordinal}, r.nullification, CASE "
-                "WHEN r.rank_in_files > 1 THEN 'superseded' "
-                f"WHEN t.{key} IS NULL THEN 'insert' "
-                f"WHEN r.c15 > t.{c15} OR (r.c15 = t.{c15} AND COALESCE(r.n24, {floor}) > COALESCE(t.{n24}, {floor})) "
-                "THEN 'update' "
-                "ELSE 'skip' END AS action "
-                f"FROM ranked r LEFT JOIN {self.qualified(MASTER)} t ON t.{key} = r.{key}"
+    def read_versions(self, conn: Connection, case_ids: list[str]) -> dict[str, Version]:
+        """The current version of each of ``case_ids`` present, locked until the transaction ends where the database can."""
+        master = self.table(MASTER).c
+        held: dict[str, Version] = {}
+        for clause in self.case_filters(master[CASE_KEY], case_ids):
+            query = (
+                select(
+                    master[CASE_KEY],
+                    master.most_recent_info_date_utc,
+                    master.message_creation_time_utc,
+                    master.source_file_name,
+                    master.source_file_sha256,
+                    master.message_position,
+                    master.is_nullified,
+                )
+                .where(clause)
+                .order_by(master[CASE_KEY])
+                .with_for_update()
             )
-        )
-        counts: dict[int, dict[str, int]] = {}
-        nullified_case = "CASE WHEN nullification AND action IN ('insert', 'update') THEN 1 ELSE 0 END"
-        rows = conn.execute(
-            text(f"SELECT {ordinal}, action, COUNT(*), SUM({nullified_case}) FROM {q(DECISIONS)} GROUP BY {ordinal}, action")
-        )
-        for file_ordinal, action, count, nullified in rows:
-            per_file = counts.setdefault(int(file_ordinal), {})
-            per_file[action] = int(count)
-            per_file["nullified"] = per_file.get("nullified", 0) + int(nullified or 0)
-        return counts
+            for row in conn.execute(query):
+                held[row[0]] = Version(row[0], _utc(row[1]), _utc(row[2]), row[3], row[4], row[5], bool(row[6]))
+        return held
 
-    def _count_versions(self, conn: Connection) -> None:
-        """``version_count`` of every staged case: how many versions the audit log holds."""
-        q = self.quote
-        key, master, audit = q(CASE_KEY), self.qualified(MASTER), self.qualified(AUDIT_TABLE)
-        conn.execute(
-            text(
-                f"UPDATE {master} SET {q('version_count')} = (SELECT COUNT(*) FROM {audit} a WHERE a.{key} = {master}.{key}) "
-                f"WHERE {key} IN (SELECT {key} FROM {q(DECISIONS)})"
-            )
-        )
-
-    def _append_file_rows(self, conn: Connection, target_table: str, file_hashes: list[str], unique: tuple[str, ...] = ()) -> None:
-        """Insert staged audit/quarantine/batch rows; re-loading a file never duplicates them."""
-        q = self.quote
-        stamp_column = {AUDIT_TABLE: "loaded_at", QUARANTINE_TABLE: "quarantined_at"}.get(target_table)
-        if unique:
-            condition = " AND ".join(f"a.{q(c)} = s.{q(c)}" for c in unique)
-            tail = f"WHERE NOT EXISTS (SELECT 1 FROM {self.qualified(target_table)} a WHERE {condition})"
-        else:
-            conn.execute(
-                text(f"DELETE FROM {self.qualified(target_table)} WHERE {q('file_sha256')} IN :file_hashes").bindparams(
-                    bindparam("file_hashes", expanding=True)
-                ),
-                {"file_hashes": file_hashes},
-            )
-            tail = ""
-        self._insert_from_staging(conn, target_table, STAGED_COLUMNS[target_table], stamp_column, tail, {})
-
-    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: str, started_at: datetime) -> None:
-        """Replace the history rows of these files: one DELETE and one multi-row INSERT for a whole group."""
+    def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Replace the files' history rows (dialect hook; this one: DELETE, then INSERT)."""
         history = self.table(FILE_HISTORY_TABLE)
-        finished_at = utc_now()
-        conn.execute(history.delete().where(history.c.file_sha256.in_([o.file_sha256 for o in outcomes])))
-        conn.execute(
-            history.insert(),
-            [
-                {
-                    "file_sha256": o.file_sha256,
-                    "file_name": o.file_name,
-                    "status": o.status,
-                    "load_mode": load_mode,
-                    "started_at": started_at,
-                    "finished_at": finished_at,
-                    "duration_seconds": o.duration_seconds,
-                    "messages_total": o.messages_total,
-                    "cases_inserted": o.cases_inserted,
-                    "cases_updated": o.cases_updated,
-                    "cases_skipped_older": o.cases_skipped_older,
-                    "cases_nullified": o.cases_nullified,
-                    "messages_rejected": o.messages_rejected,
-                    "row_counts": o.row_counts,
-                    "error": o.error,
-                }
-                for o in outcomes
-            ],
-        )
+        for clause in self.case_filters(history.c.file_sha256, [row["file_sha256"] for row in rows]):
+            conn.execute(history.delete().where(clause))
+        conn.execute(history.insert(), rows)
 
-    def record_failure(self, files: list[StagedFile], load_mode: str, error: str, started_at: datetime) -> None:
-        """Mark files failed in their own transaction (the load's transaction was rolled back)."""
-        self._record_status(files, load_mode, "failed", error, started_at)
-
-    def record_running(self, files: list[StagedFile], load_mode: str, started_at: datetime) -> None:
-        """Mark files running before their load transaction: if the process dies, the history says so."""
-        self._record_status(files, load_mode, "running", None, started_at)
-
-    def _record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
-        outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
-        with self.engine.begin() as conn:
-            self._record_history(conn, outcomes, load_mode, started_at)
-
-    def is_retryable(self, error: DBAPIError) -> bool:
+    def is_retryable(self, error: BaseException) -> bool:
+        """Whether the driver's ``error`` is worth another attempt of the whole load (dialect hook)."""
         return False
 
-    def load_normalized_data(
-        self, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, file_path: str, file_hash: str
-    ) -> None:
-        """The plugin contract's one-file load: a group of one."""
-        self.last_outcome = self.load_group(buffers, load_mode, [StagedFile(file_path, file_hash, 0, dict(row_counts))])[0]
+    # -- the load -----------------------------------------------------------------------------------
+    def load(self, batches: Iterable[Path], load_mode: str, staged_files: Callable[[], list[StagedFile]]) -> list[LoadOutcome]:
+        consumed: list[Path] = []
+        arriving = iter(batches)
 
-    def load_group(self, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
-        """Load the staged rows of several files in one transaction; one outcome (and history row) per file."""
+        def replay() -> Iterator[Path]:
+            """After a transient error: the batches loaded so far, then the rest as they arrive."""
+            yield from list(consumed)
+            for batch in arriving:
+                consumed.append(batch)
+                yield batch
 
-        def rewind() -> None:
-            for buffer in buffers.values():
-                buffer.seek(0)
+        def attempt(conn: Connection) -> list[LoadOutcome]:
+            run = _LoadRun(Ledger())
+            self.tune_session(conn)
+            if load_mode == "full":
+                self.empty_tables(conn)
+            for batch in replay():
+                self._load_batch(conn, batch, run)
+            files = staged_files()
+            if not files:
+                return []
+            self.update_version_counts(conn, run.ledger.touched())
+            return self._outcomes(files, run.ledger)
 
-        return self._in_one_transaction(lambda conn: self._load_group(conn, buffers, load_mode, files), load_mode, rewind)
+        return self._in_one_transaction(attempt, load_mode)
 
-    def _in_one_transaction(
-        self, load: Callable[[Connection], list[LoadOutcome]], load_mode: str, rewind: Callable[[], None]
-    ) -> list[LoadOutcome]:
-        """Run ``load`` and record its outcomes in one transaction, again (after ``rewind``) on a transient error."""
+    def empty_tables(self, conn: Connection) -> None:
+        """A full reload starts from empty case tables; the history of files whose rows are gone goes with them."""
+        for name in (*CASE_TABLE_NAMES, BATCHES, FILE_HISTORY_TABLE):
+            conn.execute(self.table(name).delete())
+
+    def _load_batch(self, conn: Connection, directory: Path, run: _LoadRun) -> None:
+        index = StagedMessages.load(directory)
+        versions = [(version_of(key, index.files[key.ordinal]), number) for number, key in enumerate(index.keys)]
+        ledger = run.ledger
+        unknown = ledger.unknown(version.case_id for version, _ in versions)
+        if unknown:
+            ledger.know(unknown, self.read_versions(conn, unknown))
+        writes = ledger.offer(versions)
+        replaced = [version.case_id for version, _, had_rows in writes if had_rows]
+        if replaced:
+            for name in CASE_TABLE_NAMES:
+                self.delete_cases(conn, self.table(name), replaced)
+        messages = sorted(message for _, message, _ in writes)
+        for number, name in enumerate(CASE_TABLE_NAMES):
+            self._insert_spans(conn, directory, name, [index.span(message, number) for message in messages], index.size(number))
+        # Every version goes to the audit log once, however often its file is loaded
+        fresh = [sha for _, sha in index.files if sha not in run.logged]
+        run.logged.update(self.logged_positions(conn, fresh))
+        new = [n for n, key in enumerate(index.keys) if key.position not in run.logged[index.files[key.ordinal][1]]]
+        self._insert_spans(conn, directory, AUDIT_TABLE, [index.span(n, AUDIT_COLUMN) for n in new], index.size(AUDIT_COLUMN))
+        # A file's quarantine and batch rows replace those of its earlier loads
+        for name in (QUARANTINE_TABLE, BATCHES):
+            if fresh:
+                for clause in self.case_filters(self.table(name).c.file_sha256, fresh):
+                    conn.execute(self.table(name).delete().where(clause))
+            path = table_file(directory, name)
+            if path.exists() and path.stat().st_size:
+                with path.open("rb") as stream:
+                    self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
+
+    def _insert_spans(self, conn: Connection, directory: Path, name: str, spans: list[tuple[int, int]], size: int) -> None:
+        ranges = merged_ranges(spans)
+        if not ranges:
+            return
+        with table_file(directory, name).open("rb") as handle:
+            stream: IO[bytes] = handle if ranges == [(0, size)] else ByteRanges(handle, ranges)  # type: ignore[assignment]
+            self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
+
+    def delete_cases(self, conn: Connection, table: Table, case_ids: list[str]) -> None:
+        for clause in self.case_filters(table.c[CASE_KEY], case_ids):
+            conn.execute(table.delete().where(clause))
+
+    def logged_positions(self, conn: Connection, file_hashes: list[str]) -> dict[str, set[int]]:
+        """Message positions of these files already in the audit log (none, unless a file is loaded again)."""
+        logged: dict[str, set[int]] = {sha: set() for sha in file_hashes}
+        audit = self.table(AUDIT_TABLE).c
+        for clause in self.case_filters(audit.file_sha256, file_hashes):
+            for sha, position in conn.execute(select(audit.file_sha256, audit[MESSAGE_POSITION]).where(clause)):
+                logged[sha].add(position)
+        return logged
+
+    def update_version_counts(self, conn: Connection, case_ids: list[str]) -> None:
+        """``version_count`` of the loaded cases: how many versions the audit log holds."""
+        master, audit = self.table(MASTER), self.table(AUDIT_TABLE)
+        count = select(func.count()).where(audit.c[CASE_KEY] == master.c[CASE_KEY]).scalar_subquery()
+        for clause in self.case_filters(master.c[CASE_KEY], case_ids):
+            conn.execute(master.update().where(clause).values(version_count=count))
+
+    def _outcomes(self, files: list[StagedFile], ledger: Ledger) -> list[LoadOutcome]:
+        ordered = sorted(files, key=lambda f: f.ordinal)
+        counts = ledger.tally([(f.file_name, f.file_sha256) for f in ordered])
+        outcomes = []
+        for staged in ordered:
+            tally = counts[(staged.file_name, staged.file_sha256)]
+            loaded = staged.messages_total - staged.messages_rejected
+            problem = staged.error is not None or staged.messages_rejected > 0
+            outcomes.append(
+                LoadOutcome(
+                    file_name=staged.file_name,
+                    file_sha256=staged.file_sha256,
+                    status=(PARTIAL if loaded else FAILED) if problem else "completed",
+                    error=staged.error,
+                    row_counts=dict(staged.row_counts),
+                    messages_total=staged.messages_total,
+                    messages_rejected=staged.messages_rejected,
+                    cases_inserted=tally.inserted,
+                    cases_updated=tally.updated,
+                    cases_skipped_older=tally.skipped_older,
+                    cases_nullified=tally.nullified,
+                    versions_after_nullification=tally.after_nullification,
+                )
+            )
+        return outcomes
+
+    def _in_one_transaction(self, load: Callable[[Connection], list[LoadOutcome]], load_mode: str) -> list[LoadOutcome]:
+        """Run ``load`` and record its outcomes in one transaction, again on a transient error."""
         started_at, clock = utc_now(), time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -409,120 +362,152 @@ class SQLAlchemyLoader(LoaderInterface):
                         outcome.duration_seconds = share
                     self._record_history(conn, outcomes, load_mode, started_at)
                 return outcomes
-            except DBAPIError as exc:
-                if attempt == self.max_attempts or not self.is_retryable(exc):
+            except Exception as exc:
+                # Errors of a driver's own bulk path (COPY) come unwrapped; SQLAlchemy's carry the driver's in .orig
+                cause = exc.orig if isinstance(exc, DBAPIError) else exc
+                if attempt == self.max_attempts or not self.is_retryable(cause):
                     raise
-                log.warning("retrying a load after a transient database error (attempt %d)", attempt)
-                rewind()
+                log.warning("retrying a load after a transient database error (attempt %d): %s", attempt, type(cause).__name__)
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
-    def load_parts(self, load_mode: str, parts: Iterator[Path], staged_file: Callable[[], StagedFile | None]) -> list[LoadOutcome]:
-        """Load one file staged in parts, in one transaction: each part is bulk-loaded as soon as ``parts``
-        yields it (while the rest of the file is still being parsed), then the whole file is merged.
+    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: str, started_at: datetime) -> None:
+        finished_at = utc_now()
+        self.upsert_history(
+            conn,
+            [
+                {
+                    **{key: value for key, value in o.as_dict().items() if key != "duration_seconds"},
+                    "load_mode": load_mode,
+                    "started_at": started_at,
+                    "finished_at": finished_at,
+                    "duration_seconds": o.duration_seconds,
+                }
+                for o in outcomes
+            ],
+        )
 
-        ``staged_file`` is asked once the parts are exhausted: the file's account, or None when
-        there was nothing to load (its content was loaded before), and the transaction is left.
-        """
-        loaded: list[Path] = []
+    def record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
+        outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
+        with self.engine.begin() as conn:
+            self._record_history(conn, outcomes, load_mode, started_at)
 
-        def load(conn: Connection) -> list[LoadOutcome]:
-            self._create_staging(conn, list(STAGED_TABLES))
-            for part in itertools.chain(list(loaded), parts):  # after a transient error: what was loaded, then the rest
-                with ExitStack() as stack:
-                    for table, stream in open_table_files(part, stack).items():
-                        if os.fstat(stream.fileno()).st_size:
-                            self.bulk_load_native(conn, stream, self.staging_name(table), STAGED_COLUMNS[table])
-                if part not in loaded:
-                    loaded.append(part)
-            file = staged_file()
-            return self._merge_staged(conn, load_mode, [file], list(STAGED_TABLES)) if file is not None else []
+    def record_running(self, files: list[StagedFile], load_mode: str, started_at: datetime) -> None:
+        self.record_status(files, load_mode, RUNNING, None, started_at)
 
-        return self._in_one_transaction(load, load_mode, lambda: None)
+    # -- the guide's methods (LoaderInterface), for plugins that delegate to a built-in loader --------------------
+    def staging_name(self, target_table: str) -> str:
+        return f"stg_{target_table}"
 
-    def _load_group(self, conn: Connection, buffers: dict[str, IOBase], load_mode: str, files: list[StagedFile]) -> list[LoadOutcome]:
-        staged_tables = [t for t in STAGED_TABLES if t in buffers]
-        self._create_staging(conn, staged_tables)
-        row_counts = {table: sum(f.row_counts.get(table, 0) for f in files) for table in staged_tables}
-        for table in staged_tables:
-            if row_counts.get(table):
-                self.bulk_load_native(conn, buffers[table], self.staging_name(table), STAGED_COLUMNS[table])
-        return self._merge_staged(conn, load_mode, files, staged_tables)
+    def staging_table(self, target_table: str) -> Table:
+        if target_table not in self._staging_tables:
+            target = self.table(target_table)
+            columns = [Column(name, target.c[name].type) for name in STAGED_COLUMNS[target_table]]
+            self._staging_tables[target_table] = Table(self.staging_name(target_table), MetaData(), *columns, prefixes=["TEMPORARY"])
+        return self._staging_tables[target_table]
 
-    def _create_staging(self, conn: Connection, tables: list[str]) -> None:
-        """Session settings and empty staging tables; the targets are not touched before the merge."""
-        self.tune_session(conn)
-        for table in tables:
-            self.prepare_load(conn, table, "delta")
-
-    def _merge_staged(self, conn: Connection, load_mode: str, files: list[StagedFile], staged_tables: list[str]) -> list[LoadOutcome]:
-        """Merge what the staging tables hold into the targets (full mode: into emptied case tables)."""
-        self.acquire_merge_lock(conn)
+    def prepare_load(self, conn: Connection, target_table: str, load_mode: str) -> str:
+        """Empty ``target_table`` in 'full' mode; create an empty staging table for it and return its name."""
         if load_mode == "full":
-            for table in (*CASE_TABLE_NAMES, BATCHES):
-                conn.execute(self.table(table).delete())
-        decisions = self._decide(conn)
-        for table in CASE_TABLE_NAMES:
-            if table in staged_tables:
-                self.handle_upsert(conn, self.staging_name(table), table, [CASE_KEY], MESSAGE_POSITION)
-        hashes = [f.file_sha256 for f in files]
-        if AUDIT_TABLE in staged_tables:
-            self._append_file_rows(conn, AUDIT_TABLE, hashes, (CASE_KEY, "file_sha256", MESSAGE_POSITION))
-        rejections: dict[str, tuple[int, str | None]] = {}
-        if QUARANTINE_TABLE in staged_tables:
-            self._append_file_rows(conn, QUARANTINE_TABLE, hashes)
-            quarantine = self.staging_table(QUARANTINE_TABLE).c
-            per_file = select(
-                quarantine.file_sha256,
-                func.count(quarantine[MESSAGE_POSITION]),
-                func.min(quarantine.reason).filter(quarantine[MESSAGE_POSITION].is_(None)),
-            ).group_by(quarantine.file_sha256)
-            rejections = {digest: (rejected, file_error) for digest, rejected, file_error in conn.execute(per_file)}
-        if BATCHES in staged_tables:
-            self._append_file_rows(conn, BATCHES, hashes)
-        self._count_versions(conn)
-        outcomes = []
-        for staged in files:
-            counts = decisions.get(staged.ordinal, {})
-            rejected, file_error = rejections.get(staged.file_sha256, (0, None))
-            file_error = staged.error or file_error  # staging's own account, when it has one
-            outcomes.append(
-                LoadOutcome(
-                    file_name=staged.file_name,
-                    file_sha256=staged.file_sha256,
-                    status=("partial" if staged.row_counts.get(AUDIT_TABLE) else "failed") if file_error else "completed",
-                    error=file_error,
-                    row_counts=dict(staged.row_counts),
-                    messages_total=staged.row_counts.get(AUDIT_TABLE, 0) + rejected,
-                    messages_rejected=rejected,
-                    cases_inserted=counts.get("insert", 0),
-                    cases_updated=counts.get("update", 0),
-                    cases_skipped_older=counts.get("skip", 0) + counts.get("superseded", 0),
-                    cases_nullified=counts.get("nullified", 0),
-                )
-            )
-        self.drop_staging(conn, staged_tables)
-        return outcomes
+            conn.execute(self.table(target_table).delete())
+        staging = self.staging_table(target_table)
+        staging.drop(conn, checkfirst=True)
+        staging.create(conn)
+        return staging.name
 
-    def drop_staging(self, conn: Connection, tables: list[str]) -> None:
-        for table in tables:
-            conn.execute(text(f"DROP TABLE IF EXISTS {self.quote(self.staging_name(table))}"))
-        conn.execute(text(f"DROP TABLE IF EXISTS {self.quote(DECISIONS)}"))
+    def _named_table(self, name: str) -> Table:
+        """A staging table this loader created, or a target table."""
+        for staging in self._staging_tables.values():
+            if staging.name == name:
+                return staging
+        return self.table(name)
+
+    def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
+        """Staged COPY text rows into ``target_table`` (a staging table from :meth:`prepare_load`, or a target)."""
+        self.insert_rows(conn, self._named_table(target_table), data_stream, tuple(columns))  # type: ignore[arg-type]
+
+    def handle_upsert(
+        self, conn: Connection, staging_table: str, target_table: str, primary_keys: list[str], version_key: str | None
+    ) -> None:
+        """Merge ``staging_table`` into ``target_table``: target rows whose ``primary_keys`` match a staged row are
+        replaced by the staged rows; with ``version_key``, only by staged rows whose version is greater."""
+        q = self.quote
+        staging, target = q(staging_table), self.qualified(target_table)
+        matches = " AND ".join(f"{target}.{q(k)} = s.{q(k)}" for k in primary_keys)
+        newer = f" AND s.{q(version_key)} > {target}.{q(version_key)}" if version_key else ""
+        conn.execute(text(f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {staging} s WHERE {matches}{newer})"))
+        columns = STAGED_COLUMNS[target_table]
+        listed, selected = ", ".join(q(c) for c in columns), ", ".join(f"s.{q(c)}" for c in columns)
+        absent = f"NOT EXISTS (SELECT 1 FROM {target} WHERE {matches})"
+        conn.execute(text(f"INSERT INTO {target} ({listed}) SELECT {selected} FROM {staging} s WHERE {absent}"))
+
+    def load_normalized_data(
+        self, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, file_path: str, file_hash: str
+    ) -> None:
+        """One file's staged streams (every staged table, the audit log's included) loaded in one transaction."""
+        with tempfile.TemporaryDirectory(prefix="eudravig-load-") as scratch:
+            batch = Path(scratch)
+            index = index_from_streams(buffers, batch)
+            staged = StagedFile(file_path, file_hash, 0, dict(row_counts), messages_total=len(index.keys))
+            self.load([batch], load_mode, lambda: [staged])
 
     def load_audit_data(self, buffer: IOBase, row_count: int, load_mode: str, file_path: str, file_hash: str) -> None:
+        """Append one file's staged audit rows, in a transaction of its own; versions already logged are left out."""
         with self.engine.begin() as conn:
-            staging = self.prepare_load(conn, AUDIT_TABLE, "delta")
-            if row_count:
-                self.bulk_load_native(conn, buffer, staging, STAGED_COLUMNS[AUDIT_TABLE])
-            self._append_file_rows(conn, AUDIT_TABLE, [file_hash], (CASE_KEY, "file_sha256", MESSAGE_POSITION))
-            self.drop_staging(conn, [AUDIT_TABLE])
+            logged = self.logged_positions(conn, [file_hash])[file_hash]
+            position = STAGED_COLUMNS[AUDIT_TABLE].index(MESSAGE_POSITION)
+            lines = [line for line in _lines(buffer) if int(line.split(b"\t")[position]) not in logged]
+            if lines:
+                self.insert_rows(conn, self.table(AUDIT_TABLE), _BytesStream(b"".join(lines)), STAGED_COLUMNS[AUDIT_TABLE])
 
 
-def read_csv_rows(data_stream: IOBase, columns: list[str], types: dict[str, TypeEngine]) -> Iterator[dict[str, Any]]:
-    """Rows of a staged CSV, converted to Python values for drivers without a CSV bulk path."""
-    converters = {name: _converter(types[name]) for name in columns}
-    for record in csv.reader(data_stream):  # type: ignore[arg-type]
-        yield {name: (converters[name](value) if value != "" else None) for name, value in zip(columns, record, strict=False)}
+class _LoadRun:
+    """What one load transaction has seen so far."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.logged: dict[str, set[int]] = {}  # by file: message positions in the audit log before this transaction
+
+
+def version_of(key: MessageKey, file: tuple[str, str]) -> Version:
+    created = datetime.fromisoformat(key.message_creation_utc) if key.message_creation_utc else None
+    return Version(
+        key.case_id, datetime.fromisoformat(key.most_recent_info_utc), created, file[0], file[1], key.position, key.is_nullification
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Timestamps read back: SQLite returns them naive, in UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def read_rows(stream: IO[bytes], columns: tuple[str, ...], types: dict[str, TypeEngine]) -> Iterator[dict[str, Any]]:
+    """Rows of a staged stream as Python values, for drivers without a COPY text bulk path."""
+    converters = [_converter(types[name]) for name in columns]
+    lines = stream.lines() if isinstance(stream, ByteRanges) else _lines(stream)
+    for values in decode_lines(lines):
+        yield {
+            name: (convert(value) if value is not None else None) for name, convert, value in zip(columns, converters, values, strict=True)
+        }
+
+
+def _lines(stream: Any) -> Iterator[bytes]:
+    for line in stream:
+        yield line if isinstance(line, bytes) else line.encode("utf-8")
+
+
+class _BytesStream:
+    def __init__(self, data: bytes) -> None:
+        self.lines = data.splitlines(keepends=True)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.lines)
+
+    def read(self, size: int = -1) -> bytes:
+        data, self.lines = b"".join(self.lines), []
+        return data
 
 
 def _converter(sql_type: TypeEngine) -> Any:
@@ -540,3 +525,57 @@ def _converter(sql_type: TypeEngine) -> Any:
     if isinstance(sql_type, JSON):
         return json.loads
     return str
+
+
+def index_from_streams(buffers: dict[str, IOBase], directory: Path) -> StagedMessages:
+    """Write one file's staged streams into ``directory`` as a batch, and rebuild its index from the audit rows
+    (each names its case version and how many rows it has in every table)."""
+
+    index = StagedMessages()
+    for table, stream in buffers.items():
+        with table_file(directory, table).open("wb") as sink:
+            shutil.copyfileobj(_Encoded(stream), sink)
+    audit_path = table_file(directory, AUDIT_TABLE)
+    offsets = dict.fromkeys(INDEXED_TABLES, 0)
+    line_lengths = {table: _line_lengths(table_file(directory, table)) for table in INDEXED_TABLES}
+    cursors = dict.fromkeys(INDEXED_TABLES, 0)
+    files: dict[tuple[str, str], int] = {}
+    columns = STAGED_COLUMNS[AUDIT_TABLE]
+    for values in decode_lines(audit_path.read_bytes().splitlines(keepends=True) if audit_path.exists() else []):
+        row = dict(zip(columns, values, strict=True))
+        file = (row["file_name"] or "", row["file_sha256"] or "")
+        ordinal = files.setdefault(file, len(files))
+        counts = {**json.loads(row["row_counts"] or "{}"), AUDIT_TABLE: 1}
+        for table in INDEXED_TABLES:
+            taken = line_lengths[table][cursors[table] : cursors[table] + counts.get(table, 0)]
+            cursors[table] += len(taken)
+            offsets[table] += sum(taken)
+        index.keys.append(
+            MessageKey(
+                ordinal,
+                int(row[MESSAGE_POSITION] or 0),
+                row[CASE_KEY] or "",
+                row["most_recent_info_date_utc"] or "",
+                row["message_creation_time_utc"],
+                row["is_nullification"] == "true",
+            )
+        )
+        index.bounds.extend(offsets[table] for table in INDEXED_TABLES)
+    index.files = list(files)
+    index.save(directory)
+    return index
+
+
+def _line_lengths(path: Path) -> list[int]:
+    return [len(line) for line in path.read_bytes().splitlines(keepends=True)] if path.exists() else []
+
+
+class _Encoded:
+    """A staged stream read as bytes, whether it was opened in text or binary mode."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        return data.encode("utf-8") if isinstance(data, str) else data

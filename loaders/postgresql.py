@@ -1,24 +1,29 @@
-"""PostgreSQL: ``COPY ... FROM STDIN`` into temporary staging tables, then the case-level merge."""
+"""PostgreSQL: ``COPY ... FROM STDIN`` straight into the target tables, cases locked row by row."""
 
 from __future__ import annotations
 
-from io import IOBase
+from collections.abc import Iterator
+from typing import IO, Any
 
-from sqlalchemy import text
+from sqlalchemy import Column, Table, Text, any_, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from loaders.base import SQLAlchemyLoader
+from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
 
-# psycopg2 error codes worth retrying: serialization_failure, deadlock_detected
-RETRYABLE_SQLSTATES = {"40001", "40P01"}
-# Arbitrary, fixed keys of the advisory locks that serialize merges and schema creation
-MERGE_LOCK_KEY = 0x45325242
+# Worth another attempt: serialization_failure, deadlock_detected, and unique_violation, which a load meets
+# when a concurrent load inserted the same new case (or logged the same file) first: the next attempt sees it
+RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}
+# Arbitrary, fixed key of the advisory lock that serializes schema creation
 SCHEMA_LOCK_KEY = 0x45325243
+COPY_CHUNK = 1 << 20
 
 
 class PostgresLoader(SQLAlchemyLoader):
-    # Transactions stage into their own temporary tables and merge one at a time (advisory lock)
+    # Loads of different cases never wait for each other: a load locks the master rows of its cases (FOR UPDATE)
     loads_parts_while_staging = True
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
@@ -30,30 +35,37 @@ class PostgresLoader(SQLAlchemyLoader):
         self._has_lz4: bool | None = None
 
     def tune_session(self, conn: Connection) -> None:
-        # Audit payloads (~30 KB of JSON each) are TOAST-compressed on the way in, staging tables
-        # included; lz4 (PostgreSQL 14+, when built with it) compresses several times faster than pglz
+        # Audit payloads (~45 KB of XML each) are TOAST-compressed on the way in; lz4 (PostgreSQL 14+, when
+        # built with it) compresses several times faster than pglz
         if self._has_lz4 is None:
             offered = conn.scalar(text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"))
             self._has_lz4 = bool(offered)
         if self._has_lz4:
             conn.execute(text("SET LOCAL default_toast_compression = 'lz4'"))
 
-    def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
-        listed = ", ".join(self.quote(c) for c in columns)
+    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
+        preparer = self.engine.dialect.identifier_preparer
+        listed = ", ".join(preparer.quote(c) for c in columns)
+        sql = f"COPY {preparer.format_table(table)} ({listed}) FROM STDIN WITH (FORMAT text, ENCODING 'UTF8')"
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.copy_expert(f"COPY {self.quote(target_table)} ({listed}) FROM STDIN WITH (FORMAT csv)", data_stream)
+            cursor.copy_expert(sql, stream, size=COPY_CHUNK)
         finally:
             cursor.close()
 
-    def acquire_merge_lock(self, conn: Connection) -> None:
-        # Released at commit/rollback. Staging (COPY) runs in parallel; only merges queue here,
-        # and newest-wins merges applied one at a time equal a sequential load in any order.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MERGE_LOCK_KEY})
+    def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]:
+        # One array parameter, however many keys: the planner uses the index for = ANY(array)
+        yield column == any_(bindparam("keys", value=list(case_ids), type_=ARRAY(Text), unique=True))
+
+    def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        # Two loads of one file at once (two runs, or a run and a sensor) must not collide on its history row
+        statement = pg_insert(self.table(FILE_HISTORY_TABLE))
+        updated = {name: statement.excluded[name] for name in rows[0] if name != "file_sha256"}
+        conn.execute(statement.on_conflict_do_update(index_elements=["file_sha256"], set_=updated), rows)
 
     def acquire_schema_lock(self, conn: Connection) -> None:
         # Two first loads creating the same tables at once collide in the catalog otherwise
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
 
-    def is_retryable(self, error: DBAPIError) -> bool:
-        return getattr(error.orig, "pgcode", None) in RETRYABLE_SQLSTATES
+    def is_retryable(self, error: BaseException) -> bool:
+        return getattr(error, "pgcode", None) in RETRYABLE_SQLSTATES

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, bindparam, create_engine, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
-from loaders.interface import LoaderInterface
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.schema import (
     AUDIT_TABLE,
@@ -40,12 +39,6 @@ class TableReader:
 
     def __post_init__(self) -> None:
         self.metadata = build_metadata(self.schema)
-
-    @classmethod
-    def of_loader(cls, loader: LoaderInterface, dsn: str, schema: str | None = None) -> TableReader:
-        """A reader on the loader's own engine where it has one (a plugin may reach its database its own
-        way, as the guide allows), else on the DSN."""
-        return cls(getattr(loader, "engine", None) or create_engine(dsn), schema)
 
     def table(self, name: str) -> Table:
         return self.metadata.tables[f"{self.schema}.{name}" if self.schema else name]

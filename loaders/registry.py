@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine, make_url
 
+from loaders.contract import Loader
+from loaders.guide import GuideLoader
 from loaders.interface import LoaderInterface
 
 ENTRY_POINT_GROUP = "py_load_eudravigilance.loaders"
@@ -39,11 +41,16 @@ def get_loader_class(dsn_or_engine: str | Engine) -> type[LoaderInterface]:
     return loader_class
 
 
-def get_loader(dsn_or_engine: str | Engine, **options: Any) -> LoaderInterface:
-    """Instantiate the loader registered for the DSN's (or engine's) backend."""
-    return get_loader_class(dsn_or_engine)(dsn_or_engine, **options)
+def get_loader(dsn_or_engine: str | Engine, schema: str | None = None) -> Loader:
+    """The loader registered for the DSN's (or engine's) backend; a plugin written as the guide says comes
+    wrapped in :class:`GuideLoader`, so the pipeline always deals with one contract."""
+    loader_class = get_loader_class(dsn_or_engine)
+    options = {"schema": schema} if schema else {}
+    if issubclass(loader_class, Loader):
+        return loader_class(dsn_or_engine, **options)
+    return GuideLoader(loader_class(dsn_or_engine), dsn_or_engine, schema)
 
 
-def loader_for(dsn: str, schema: str | None = None) -> LoaderInterface:
+def loader_for(dsn: str, schema: str | None = None) -> Loader:
     """The DSN's loader, writing into ``schema`` when one is given (else the database's default)."""
-    return get_loader(dsn, **({"schema": schema} if schema else {}))
+    return get_loader(dsn, schema)

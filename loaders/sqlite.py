@@ -1,16 +1,15 @@
-"""SQLite: the embedded default. Bulk inserts (executemany) inside one transaction per file."""
+"""SQLite: the embedded default. Bulk inserts (executemany) in one write transaction per load."""
 
 from __future__ import annotations
 
-from io import IOBase
-from itertools import islice
+from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from loaders.base import SQLAlchemyLoader, read_csv_rows
-
-INSERT_CHUNK = 5000
+from loaders.base import SQLAlchemyLoader
+from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
 
 
 class SQLiteLoader(SQLAlchemyLoader):
@@ -19,13 +18,10 @@ class SQLiteLoader(SQLAlchemyLoader):
         event.listen(self.engine, "connect", _configure_connection)
         event.listen(self.engine, "begin", _begin_immediate)
 
-    def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
-        staging = self.staging_table(target_table.removeprefix("stg_"))
-        types = {c.name: c.type for c in staging.columns}
-        rows = read_csv_rows(data_stream, columns, types)
-        statement = staging.insert()
-        while chunk := list(islice(rows, INSERT_CHUNK)):
-            conn.execute(statement, chunk)
+    def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        statement = sqlite_insert(self.table(FILE_HISTORY_TABLE))
+        updated = {name: statement.excluded[name] for name in rows[0] if name != "file_sha256"}
+        conn.execute(statement.on_conflict_do_update(index_elements=["file_sha256"], set_=updated), rows)
 
 
 def _configure_connection(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from loaders.base import LoadOutcome, SQLAlchemyLoader
-from loaders.interface import LoaderInterface
+from loaders.contract import Loader, LoadOutcome
+from loaders.readback import TableReader
 from loaders.registry import UnknownLoaderError, loader_for
 from py_load_eudravigilance.errors import E2BError
 from py_load_eudravigilance.mapping.catalog import all_columns
@@ -34,7 +34,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return load_settings(overrides, getattr(args, "config", None))
 
 
-def configured_loader(settings: Settings) -> LoaderInterface:
+def configured_loader(settings: Settings) -> Loader:
     """The loader of the configured database, in its configured schema if one is set."""
     return loader_for(settings.database.dsn, settings.database.db_schema)
 
@@ -112,13 +112,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
-def _sql_loader(args: argparse.Namespace) -> SQLAlchemyLoader:
-    loader = configured_loader(settings_for(args))
-    if not isinstance(loader, SQLAlchemyLoader):
-        raise UnknownLoaderError("this command needs a SQLAlchemy-based loader")
-    return loader
-
-
 def cmd_init_db(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     configured_loader(settings).create_all_tables()
@@ -127,8 +120,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_db_schema(args: argparse.Namespace) -> int:
-    loader = _sql_loader(args)
-    report = loader.schema_report()
+    report = configured_loader(settings_for(args)).schema_report()
     for label, items in (
         ("missing table", report.missing_tables),
         ("missing column", report.missing_columns),
@@ -142,9 +134,10 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    loader = _sql_loader(args)
-    history = loader.table(FILE_HISTORY_TABLE)
-    with loader.engine.connect() as conn:
+    settings = settings_for(args)
+    reader = TableReader(configured_loader(settings).engine, settings.database.db_schema)
+    history = reader.table(FILE_HISTORY_TABLE)
+    with reader.engine.connect() as conn:
         rows = conn.execute(select(history).order_by(history.c.finished_at)).mappings().all()
     for row in rows:
         print(

@@ -16,13 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from loaders.base import LoadOutcome, SQLAlchemyLoader
-from loaders.interface import LoaderInterface
+from loaders.contract import FAILED, RUNNING, Loader, LoadOutcome
 from loaders.registry import get_loader
 from py_load_eudravigilance.sources import (
     SourceLocation,
@@ -37,13 +36,14 @@ from py_load_eudravigilance.staging import (
     Share,
     StagedFile,
     StagedGroup,
+    StagingCore,
     add_up_shards,
-    merge_shards,
     published_parts,
     sha256_of,
     stage_files,
     utc_now,
 )
+from py_load_eudravigilance.staging.cores import chosen_mapper, create_core
 
 log = logging.getLogger(__name__)
 
@@ -133,36 +133,32 @@ def shards_for(file_bytes: int, in_last_round: bool, workers: int) -> int:
     return max(1, workers) if file_bytes >= threshold else 1
 
 
-def load_staged(loader: LoaderInterface, group: StagedGroup, load_mode: str) -> list[LoadOutcome]:
+def load_staged(loader: Loader, group: StagedGroup, load_mode: str) -> list[LoadOutcome]:
     """Load one staged group; a failure is recorded in the file history, then re-raised."""
+    return _load_recorded(loader, group.batches(), load_mode, lambda: group.files, group.files)
+
+
+def _load_recorded(
+    loader: Loader, batches: Iterable[Path], load_mode: str, staged_files: Callable[[], list[StagedFile]], known: list[StagedFile]
+) -> list[LoadOutcome]:
+    """``loader.load`` with the files marked running before (if the process dies, the history says so) and failed after an error."""
     started_at = utc_now()
-    mark_running = getattr(loader, "record_running", None)
-    if mark_running is not None:
-        mark_running(group.files, load_mode, started_at)
-    with ExitStack() as stack:
-        buffers = group.open_buffers(stack)
-        try:
-            if isinstance(loader, SQLAlchemyLoader):
-                return loader.load_group(buffers, load_mode, group.files)  # type: ignore[arg-type]
-            # A plugin implements the one-file contract: groups of one file are planned for it
-            (staged,) = group.files
-            loader.load_normalized_data(buffers, staged.row_counts, load_mode, staged.file_name, staged.file_sha256)  # type: ignore[arg-type]
-        except Exception as exc:
-            _record_failure(loader, group.files, load_mode, exc, started_at)
-            raise
-    return [
-        getattr(loader, "last_outcome", None)
-        or LoadOutcome(
-            staged.file_name, staged.file_sha256, messages_total=staged.messages_total, messages_rejected=staged.messages_rejected
-        )
-    ]
+    if known:
+        loader.record_status(known, load_mode, RUNNING, None, started_at)
+    try:
+        return loader.load(batches, load_mode, staged_files)
+    except Exception as exc:
+        files = known or _files_if_staged(staged_files)
+        if files:
+            loader.record_status(files, load_mode, FAILED, f"{type(exc).__name__}: {exc}", started_at)
+        raise
 
 
-def _record_failure(loader: LoaderInterface, files: list[StagedFile], load_mode: str, error: Exception, started_at: datetime) -> None:
-    """Mark the files failed in the file history, where the loader keeps one (its load was rolled back)."""
-    record = getattr(loader, "record_failure", None)
-    if record is not None:
-        record(files, load_mode, f"{type(error).__name__}: {error}", started_at)
+def _files_if_staged(staged_files: Callable[[], list[StagedFile]]) -> list[StagedFile]:
+    try:
+        return staged_files()
+    except Exception:  # noqa: BLE001 - the staging error itself is what the caller reports
+        return []
 
 
 @dataclass(frozen=True)
@@ -171,6 +167,7 @@ class _StageTask:
     keys: tuple[str, ...]
     directory: Path
     quarantine: SourceLocation | None
+    mapper: str
     share: Share | None = None
     part_messages: int | None = None
 
@@ -203,6 +200,7 @@ class _Staged:
 
 
 _completed_hashes: frozenset[str] = frozenset()
+_cores: dict[str, StagingCore] = {}
 
 
 def _init_worker(completed: frozenset[str]) -> None:
@@ -211,6 +209,13 @@ def _init_worker(completed: frozenset[str]) -> None:
     # A forked worker inherits its parent's heap (all of Dagster, in an asset run): left to the
     # collector, every full collection would walk those objects again and copy their pages
     gc.freeze()
+
+
+def _core(mapper: str) -> StagingCore:
+    """The worker's staging core, built once (compiling the dictionary takes a moment)."""
+    if mapper not in _cores:
+        _cores[mapper] = create_core(mapper)
+    return _cores[mapper]
 
 
 def _stage_group(task: _StageTask) -> _Staged:
@@ -224,7 +229,7 @@ def _stage_group(task: _StageTask) -> _Staged:
             if digest not in _completed_hashes and digest not in seen:
                 seen.add(digest)
                 todo.append((path, object_name(task.location, key), digest))
-        group = stage_files(todo, task.directory, share=task.share, part_messages=task.part_messages)
+        group = stage_files(todo, task.directory, _core(task.mapper), share=task.share, part_messages=task.part_messages)
         if task.quarantine is not None and (task.share is None or task.share.index == 0):
             for (path, name, _), staged in zip(todo, group.files, strict=True):
                 if staged.error:
@@ -235,12 +240,21 @@ def _stage_group(task: _StageTask) -> _Staged:
     return _Staged(group, len(task.keys) - len(todo))
 
 
-def _combine(unit: _Unit) -> _Staged:
-    """The unit's staged rows as one group: shards of a file are appended to the first shard."""
-    ordered = [unit.results[index] for index in sorted(unit.results)]
-    if len(ordered) == 1:
-        return ordered[0]
-    return _Staged(merge_shards([staged.group for staged in ordered]), ordered[0].skipped)
+def _load_unit(loader: Loader, unit: _Unit, load_mode: str) -> tuple[list[LoadOutcome], int]:
+    """Load a unit whose staging finished: its outcomes, and how many of its files were skipped."""
+    if unit.error is not None:
+        raise unit.error
+    shards = [unit.results[index] for index in sorted(unit.results)]
+    if len(shards) == 1:
+        (staged,) = shards
+        if not staged.group.files:
+            return [], staged.skipped
+        return load_staged(loader, staged.group, load_mode), staged.skipped
+    file = add_up_shards([shard.group for shard in shards])  # the shards of one large file load as one
+    if file is None:
+        return [], 1
+    batches = [batch for shard in shards for batch in shard.group.batches()]
+    return _load_recorded(loader, batches, load_mode, lambda: [file], [file]), 0
 
 
 def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) -> Iterator[Path]:
@@ -257,42 +271,35 @@ def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) 
             wait(shards, timeout=PART_POLL_SECONDS, return_when=FIRST_COMPLETED)
 
 
-def _load_in_parts(loader: SQLAlchemyLoader, unit: _Unit, load_mode: str) -> list[LoadOutcome]:
+def _load_in_parts(loader: Loader, unit: _Unit, load_mode: str) -> list[LoadOutcome]:
     """Load a large file while its shards are still being staged: one transaction, parts bulk-loaded as they come."""
-    started_at = utc_now()
-    file: StagedFile | None = None
 
-    def staged_file() -> StagedFile | None:
-        nonlocal file
+    def staged_files() -> list[StagedFile]:
         groups = [future.result().group for future in unit.submitted]  # a shard's error ends the load here, rolled back
         file = add_up_shards(groups)
-        if file is not None:
-            loader.record_running([file], load_mode, started_at)
-        return file
+        return [file] if file is not None else []
 
-    try:
-        return loader.load_parts(load_mode, _parts_as_published(unit.submitted, [task.directory for task in unit.tasks]), staged_file)
-    except Exception as exc:
-        if file is not None:
-            _record_failure(loader, [file], load_mode, exc, started_at)
-        raise
+    parts = _parts_as_published(unit.submitted, [task.directory for task in unit.tasks])
+    return _load_recorded(loader, parts, load_mode, staged_files, [])
 
 
 def run_load(
     source: str | Path | SourceLocation,
-    dsn_or_loader: str | LoaderInterface,
+    dsn_or_loader: str | Loader,
     mode: str = "delta",
     workers: int = 1,
     progress: Callable[[LoadOutcome, RunSummary], None] | None = None,
     keys: Iterable[str] | None = None,
     quarantine: str | SourceLocation | None = None,
+    mapper: str | None = None,
 ) -> RunSummary:
     """Load E2B(R3) files of ``source`` (all candidates, or only ``keys``) into the target database.
 
-    Workers download, hash, parse and map groups of files into staged CSVs while the parent
-    process loads what is ready, one transaction per group: parsing overlaps loading. A large
-    file is mapped by all workers at once and, where the loader can, bulk-loaded part by part
-    while they parse it.
+    Workers download, hash, parse and map groups of files into staged batches while the parent
+    process loads them, one transaction per group, in the order the files are listed: parsing
+    overlaps loading, and the outcome of every file is that of loading the files one by one. A
+    large file is mapped by all workers at once and, where the loader can, bulk-loaded part by
+    part while they parse it. ``mapper`` chooses the staging core (see ``staging/cores.py``).
     """
     if mode not in ("delta", "full"):
         raise ValueError(f"mode must be 'delta' or 'full', not {mode!r}")
@@ -300,6 +307,7 @@ def run_load(
     location = source if isinstance(source, SourceLocation) else parse_location(source)
     quarantine_location = parse_location(quarantine) if isinstance(quarantine, str | Path) else quarantine
     loader = get_loader(dsn_or_loader) if isinstance(dsn_or_loader, str) else dsn_or_loader
+    mapper_kind = chosen_mapper(mapper)  # decided (and a missing build reported) once, not in every worker
     loader.create_all_tables()
     if keys is None:
         objects = list_objects(location)
@@ -312,39 +320,46 @@ def run_load(
         sizes = {key: size for key in todo if (size := object_size(location, key)) is not None}
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
-    groups = plan_groups(todo, sizes, workers, grouping=isinstance(loader, SQLAlchemyLoader))
+    groups = plan_groups(todo, sizes, workers, grouping=loader.loads_groups)
     workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
     truncate_next = mode == "full"
     serial = itertools.count()
 
-    # Parts load in their own transaction beside others' merges; a full reload empties the tables with its first
-    # merge, so its merges run one after another, and it loads in parts only when the run is that one file
-    parts_loader = None
-    if isinstance(loader, SQLAlchemyLoader) and loader.loads_parts_while_staging and (mode == "delta" or len(groups) == 1):
-        parts_loader = loader
+    # A full reload empties the tables with its first load, so it loads in parts only when the run is that one file
+    parts_allowed = loader.loads_parts_while_staging and (mode == "delta" or len(groups) == 1)
 
     def unit_of(keys: tuple[str, ...], in_last_round: bool = False) -> _Unit:
         """One task, or one per worker for a large file (each maps its share of the messages)."""
         # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
         shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers) if len(keys) == 1 else 1
         if shards > 1:
-            log.debug(
-                "mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_loader is not None else ""
-            )
-        part_messages = PART_MESSAGES if shards > 1 and parts_loader is not None else None
+            log.debug("mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_allowed else "")
+        part_messages = PART_MESSAGES if shards > 1 and parts_allowed else None
         number = next(serial)
         tasks = [
             _StageTask(
-                location, keys, workdir / f"{number}-{k}", quarantine_location, Share(k, shards) if shards > 1 else None, part_messages
+                location,
+                keys,
+                workdir / f"{number}-{k}",
+                quarantine_location,
+                mapper_kind,
+                Share(k, shards) if shards > 1 else None,
+                part_messages,
             )
             for k in range(shards)
         ]
         return _Unit(keys, tasks)
 
+    def report(outcomes: list[LoadOutcome]) -> None:
+        for outcome in outcomes:
+            summary.outcomes.append(outcome)
+            if progress:
+                progress(outcome, summary)
+
     try:
         with (
             ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool,
-            ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="load-parts") as part_loads,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-parts") as part_loads,
         ):
             futures: dict[Future[_Staged], tuple[_Unit, _StageTask]] = {}
             # The last len(groups) % workers groups run while the other workers have nothing left to do
@@ -352,47 +367,51 @@ def run_load(
             units = [unit_of(tuple(keys), index >= last_round) for index, keys in enumerate(groups)]
             queue = [(unit, task) for unit in units for task in unit.tasks]
             queue.reverse()
-            while queue or futures:
+            loaded = 0  # units are loaded in order: units[:loaded] are done
+            while loaded < len(units):
                 # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
                     unit, task = queue.pop()
                     future = pool.submit(_stage_group, task)
                     futures[future] = (unit, task)
                     unit.submitted.append(future)
-                    if parts_loader is not None and unit.in_parts and len(unit.submitted) == len(unit.tasks):
-                        unit.load = part_loads.submit(_load_in_parts, parts_loader, unit, mode)
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    unit, task = futures.pop(future)
-                    unit.finished += 1
-                    try:
-                        unit.results[task.share.index if task.share else 0] = future.result()
-                    except Exception as exc:  # noqa: BLE001 - reported with the unit below
-                        unit.error = unit.error or exc
-                    if unit.pending:
-                        continue
+                unit = units[loaded]
+                if unit.in_parts and unit.load is None and len(unit.submitted) == len(unit.tasks):
+                    unit.load = part_loads.submit(_load_in_parts, loader, unit, "full" if truncate_next else "delta")
+                    truncate_next = False
+                watched: list[Future[Any]] = [*futures, *([unit.load] if unit.load is not None else [])]
+                if watched:
+                    done, _ = wait(watched, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        if future in futures:
+                            staged_unit, task = futures.pop(future)
+                            staged_unit.finished += 1
+                            try:
+                                staged_unit.results[task.share.index if task.share else 0] = future.result()
+                            except Exception as exc:  # noqa: BLE001 - reported with the unit when it loads
+                                staged_unit.error = staged_unit.error or exc
+                # Load, in order, every unit whose turn has come and whose staging is done
+                while loaded < len(units):
+                    unit = units[loaded]
+                    if unit.pending or (unit.in_parts and (unit.load is None or not unit.load.done())):
+                        break
+                    loaded += 1
                     try:
                         if unit.load is not None:
                             outcomes = unit.load.result()  # the shards' or the database's error, if any
                             summary.files_skipped += 0 if outcomes else 1
                         else:
-                            if unit.error is not None:
-                                raise unit.error
-                            staged = _combine(unit)
-                            summary.files_skipped += staged.skipped
-                            if not staged.group.files:
-                                continue
-                            outcomes = load_staged(loader, staged.group, "full" if truncate_next else "delta")
-                            truncate_next = False
-                        for outcome in outcomes:
-                            summary.outcomes.append(outcome)
-                            if progress:
-                                progress(outcome, summary)
+                            outcomes, skipped = _load_unit(loader, unit, "full" if truncate_next else "delta")
+                            summary.files_skipped += skipped
+                            truncate_next = truncate_next and not outcomes
+                        report(outcomes)
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
                         if len(unit.keys) > 1:
-                            # Find the culprit: its group-mates load on their own
+                            # Find the culprit: its group-mates load on their own, in its place
                             log.debug("group of %d files failed; loading them one by one", len(unit.keys), exc_info=True)
-                            queue.extend((single, task) for single in (unit_of((key,)) for key in unit.keys) for task in single.tasks)
+                            singles = [unit_of((key,)) for key in unit.keys]
+                            units[loaded:loaded] = singles
+                            queue.extend((single, task) for single in reversed(singles) for task in reversed(single.tasks))
                             continue
                         name = object_name(location, unit.keys[0])
                         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -422,7 +441,7 @@ class LoadBatch:
     def file_names(self) -> list[str]:
         return [object_name(self.location, key) for key in self.keys]
 
-    def commit(self, loader: LoaderInterface) -> RunSummary:
+    def commit(self, loader: Loader) -> RunSummary:
         if self.summary is None:
             self.summary = run_load(self.location, loader, self.mode, self.workers, keys=self.keys, quarantine=self.quarantine)
         return self.summary

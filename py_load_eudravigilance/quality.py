@@ -138,4 +138,4 @@ def _reader_of_process(dsn: str, db_schema: str | None, pid: int) -> TableReader
     """One reader per worker process and database, for all the tables it validates: building the
     loader and the table metadata takes ~0.2 s, more than reading back most tables of a run. Keyed
     by process id so that a forked worker never uses connections its parent opened."""
-    return TableReader.of_loader(loader_for(dsn, db_schema), dsn, db_schema)
+    return TableReader(loader_for(dsn, db_schema).engine, db_schema)

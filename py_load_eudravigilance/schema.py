@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
@@ -43,6 +44,8 @@ _SQL_TYPES: dict[ColumnType, type[TypeEngine]] = {
 }
 
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+# The loading database stamps when a row was loaded (PostgreSQL: its transaction's start)
+LOADED_NOW = text("CURRENT_TIMESTAMP")
 
 
 def sql_type(kind: ColumnType) -> TypeEngine:
@@ -63,6 +66,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
                     c.name,
                     sql_type(c.type),
                     primary_key=c.primary_key,
+                    server_default=LOADED_NOW if c.name == "loaded_at" else None,
                     comment=f"{c.element}: {c.description}" if c.element else c.description,
                 )
                 for c in columns
@@ -90,9 +94,14 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("message_creation_time_utc", DateTime(timezone=True)),
         Column("is_nullification", Boolean, nullable=False),
         Column("row_counts", JSON_DOCUMENT, comment="Rows per table the parser produced for this version"),
-        Column("loaded_at", DateTime(timezone=True), nullable=False),
-        Column("payload", JSON_DOCUMENT, nullable=False, comment="The whole message: every element and attribute"),
-        UniqueConstraint(CASE_KEY, "file_sha256", MESSAGE_POSITION, name="uq_icsr_audit_log_version"),
+        Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=LOADED_NOW),
+        Column(
+            "payload",
+            Text,
+            nullable=False,
+            comment="The message's XML as received: every element, attribute and text node, namespaces declared",
+        ),
+        UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_icsr_audit_log_message"),
         Index("ix_icsr_audit_log_case", CASE_KEY),
         comment="Every received version of every case, append-only",
     )
@@ -105,7 +114,8 @@ def build_metadata(schema: str | None = None) -> MetaData:
             "status",
             Text,
             nullable=False,
-            comment="running (still running, or interrupted), completed, partial (file-level error after valid messages), failed",
+            comment="running (still running, or interrupted); completed; partial (some messages loaded, others rejected "
+            "or cut off by a file-level error); failed (nothing loaded)",
         ),
         Column("load_mode", Text, nullable=False),
         Column("started_at", DateTime(timezone=True)),
@@ -116,6 +126,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("cases_updated", Integer),
         Column("cases_skipped_older", Integer),
         Column("cases_nullified", Integer),
+        Column("versions_after_nullification", Integer, comment="Newer ordinary versions of nullified cases: logged, not applied"),
         Column("messages_rejected", Integer),
         Column("row_counts", JSON_DOCUMENT, comment="Rows per table staged from the file"),
         Column("error", Text),
@@ -132,7 +143,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("element", Text),
         Column("reason", Text, nullable=False),
         Column("raw_xml", Text),
-        Column("quarantined_at", DateTime(timezone=True), nullable=False),
+        Column("quarantined_at", DateTime(timezone=True), nullable=False, server_default=LOADED_NOW),
         UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_etl_quarantine_message"),
         comment="Messages (or whole files) that could not be loaded, with the reason",
     )

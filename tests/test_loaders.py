@@ -114,17 +114,17 @@ def load_plan() -> Iterator[list[str]]:
 
 @contextmanager
 def failing_merge_of_reactions(loader_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Within the block, the loader's merge fails when it reaches the reactions table."""
-    merge = loader_class.handle_upsert
+    """Within the block, the loader's bulk load fails when it reaches the reactions table."""
+    insert = loader_class.insert_rows
 
-    def fail_on_reactions(self, conn, staging, target, keys, version_key):  # type: ignore[no-untyped-def]
-        if target == "reactions":
-            raise RuntimeError("injected failure while merging reactions")
-        return merge(self, conn, staging, target, keys, version_key)
+    def fail_on_reactions(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
+        if table.name == "reactions":
+            raise RuntimeError("injected failure while loading reactions")
+        return insert(self, conn, table, stream, columns)
 
-    monkeypatch.setattr(loader_class, "handle_upsert", fail_on_reactions)
+    monkeypatch.setattr(loader_class, "insert_rows", fail_on_reactions)
     yield
-    monkeypatch.setattr(loader_class, "handle_upsert", merge)
+    monkeypatch.setattr(loader_class, "insert_rows", insert)
 
 
 def test_failure_mid_file_leaves_tables_unchanged_and_a_rerun_completes(dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -159,7 +159,7 @@ def test_concurrent_loads_with_overlapping_cases_equal_the_sequential_result(dsn
     engine.dispose()
     with ThreadPoolExecutor(max_workers=4) as pool:
         summaries = list(pool.map(lambda p: run_load(p, dsn, "delta", workers=1), reversed(paths)))
-    assert all(not s.failures for s in summaries)
+    assert [s.failures for s in summaries] == [[]] * len(summaries)
     assert snapshot(dsn) == expected
 
 
@@ -247,10 +247,11 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from loaders.postgresql import PostgresLoader
+    from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.mapping.mapper import CaseMapper
 
     path = large_file_in_parts(tmp_path, monkeypatch, cases=60)
-    map_message, bulk_load, record_running = CaseMapper.map_message, PostgresLoader.bulk_load_native, PostgresLoader.record_running
+    map_message, insert_rows, add_up_shards = CaseMapper.map_message, PostgresLoader.insert_rows, pipeline.add_up_shards
     times: dict[str, float] = {}
 
     def slow_after_the_first_parts(self, message, position):  # type: ignore[no-untyped-def]
@@ -258,17 +259,18 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
             time.sleep(0.04)  # 20 such messages per worker: the shards finish ~0.8 s after their first parts
         return map_message(self, message, position)
 
-    def first_copy(self, conn, stream, table, columns):  # type: ignore[no-untyped-def]
+    def first_copy(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
         times.setdefault("first_copy", time.monotonic())
-        return bulk_load(self, conn, stream, table, columns)
+        return insert_rows(self, conn, table, stream, columns)
 
-    def all_staged(self, files, load_mode, started_at):  # type: ignore[no-untyped-def]
+    def all_staged(shards):  # type: ignore[no-untyped-def]
         times["all_staged"] = time.monotonic()  # asked once every shard has finished
-        return record_running(self, files, load_mode, started_at)
+        return add_up_shards(shards)
 
     monkeypatch.setattr(CaseMapper, "map_message", slow_after_the_first_parts)
-    monkeypatch.setattr(PostgresLoader, "bulk_load_native", first_copy)
-    monkeypatch.setattr(PostgresLoader, "record_running", all_staged)
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # the mapping slowed down above
+    monkeypatch.setattr(PostgresLoader, "insert_rows", first_copy)
+    monkeypatch.setattr(pipeline, "add_up_shards", all_staged)
     summary = run_load(path, postgres_dsn, workers=2)
 
     assert not summary.failures and summary.totals()["cases_inserted"] == 60

@@ -11,9 +11,12 @@ from lxml import etree
 
 from py_load_eudravigilance.errors import HostileXMLError, MalformedXMLError, NotE2BError
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message, single_message_file
-from py_load_eudravigilance.mapping.mapper import CaseMapper, element_to_json
+from py_load_eudravigilance.mapping.mapper import CaseMapper
 from py_load_eudravigilance.parsing.reader import BatchReader
-from py_load_eudravigilance.staging import stage_file
+from py_load_eudravigilance.staging import STAGED_COLUMNS, stage_file
+from py_load_eudravigilance.staging.copytext import decode_lines
+from py_load_eudravigilance.staging.layout import table_file
+from tests.conftest import SHARED_E2B
 
 
 def map_all(xml: str) -> list:
@@ -41,47 +44,48 @@ def test_batch_cases_map_with_repeats_keys_and_null_flavours() -> None:
     assert all(a["drug_seq"] == 1 and a["safetyreportid"] == "CASE-1" for a in assessments)
 
 
-def test_audit_document_keeps_every_element_and_attribute() -> None:
-    messages = BatchReader(io.BytesIO(build_batch([build_message(CaseSpec("CASE-A"))]).encode()), "test.xml").messages()
-    position, element = next(messages)  # the reader frees a message once the next is read
-    case = CaseMapper().map_message(element, position)
-    audit = json.loads(case.audit_json)
-
-    def rebuild(node: list) -> etree._Element:
-        """The JsonML document back into XML: tag, attributes, text, children."""
-        tag, *rest = node
-        rebuilt = etree.Element(tag)
-        for item in rest:
-            if isinstance(item, dict):
-                rebuilt.attrib.update({k.replace("xsi:", "xsi-"): v for k, v in item.items()})
-            elif isinstance(item, str):
-                rebuilt.text = item
-            else:
-                rebuilt.append(rebuild(item))
-        return rebuilt
-
-    def plain(node: etree._Element) -> etree._Element:
-        """The original without namespaces or comments, whitespace stripped, as the audit keeps it."""
-        copy = etree.Element(etree.QName(node).localname)
-        for k, v in node.attrib.items():
-            copy.set(k.replace("{http://www.w3.org/2001/XMLSchema-instance}", "xsi-"), v)
-        copy.text = (node.text or "").strip() or None
-        copy.extend(plain(child) for child in node if isinstance(child.tag, str))
-        return copy
-
-    assert audit[0] == "PORR_IN049016UV"
-    assert etree.tostring(rebuild(audit)) == etree.tostring(plain(element))
-    assert '"extension":"CASE-A"' in case.audit_json and '"xsi:type":"BL"' in case.audit_json
+def staged_rows(directory: Path, table: str) -> list[dict]:
+    """The rows a staged batch holds for ``table``, as column texts (None for NULL)."""
+    path = table_file(directory, table)
+    lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
+    return [dict(zip(STAGED_COLUMNS[table], values, strict=True)) for values in decode_lines(lines)]
 
 
-def test_audit_document_escapes_what_json_must_escape() -> None:
-    awkward = 'He said "stop" \\ then\n\tleft; \x7f \u00c6r\u00f8 \u6771\u4eac \u2028 </end>'
-    message = etree.Element("{urn:hl7-org:v3}m")
-    message.append(etree.Comment(" not kept "))
-    kept = etree.SubElement(message, "{urn:hl7-org:v3}t", {"a": awkward, "{http://www.w3.org/2001/XMLSchema-instance}type": "ST"})
-    kept.text = f"  {awkward}  "
-    etree.SubElement(message, "{urn:hl7-org:v3}e")
-    assert json.loads(element_to_json(message)) == ["m", ["t", {"a": awkward, "xsi:type": "ST"}, awkward.strip()], ["e"]]
+def every_node(root: etree._Element) -> list[tuple]:
+    """Tag, attributes, text and the text after it (the root's own excepted) of every node, in document order."""
+    return [(n.tag, dict(n.attrib), n.text, n.tail if n is not root else None) for n in root.iter()]
+
+
+ATTACHMENT = "VGhlIHBhdGllbnQ="  # base64 after <reference/>: text that follows a child element
+
+
+def test_audit_payload_is_the_message_as_received(tmp_path: Path) -> None:
+    message = build_message(CaseSpec("CASE-A", narrative="Line one\n\tLine two \\ and a \\. line"))
+    document = (
+        '<reference typeCode="REFR"><document classCode="DOC" moodCode="EVN">'
+        '<code code="1" codeSystem="2.16.840.1.113883.3.989.2.1.1.27"/><title>Report</title>'
+        f'<text mediaType="application/pdf" representation="B64"><reference value="r.pdf"/>{ATTACHMENT}</text></document></reference>'
+    )
+    message = message.replace("<availabilityTime", f"{document}<availabilityTime", 1)
+    path = tmp_path / "one.xml"
+    path.write_text(build_batch([message]), encoding="utf-8")
+    stage_file(path, tmp_path / "stage")
+    (audit,) = staged_rows(tmp_path / "stage", "icsr_audit_log")
+    payload = etree.fromstring(audit["payload"].encode())  # declares the namespaces it uses: it parses on its own
+    (original,) = etree.fromstring(path.read_bytes()).iter("{urn:hl7-org:v3}PORR_IN049016UV")
+    assert every_node(payload) == every_node(original)
+    assert payload.find(".//{urn:hl7-org:v3}text/{urn:hl7-org:v3}reference").tail == ATTACHMENT
+    assert json.loads(audit["row_counts"])["icsr_master"] == 1 and audit["safetyreportid"] == "CASE-A"
+
+
+@pytest.mark.skipif(not (SHARED_E2B / "fda-examples").exists(), reason="needs ../shared/e2b (FDA example instances)")
+def test_fda_scenario_4_attachment_text_after_its_reference_is_in_the_audit_payload(tmp_path: Path) -> None:
+    source = SHARED_E2B / "fda-examples" / "FAERS2022Scenario4.xml"
+    stage_file(source, tmp_path / "stage")
+    (audit,) = staged_rows(tmp_path / "stage", "icsr_audit_log")
+    texts = etree.fromstring(audit["payload"].encode()).iterfind(".//{urn:hl7-org:v3}document/{urn:hl7-org:v3}text")
+    tails = [(text.find("{urn:hl7-org:v3}reference").tail or "").strip() for text in texts]
+    assert "VGhlIHBhdGllbnQgd2FzIGEgMzUgeWxlIHdpdGggbm8gc==" in tails
 
 
 @pytest.mark.parametrize("pretty", [True, False])
@@ -106,9 +110,9 @@ def test_bad_messages_are_quarantined_and_the_others_still_come_through(tmp_path
     path.write_text(build_batch([good, no_id, bad_date, build_message(CaseSpec("GOOD-2"))]))
     staged = stage_file(path, tmp_path / "stage").files[0]
     assert staged.messages_total == 4 and staged.messages_rejected == 2
-    quarantine = (tmp_path / "stage" / "etl_quarantine.csv").read_text()
-    assert "file mixed.xml, message #2" in quarantine and "element C.1.1" in quarantine
-    assert "message #3, case BADDATE, element C.1.5" in quarantine
+    quarantine = [row["reason"] for row in staged_rows(tmp_path / "stage", "etl_quarantine")]
+    assert "file mixed.xml, message #2" in quarantine[0] and "element C.1.1" in quarantine[0]
+    assert "message #3, case BADDATE, element C.1.5" in quarantine[1]
     assert staged.row_counts["icsr_master"] == 2
 
 

@@ -122,9 +122,12 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_plugin_from_the_guide_is_chosen_by_dialect(installed_plugin: Path) -> None:
+    from loaders.guide import GuideLoader
+
     loader = get_loader("redshift+psycopg2://analyst:secret@warehouse.example:5439/pv")
-    assert type(loader).__name__ == "RedshiftLoader"
-    assert type(loader).__module__ == "my_redshift_loader.loader"
+    assert isinstance(loader, GuideLoader)  # the pipeline's one contract, driving the guide's methods
+    assert type(loader.plugin).__name__ == "RedshiftLoader"
+    assert type(loader.plugin).__module__ == "my_redshift_loader.loader"
 
 
 def test_backend_is_read_without_importing_the_driver() -> None:

@@ -13,7 +13,6 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from json.encoder import encode_basestring as encode_json_string  # type: ignore[attr-defined]
 from typing import Any
 
 from lxml import etree
@@ -32,11 +31,14 @@ from py_load_eudravigilance.mapping.paths import (
     variable_name,
 )
 from py_load_eudravigilance.mapping.spec import Field, Kind, TableSpec
-from py_load_eudravigilance.mapping.values import InvalidValueError, parse_bool, parse_int, parse_number, parse_ts
+from py_load_eudravigilance.mapping.values import InvalidValueError, collapse_token, parse_bool, parse_int, parse_number, parse_ts
 
 Row = dict[str, Any]
 
 NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
+# C.1.1 is at most 100 characters in E2B(R3); 500 leaves room for odd senders, and a key of 500
+# characters (2,000 bytes of UTF-8 at most) stays under PostgreSQL's btree limit in every index it is part of
+MAX_CASE_ID_LENGTH = 500
 INVALID_BASE64 = "B64-invalid-kept-as-sent"
 _PARSERS: dict[Kind, Callable[[str], object]] = {Kind.BOOL: parse_bool, Kind.NUMBER: parse_number, Kind.INTEGER: parse_int}
 
@@ -51,7 +53,6 @@ class MappedCase:
     message_creation_utc: datetime | None
     is_nullification: bool
     rows: dict[str, list[Row]]
-    audit_json: str  # the whole message, every element and attribute, as JSON text
 
 
 def _split_path(path: str) -> tuple[str, str | None]:
@@ -83,6 +84,7 @@ class CompiledField:
         self.code_system_column = f"{column}_code_system" if spec.code_system else None
         self.date_columns = (f"{column}_utc", f"{column}_precision") if spec.kind is Kind.DATE else None
         self.parse = _PARSERS.get(spec.kind)
+        self.is_code = spec.kind is Kind.CODE
         if spec.compute is not None or self.variable is not None:
             return
         try:
@@ -135,7 +137,7 @@ class CompiledField:
                 row[utc_column] = parsed.utc if parsed else None
                 row[precision_column] = parsed.precision if parsed else None
             elif raw is None or self.parse is None:
-                row[column] = raw
+                row[column] = collapse_token(raw) or None if raw is not None and self.is_code else raw
             else:
                 row[column] = self.parse(raw)
         except InvalidValueError as exc:
@@ -237,60 +239,6 @@ def _step_path_or_none(path: str) -> StepPath | None:
         return None
 
 
-_XSI_PREFIX = "{" + NAMESPACES["xsi"] + "}"
-# JSON fragments of tags and attribute names, built once per distinct name
-_TAG_OPENINGS: dict[str, str] = {}
-_ATTRIBUTE_KEYS: dict[str, str] = {}
-
-
-def element_to_json(element: etree._Element) -> str:
-    """Lossless JSON text of an element in JsonML form: ``["tag", {attributes}, "text", child, ...]``.
-
-    The attributes object is there when the element has attributes, the text string when it has
-    text (stripped); children follow in document order as arrays of the same form. Comments and
-    processing instructions are left out. Arrays keep the audit document about a third smaller
-    than objects with named members, which PostgreSQL's JSONB conversion and storage feel.
-    Runs for every element of every message, so it writes the JSON text directly.
-    """
-    parts: list[str] = []
-    _write_json(element, parts)
-    return "".join(parts)
-
-
-def _write_json(element: etree._Element, parts: list[str]) -> None:
-    tag = element.tag
-    opening = _TAG_OPENINGS.get(tag)
-    if opening is None:
-        opening = _TAG_OPENINGS[tag] = "[" + encode_json_string(tag[tag.rfind("}") + 1 :])
-    parts.append(opening)
-    attributes = element.items()
-    if attributes:
-        separator = ",{"
-        for name, value in attributes:
-            key = _ATTRIBUTE_KEYS.get(name)
-            if key is None:
-                key = _ATTRIBUTE_KEYS[name] = encode_json_string(_attribute_name(name)) + ":"
-            parts += (separator, key, encode_json_string(value))
-            separator = ","
-        parts.append("}")
-    text = element.text
-    if text and (text := text.strip()):
-        parts += (",", encode_json_string(text))
-    for child in element:
-        if child.tag.__class__ is str:  # comments and processing instructions are not kept
-            parts.append(",")
-            _write_json(child, parts)
-    parts.append("]")
-
-
-def _attribute_name(qualified: str) -> str:
-    if qualified[0] != "{":
-        return qualified
-    if qualified.startswith(_XSI_PREFIX):
-        return "xsi:" + qualified[len(_XSI_PREFIX) :]
-    return qualified[qualified.rfind("}") + 1 :]
-
-
 class CaseMapper:
     """Maps messages to :class:`MappedCase` objects; compile once, use for many messages."""
 
@@ -305,6 +253,10 @@ class CaseMapper:
         case_id = master.get(CASE_KEY)
         if not case_id:
             raise MappingError("the message has no safety report identifier", element="C.1.1")
+        if len(case_id) > MAX_CASE_ID_LENGTH:
+            raise MappingError(
+                f"the safety report identifier has {len(case_id):,} characters, more than {MAX_CASE_ID_LENGTH}", element="C.1.1"
+            )
         if master.get("most_recent_info_date_utc") is None:
             raise MappingError("the message has no date of most recent information", element="C.1.5", case_id=case_id)
         self._key_children(out, case_id)
@@ -315,7 +267,6 @@ class CaseMapper:
             message_creation_utc=master.get("message_creation_time_utc"),
             is_nullification=master.get("nullification_amendment") == NULLIFICATION_CODE,
             rows=out,
-            audit_json=element_to_json(message),
         )
 
     @staticmethod

@@ -57,7 +57,10 @@ def parse_ts(text: str) -> ParsedTimestamp:
     if offset:
         sign = 1 if offset[0] == "+" else -1
         delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-        local = local - sign * delta
+        try:
+            local = local - sign * delta
+        except OverflowError:
+            raise InvalidValueError(f"outside the years 1 to 9999 once its UTC offset is applied: {text!r}") from None
     return ParsedTimestamp(text=text.strip(), utc=local.replace(tzinfo=timezone.utc), precision=precision)
 
 
@@ -77,8 +80,23 @@ def parse_number(text: str) -> float:
         raise InvalidValueError(f"not a number: {text!r}") from None
 
 
+# Integer columns are 32-bit in every bundled database
+INT_RANGE = range(-(2**31), 2**31)
+
+
 def parse_int(text: str) -> int:
     try:
-        return int(text.strip())
+        value = int(text.strip())
     except ValueError:
         raise InvalidValueError(f"not an integer: {text!r}") from None
+    if value not in INT_RANGE:
+        raise InvalidValueError(f"an integer outside the 32-bit range a database column holds: {text!r}")
+    return value
+
+
+_XML_WHITESPACE = re.compile(r"[ \t\r\n]+")
+
+
+def collapse_token(text: str) -> str:
+    """An ``xs:token`` as the schema reads it (HL7 codes, type ``cs``): XML whitespace runs become one space, none at the ends."""
+    return _XML_WHITESPACE.sub(" ", text).strip(" ")

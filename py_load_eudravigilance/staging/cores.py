@@ -1,0 +1,62 @@
+"""Which staging core maps the messages: the compiled one when it is built and allowed, else the Python reference.
+
+``PY_LOAD_EUDRAVIGILANCE_MAPPER`` (or the ``mapper`` setting) chooses: ``auto`` (the default: compiled
+when built), ``compiled`` (an error if it is not built) or ``python``. A build that failed is reported
+once per process, with the reason, and the load goes on with the Python mapper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+
+from py_load_eudravigilance.staging.reference import ReferenceCore
+
+log = logging.getLogger(__name__)
+MAPPER_ENV = "PY_LOAD_EUDRAVIGILANCE_MAPPER"
+MAPPER_CHOICES = ("auto", "compiled", "python")
+
+
+class CompiledCoreUnavailable(RuntimeError):
+    """The compiled mapper was asked for but is not built (or does not work with the installed lxml)."""
+
+
+@cache
+def compiled_core_problem() -> str | None:
+    """None when the compiled core imports and passes its self-test, else why not."""
+    try:
+        from py_load_eudravigilance.mapping import compiled
+    except ImportError as exc:
+        return f"the compiled mapper is not built ({exc})"
+    return compiled.self_test()
+
+
+def chosen_mapper(choice: str | None = None) -> str:
+    """``compiled`` or ``python``, as ``choice`` (else the environment, else ``auto``) asks."""
+    choice = (choice or os.environ.get(MAPPER_ENV) or "auto").strip().lower()
+    if choice not in MAPPER_CHOICES:
+        raise ValueError(f"{MAPPER_ENV} must be one of {', '.join(MAPPER_CHOICES)}, not {choice!r}")
+    if choice == "python":
+        return "python"
+    problem = compiled_core_problem()
+    if problem is None:
+        return "compiled"
+    if choice == "compiled":
+        raise CompiledCoreUnavailable(problem)
+    _warn_once(problem)
+    return "python"
+
+
+@cache
+def _warn_once(problem: str) -> None:
+    log.warning("%s; mapping with the Python mapper, several times slower (make install builds it)", problem)
+
+
+def create_core(choice: str | None = None):  # type: ignore[no-untyped-def]
+    """A new staging core of the chosen kind."""
+    if chosen_mapper(choice) == "compiled":
+        from py_load_eudravigilance.mapping.compiled import CompiledCore
+
+        return CompiledCore()
+    return ReferenceCore()

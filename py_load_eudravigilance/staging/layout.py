@@ -1,0 +1,190 @@
+"""What a staged batch is on disk: one file of COPY text rows per table, and an index of its messages.
+
+A worker stages a group of source files (or its share of one large file, or one part of it) into a
+directory. Case tables' rows carry exactly the target table's columns, so a loader can bulk-load
+them straight into the target. The index (``messages.idx``) names each loaded message's case
+version and where its rows start in every case table and the audit log: a loader sends the rows
+of the versions that win, and only those, without reading a row.
+"""
+
+from __future__ import annotations
+
+import pickle
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from py_load_eudravigilance.mapping import catalog
+from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, MESSAGE_POSITION, QUARANTINE_TABLE
+
+BATCHES = BATCH_HEADER.name
+# Filled by the loading database, not staged: when a row was loaded
+LOAD_STAMPS = ("loaded_at", "quarantined_at")
+AUDIT_COLUMNS = (
+    CASE_KEY,
+    "file_sha256",
+    "file_name",
+    MESSAGE_POSITION,
+    "most_recent_info_date_utc",
+    "message_creation_time_utc",
+    "is_nullification",
+    "row_counts",
+    "payload",
+)
+QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
+
+
+def staged_columns() -> dict[str, tuple[str, ...]]:
+    """Columns of each staged table, in file order: the target's own, minus the load stamps."""
+    columns = {
+        table: tuple(c.name for c in table_columns if c.name not in LOAD_STAMPS)
+        for table, table_columns in catalog.case_table_columns().items()
+    }
+    columns[AUDIT_TABLE] = AUDIT_COLUMNS
+    columns[QUARANTINE_TABLE] = QUARANTINE_COLUMNS
+    columns[BATCHES] = tuple(c.name for c in catalog.table_columns(BATCH_HEADER))
+    return columns
+
+
+STAGED_COLUMNS = staged_columns()
+# Tables whose rows the index locates per message; the others are the file's own bookkeeping
+INDEXED_TABLES = (*CASE_TABLE_NAMES, AUDIT_TABLE)
+STAGED_TABLES = (*INDEXED_TABLES, QUARANTINE_TABLE, BATCHES)
+INDEX_FILE = "messages.idx"
+# A part is written under a hidden name and renamed when complete: whoever lists parts sees only whole ones
+PART_PREFIX = "part-"
+
+
+def table_file(directory: Path, table: str) -> Path:
+    return directory / f"{table}.copy"
+
+
+class MessageKey(NamedTuple):
+    """One loaded message: the case version it carries. Timestamps are ISO 8601 UTC text."""
+
+    ordinal: int  # which file of the staged group
+    position: int  # the message's place in its file (1-based)
+    case_id: str
+    most_recent_info_utc: str
+    message_creation_utc: str | None
+    is_nullification: bool
+
+
+@dataclass
+class StagedMessages:
+    """The index of a staged batch: its files, its loaded messages, and where each one's rows are."""
+
+    files: list[tuple[str, str]] = field(default_factory=list)  # (name, SHA-256) by ordinal
+    keys: list[MessageKey] = field(default_factory=list)
+    # Offsets of message i's first row in each indexed table: row i of a (messages + 1) x tables matrix
+    bounds: array = field(default_factory=lambda: array("q", [0] * len(INDEXED_TABLES)))
+
+    def span(self, message: int, table: int) -> tuple[int, int]:
+        """Byte range of message ``message``'s rows in indexed table number ``table``."""
+        width = len(INDEXED_TABLES)
+        return self.bounds[message * width + table], self.bounds[(message + 1) * width + table]
+
+    def size(self, table: int) -> int:
+        return self.bounds[len(self.keys) * len(INDEXED_TABLES) + table]
+
+    def save(self, directory: Path) -> None:
+        with (directory / INDEX_FILE).open("wb") as handle:
+            pickle.dump((self.files, self.keys, self.bounds), handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, directory: Path) -> StagedMessages:
+        with (directory / INDEX_FILE).open("rb") as handle:
+            files, keys, bounds = pickle.load(handle)  # noqa: S301 - written by this package's own workers
+        return cls(files, [MessageKey(*key) for key in keys], bounds)
+
+
+@dataclass
+class StagedFile:
+    """What staging one source file produced (its rows are in its group's batches)."""
+
+    file_name: str
+    file_sha256: str
+    ordinal: int = 0
+    row_counts: dict[str, int] = field(default_factory=dict)
+    messages_total: int = 0
+    messages_rejected: int = 0
+    error: str | None = None
+    parse_seconds: float = 0.0
+
+
+@dataclass
+class StagedGroup:
+    """One or more files staged together into ``directory``: a batch there, or parts under it (see :func:`published_parts`)."""
+
+    directory: Path
+    files: list[StagedFile] = field(default_factory=list)
+
+    def batches(self) -> list[Path]:
+        parts = published_parts(self.directory)
+        return parts or ([self.directory] if (self.directory / INDEX_FILE).exists() else [])
+
+
+def published_parts(directory: Path) -> list[Path]:
+    """The complete parts staged so far under ``directory``, in the order they were written."""
+    return sorted(directory.glob(f"{PART_PREFIX}*")) if directory.exists() else []
+
+
+class ByteRanges:
+    """A read-only stream of some byte ranges of a file, for a bulk load that takes a file object."""
+
+    def __init__(self, handle: IO[bytes], ranges: list[tuple[int, int]]) -> None:
+        self.handle, self.ranges, self.index = handle, ranges, 0
+        self.remaining = 0
+        self._next_range()
+
+    def _next_range(self) -> None:
+        while self.index < len(self.ranges):
+            start, end = self.ranges[self.index]
+            self.index += 1
+            if end > start:
+                self.handle.seek(start)
+                self.remaining = end - start
+                return
+        self.remaining = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunks = []
+        wanted = size if size is not None and size >= 0 else float("inf")
+        while self.remaining and wanted > 0:
+            chunk = self.handle.read(int(min(self.remaining, wanted)))
+            if not chunk:
+                raise OSError(f"staged file {self.handle.name} ended early")
+            chunks.append(chunk)
+            self.remaining -= len(chunk)
+            wanted -= len(chunk)
+            if not self.remaining:
+                self._next_range()
+        return b"".join(chunks)
+
+    def lines(self) -> Iterator[bytes]:
+        """The rows, one line each (a staged row never holds a raw line feed)."""
+        rest = b""
+        while chunk := self.read(1 << 20):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        if rest:
+            yield rest
+
+
+def merged_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent or overlapping spans joined, in order: fewer seeks and larger reads."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

@@ -1,0 +1,107 @@
+"""The reference staging core: the Python mapper's rows, written as staged COPY text.
+
+A staging core turns messages into staged rows and keeps the batch's index. There are two: this one,
+and the compiled one (``mapping/_core.pyx``), which walks lxml's tree in C and writes the same bytes.
+Both keep each table's rows in a buffer that the batch writer empties into the table's file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+from py_load_eudravigilance.mapping.mapper import CaseMapper
+from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES
+from py_load_eudravigilance.staging.copytext import encode_row
+from py_load_eudravigilance.staging.layout import INDEXED_TABLES, STAGED_COLUMNS, STAGED_TABLES, MessageKey, StagedMessages
+
+
+def audit_payload(message: etree._Element) -> bytes:
+    """The message as received: every element, attribute and text node, with the namespaces it uses."""
+    return etree.tostring(message, encoding="UTF-8", with_tail=False)
+
+
+class ReferenceCore:
+    """Stages messages with :class:`CaseMapper`; what the compiled core must equal."""
+
+    name = "python"
+
+    def __init__(self, mapper: CaseMapper | None = None) -> None:
+        self.mapper = mapper or CaseMapper()
+        self.buffers = {table: bytearray() for table in STAGED_TABLES}
+        self.row_counts = dict.fromkeys(STAGED_TABLES, 0)  # rows staged so far, by table
+        self.begin_part()
+
+    def begin_part(self) -> None:
+        """Start a new batch: offsets from zero, an empty index."""
+        self.taken = dict.fromkeys(STAGED_TABLES, 0)
+        self.index = StagedMessages()
+
+    def begin_file(self, name: str, sha256: str) -> None:
+        self.file_name, self.file_sha256 = name, sha256
+        self.ordinal = len(self.index.files)
+        self.index.files.append((name, sha256))
+
+    def stage_message(self, message: etree._Element, position: int) -> None:
+        """Append the message's rows, its audit row and its index entry; on a MappingError, nothing."""
+        case = self.mapper.map_message(message, position)
+        master = case.rows["icsr_master"][0]
+        master.update(
+            is_nullified=case.is_nullification,
+            source_file_name=self.file_name,
+            source_file_sha256=self.file_sha256,
+            message_position=position,
+        )
+        counts = {}
+        for table in CASE_TABLE_NAMES:
+            rows = case.rows.get(table)
+            if rows:
+                counts[table] = len(rows)
+                self.row_counts[table] += len(rows)
+                columns, buffer = STAGED_COLUMNS[table], self.buffers[table]
+                for row in rows:
+                    buffer += encode_row(map(row.get, columns))
+        utc = case.most_recent_info_utc.isoformat()
+        created = case.message_creation_utc.isoformat() if case.message_creation_utc else None
+        self.buffers[AUDIT_TABLE] += encode_row(
+            (
+                case.safetyreportid,
+                self.file_sha256,
+                self.file_name,
+                position,
+                utc,
+                created,
+                case.is_nullification,
+                counts,
+                audit_payload(message).decode("utf-8"),
+            )
+        )
+        self.row_counts[AUDIT_TABLE] += 1
+        self.index.keys.append(MessageKey(self.ordinal, position, case.safetyreportid, utc, created, case.is_nullification))
+        self.index.bounds.extend(self.taken[table] + len(self.buffers[table]) for table in INDEXED_TABLES)
+
+    def stage_batch_header(self, root: etree._Element) -> None:
+        """The file's N.1 batch wrapper, read from the root once its messages were streamed."""
+        header = self.mapper.map_batch_header(root)
+        header.update(file_sha256=self.file_sha256, file_name=self.file_name)
+        self.append(BATCH_HEADER.name, header)
+
+    def append(self, table: str, row: dict[str, Any]) -> None:
+        """A bookkeeping row (quarantine, batch header) in the table's staged columns."""
+        self.buffers[table] += encode_row(map(row.get, STAGED_COLUMNS[table]))
+        self.row_counts[table] += 1
+
+    def buffered(self) -> int:
+        return sum(len(buffer) for buffer in self.buffers.values())
+
+    def take(self) -> dict[str, bytes]:
+        """The rows buffered since the last call, by table; the buffers are emptied."""
+        taken = {}
+        for table, buffer in self.buffers.items():
+            if buffer:
+                taken[table] = bytes(buffer)
+                self.taken[table] += len(buffer)
+                buffer.clear()
+        return taken
