@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, create_engine, func, inspect, select, text
+from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, select, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
@@ -49,15 +48,19 @@ from py_load_eudravigilance.schema import (
     build_metadata,
 )
 from py_load_eudravigilance.staging import StagedFile, utc_now
+from py_load_eudravigilance.staging.copybinary import decode_rows, encode_row, encode_value
 from py_load_eudravigilance.staging.copytext import decode_lines
+from py_load_eudravigilance.staging.copytext import encode_row as encode_text_row
 from py_load_eudravigilance.staging.layout import (
     BATCHES,
     INDEXED_TABLES,
     STAGED_COLUMNS,
+    STAGED_FAMILIES,
     ByteRanges,
     MessageKey,
+    Piece,
     StagedMessages,
-    merged_ranges,
+    runs,
     table_file,
 )
 
@@ -185,9 +188,10 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
 
     # -- dialect hooks ----------------------------------------------------------------------------
     def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
-        """Bulk-load staged COPY text rows into ``table`` (dialect hook; this one: executemany)."""
-        types = {c.name: c.type for c in table.columns}
-        rows = read_rows(stream, columns, types)
+        """Bulk-load staged rows (binary COPY tuples, ``columns`` of them) into ``table`` (dialect hook; this one: executemany)."""
+        self.execute_inserts(conn, table, python_rows(decode_rows(stream.read(), STAGED_FAMILIES[table.name]), columns))
+
+    def execute_inserts(self, conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> None:
         statement = table.insert()
         while chunk := list(islice(rows, INSERT_CHUNK)):
             conn.execute(statement, chunk)
@@ -253,15 +257,23 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             files = staged_files()
             if not files:
                 return []
-            self.update_version_counts(conn, run.ledger.touched())
+            self.update_version_counts(conn, run)
+            if load_mode == "full":
+                self.forget_other_files(conn, [file.file_sha256 for file in files])
             return self._outcomes(files, run.ledger)
 
         return self._in_one_transaction(attempt, load_mode)
 
     def empty_tables(self, conn: Connection) -> None:
-        """A full reload starts from empty case tables; the history of files whose rows are gone goes with them."""
-        for name in (*CASE_TABLE_NAMES, BATCHES, FILE_HISTORY_TABLE):
+        """A full reload starts from empty case tables."""
+        for name in (*CASE_TABLE_NAMES, BATCHES):
             conn.execute(self.table(name).delete())
+
+    def forget_other_files(self, conn: Connection, kept: list[str]) -> None:
+        """After the load that emptied the tables: the history of every other file goes, its rows being gone (a delta
+        run loads it again). Done at the end, so that files marked running meanwhile are not waited for."""
+        history = self.table(FILE_HISTORY_TABLE)
+        conn.execute(history.delete().where(history.c.file_sha256.not_in(kept)))
 
     def _load_batch(self, conn: Connection, directory: Path, run: _LoadRun) -> None:
         index = StagedMessages.load(directory)
@@ -270,19 +282,32 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         unknown = ledger.unknown(version.case_id for version, _ in versions)
         if unknown:
             ledger.know(unknown, self.read_versions(conn, unknown))
+            run.prior.update(self.logged_versions(conn, unknown))
+            run.counts.update((case, run.prior[case]) for case in unknown)
+        # Every version goes to the audit log once, however often its file is loaded
+        fresh = [sha for _, sha in index.files if sha not in run.logged]
+        run.logged.update(self.logged_positions(conn, fresh))
+        logging = [n for n, key in enumerate(index.keys) if key.position not in run.logged[index.files[key.ordinal][1]]]
+        for number in logging:
+            run.counts[index.keys[number].case_id] += 1
         writes = ledger.offer(versions)
         replaced = [version.case_id for version, _, had_rows in writes if had_rows]
         if replaced:
             for name in CASE_TABLE_NAMES:
                 self.delete_cases(conn, self.table(name), replaced)
-        messages = sorted(message for _, message, _ in writes)
-        for number, name in enumerate(CASE_TABLE_NAMES):
-            self._insert_spans(conn, directory, name, [index.span(message, number) for message in messages], index.size(number))
-        # Every version goes to the audit log once, however often its file is loaded
-        fresh = [sha for _, sha in index.files if sha not in run.logged]
-        run.logged.update(self.logged_positions(conn, fresh))
-        new = [n for n, key in enumerate(index.keys) if key.position not in run.logged[index.files[key.ordinal][1]]]
-        self._insert_spans(conn, directory, AUDIT_TABLE, [index.span(n, AUDIT_COLUMN) for n in new], index.size(AUDIT_COLUMN))
+        winners = sorted(message for _, message, _ in writes)
+        # The master rows get their version count written in; the other tables' rows go as staged, run by run
+        master: list[Piece] = []
+        for number in winners:
+            case = index.keys[number].case_id
+            start, end = index.span(number, 0)
+            at = index.version_count_at[number]
+            master += [(start, at), encode_value(run.counts[case], "integer"), (at + 4, end)]
+            run.counted[case] = run.counts[case]
+        self._insert_pieces(conn, directory, MASTER, master, index.size(0))
+        for number, name in enumerate(CASE_TABLE_NAMES[1:], start=1):
+            self._insert_pieces(conn, directory, name, index.pieces(runs(winners), number), index.size(number))
+        self._insert_pieces(conn, directory, AUDIT_TABLE, index.pieces(runs(logging), AUDIT_COLUMN), index.size(AUDIT_COLUMN))
         # A file's quarantine and batch rows replace those of its earlier loads
         for name in (QUARANTINE_TABLE, BATCHES):
             if fresh:
@@ -293,12 +318,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 with path.open("rb") as stream:
                     self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
 
-    def _insert_spans(self, conn: Connection, directory: Path, name: str, spans: list[tuple[int, int]], size: int) -> None:
-        ranges = merged_ranges(spans)
-        if not ranges:
+    def _insert_pieces(self, conn: Connection, directory: Path, name: str, pieces: list[Piece], size: int) -> None:
+        if not pieces:
             return
         with table_file(directory, name).open("rb") as handle:
-            stream: IO[bytes] = handle if ranges == [(0, size)] else ByteRanges(handle, ranges)  # type: ignore[assignment]
+            stream: IO[bytes] = handle if pieces == [(0, size)] else ByteRanges(handle, pieces)  # type: ignore[assignment]
             self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
 
     def delete_cases(self, conn: Connection, table: Table, case_ids: list[str]) -> None:
@@ -314,12 +338,27 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 logged[sha].add(position)
         return logged
 
-    def update_version_counts(self, conn: Connection, case_ids: list[str]) -> None:
-        """``version_count`` of the loaded cases: how many versions the audit log holds."""
-        master, audit = self.table(MASTER), self.table(AUDIT_TABLE)
-        count = select(func.count()).where(audit.c[CASE_KEY] == master.c[CASE_KEY]).scalar_subquery()
-        for clause in self.case_filters(master.c[CASE_KEY], case_ids):
-            conn.execute(master.update().where(clause).values(version_count=count))
+    def logged_versions(self, conn: Connection, case_ids: list[str]) -> dict[str, int]:
+        """How many versions of each case the audit log holds."""
+        audit = self.table(AUDIT_TABLE).c
+        counts = dict.fromkeys(case_ids, 0)
+        for clause in self.case_filters(audit[CASE_KEY], case_ids):
+            for case, count in conn.execute(select(audit[CASE_KEY], func.count()).where(clause).group_by(audit[CASE_KEY])):
+                counts[case] = count
+        return counts
+
+    def update_version_counts(self, conn: Connection, run: _LoadRun) -> None:
+        """``version_count`` where the master row was not written with the final count: a case whose version did not
+        change but was received again, or whose later versions arrived in a later part."""
+        stale = [
+            {"case": case, "count": count}
+            for case, count in run.counts.items()
+            if run.counted.get(case, run.prior[case]) != count and run.ledger.has_rows(case)
+        ]
+        if stale:
+            master = self.table(MASTER)
+            statement = master.update().where(master.c[CASE_KEY] == bindparam("case")).values(version_count=bindparam("count"))
+            conn.execute(statement, stale)
 
     def _outcomes(self, files: list[StagedFile], ledger: Ledger) -> list[LoadOutcome]:
         ordered = sorted(files, key=lambda f: f.ordinal)
@@ -423,8 +462,10 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         return self.table(name)
 
     def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
-        """Staged COPY text rows into ``target_table`` (a staging table from :meth:`prepare_load`, or a target)."""
-        self.insert_rows(conn, self._named_table(target_table), data_stream, tuple(columns))  # type: ignore[arg-type]
+        """COPY text rows into ``target_table`` (a staging table from :meth:`prepare_load`, or a target); executemany here."""
+        table = self._named_table(target_table)
+        types = {c.name: c.type for c in table.columns}
+        self.execute_inserts(conn, table, python_rows(text_rows(data_stream, tuple(columns), types), tuple(columns)))
 
     def handle_upsert(
         self, conn: Connection, staging_table: str, target_table: str, primary_keys: list[str], version_key: str | None
@@ -447,18 +488,18 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         """One file's staged streams (every staged table, the audit log's included) loaded in one transaction."""
         with tempfile.TemporaryDirectory(prefix="eudravig-load-") as scratch:
             batch = Path(scratch)
-            index = index_from_streams(buffers, batch)
+            types = {name: {c.name: c.type for c in self.table(name).columns} for name in buffers}
+            index = index_from_streams(buffers, batch, types)
             staged = StagedFile(file_path, file_hash, 0, dict(row_counts), messages_total=len(index.keys))
             self.load([batch], load_mode, lambda: [staged])
 
     def load_audit_data(self, buffer: IOBase, row_count: int, load_mode: str, file_path: str, file_hash: str) -> None:
-        """Append one file's staged audit rows, in a transaction of its own; versions already logged are left out."""
+        """Append one file's audit rows (COPY text), in a transaction of its own; versions already logged are left out."""
+        audit, columns = self.table(AUDIT_TABLE), STAGED_COLUMNS[AUDIT_TABLE]
+        rows = python_rows(text_rows(buffer, columns, {c.name: c.type for c in audit.columns}), columns)
         with self.engine.begin() as conn:
             logged = self.logged_positions(conn, [file_hash])[file_hash]
-            position = STAGED_COLUMNS[AUDIT_TABLE].index(MESSAGE_POSITION)
-            lines = [line for line in _lines(buffer) if int(line.split(b"\t")[position]) not in logged]
-            if lines:
-                self.insert_rows(conn, self.table(AUDIT_TABLE), _BytesStream(b"".join(lines)), STAGED_COLUMNS[AUDIT_TABLE])
+            self.execute_inserts(conn, audit, (row for row in rows if row[MESSAGE_POSITION] not in logged))
 
 
 class _LoadRun:
@@ -467,6 +508,9 @@ class _LoadRun:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.logged: dict[str, set[int]] = {}  # by file: message positions in the audit log before this transaction
+        self.prior: dict[str, int] = {}  # by case: versions in the audit log before this transaction
+        self.counts: dict[str, int] = {}  # by case: versions in the audit log, this transaction's included
+        self.counted: dict[str, int] = {}  # by case: the count written into the master row this transaction wrote
 
 
 def version_of(key: MessageKey, file: tuple[str, str]) -> Version:
@@ -483,31 +527,17 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
-def read_rows(stream: IO[bytes], columns: tuple[str, ...], types: dict[str, TypeEngine]) -> Iterator[dict[str, Any]]:
-    """Rows of a staged stream as Python values, for drivers without a COPY text bulk path."""
+def python_rows(rows: Iterable[list[Any]], columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    for values in rows:
+        yield dict(zip(columns, values, strict=True))
+
+
+def text_rows(stream: Any, columns: tuple[str, ...], types: dict[str, TypeEngine]) -> Iterator[list[Any]]:
+    """Rows of a COPY text stream (what the guide's ``bulk_load_native`` receives) as Python values."""
     converters = [_converter(types[name]) for name in columns]
-    lines = stream.lines() if isinstance(stream, ByteRanges) else _lines(stream)
+    lines = (line if isinstance(line, bytes) else line.encode("utf-8") for line in stream)
     for values in decode_lines(lines):
-        yield {
-            name: (convert(value) if value is not None else None) for name, convert, value in zip(columns, converters, values, strict=True)
-        }
-
-
-def _lines(stream: Any) -> Iterator[bytes]:
-    for line in stream:
-        yield line if isinstance(line, bytes) else line.encode("utf-8")
-
-
-class _BytesStream:
-    def __init__(self, data: bytes) -> None:
-        self.lines = data.splitlines(keepends=True)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self.lines)
-
-    def read(self, size: int = -1) -> bytes:
-        data, self.lines = b"".join(self.lines), []
-        return data
+        yield [convert(value) if value is not None else None for convert, value in zip(converters, values, strict=True)]
 
 
 def _converter(sql_type: TypeEngine) -> Any:
@@ -527,55 +557,44 @@ def _converter(sql_type: TypeEngine) -> Any:
     return str
 
 
-def index_from_streams(buffers: dict[str, IOBase], directory: Path) -> StagedMessages:
-    """Write one file's staged streams into ``directory`` as a batch, and rebuild its index from the audit rows
-    (each names its case version and how many rows it has in every table)."""
+def as_copy_text(data: bytes, table: str) -> bytes:
+    """Staged binary tuples as COPY text lines: the portable form a guide plugin's bulk path receives."""
+    return b"".join(encode_text_row(values) for values in decode_rows(data, STAGED_FAMILIES[table]))
 
-    index = StagedMessages()
+
+def index_from_streams(buffers: dict[str, IOBase], directory: Path, types: dict[str, dict[str, TypeEngine]]) -> StagedMessages:
+    """Write one file's staged COPY text streams (every table's, the audit log's included) into ``directory`` as a
+    binary batch, and rebuild its index from the audit rows: each names its case version and its rows per table."""
+    rows: dict[str, list[list[Any]]] = {}
     for table, stream in buffers.items():
+        rows[table] = list(text_rows(stream, STAGED_COLUMNS[table], types[table]))
         with table_file(directory, table).open("wb") as sink:
-            shutil.copyfileobj(_Encoded(stream), sink)
-    audit_path = table_file(directory, AUDIT_TABLE)
-    offsets = dict.fromkeys(INDEXED_TABLES, 0)
-    line_lengths = {table: _line_lengths(table_file(directory, table)) for table in INDEXED_TABLES}
-    cursors = dict.fromkeys(INDEXED_TABLES, 0)
+            for values in rows[table]:
+                sink.write(encode_row(values, STAGED_FAMILIES[table]))
+    index = StagedMessages()
+    sizes = {table: [len(encode_row(values, STAGED_FAMILIES[table])) for values in rows.get(table, [])] for table in INDEXED_TABLES}
+    cursors, offsets = dict.fromkeys(INDEXED_TABLES, 0), dict.fromkeys(INDEXED_TABLES, 0)
     files: dict[tuple[str, str], int] = {}
-    columns = STAGED_COLUMNS[AUDIT_TABLE]
-    for values in decode_lines(audit_path.read_bytes().splitlines(keepends=True) if audit_path.exists() else []):
-        row = dict(zip(columns, values, strict=True))
-        file = (row["file_name"] or "", row["file_sha256"] or "")
-        ordinal = files.setdefault(file, len(files))
-        counts = {**json.loads(row["row_counts"] or "{}"), AUDIT_TABLE: 1}
+    for values in rows.get(AUDIT_TABLE, []):
+        row = dict(zip(STAGED_COLUMNS[AUDIT_TABLE], values, strict=True))
+        ordinal = files.setdefault((row["file_name"], row["file_sha256"]), len(files))
+        counts = {**(row["row_counts"] or {}), AUDIT_TABLE: 1}
         for table in INDEXED_TABLES:
-            taken = line_lengths[table][cursors[table] : cursors[table] + counts.get(table, 0)]
+            taken = sizes[table][cursors[table] : cursors[table] + counts.get(table, 0)]
             cursors[table] += len(taken)
             offsets[table] += sum(taken)
+        created = row["message_creation_time_utc"]
         index.keys.append(
             MessageKey(
                 ordinal,
-                int(row[MESSAGE_POSITION] or 0),
-                row[CASE_KEY] or "",
-                row["most_recent_info_date_utc"] or "",
-                row["message_creation_time_utc"],
-                row["is_nullification"] == "true",
+                row[MESSAGE_POSITION],
+                row[CASE_KEY],
+                row["most_recent_info_date_utc"].isoformat(),
+                created.isoformat() if created else None,
+                bool(row["is_nullification"]),
             )
         )
         index.bounds.extend(offsets[table] for table in INDEXED_TABLES)
     index.files = list(files)
     index.save(directory)
     return index
-
-
-def _line_lengths(path: Path) -> list[int]:
-    return [len(line) for line in path.read_bytes().splitlines(keepends=True)] if path.exists() else []
-
-
-class _Encoded:
-    """A staged stream read as bytes, whether it was opened in text or binary mode."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        return data.encode("utf-8") if isinstance(data, str) else data

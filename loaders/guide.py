@@ -22,13 +22,14 @@ cases and writing the bookkeeping tables use SQLAlchemy Core on the plugin's ``e
 
 from __future__ import annotations
 
+from io import BytesIO
 from typing import IO, Any
 
 from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from loaders.base import SQLAlchemyLoader, schema_definition
+from loaders.base import SQLAlchemyLoader, as_copy_text, schema_definition
 from loaders.contract import SchemaReport
 from loaders.interface import LoaderInterface
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES, build_metadata
@@ -81,7 +82,8 @@ class GuideLoader(SQLAlchemyLoader):
             super().insert_rows(conn, table, stream, columns)  # bookkeeping tables: SQLAlchemy Core
             return
         staging = self.plugin.prepare_load(conn, table.name, "delta")
-        self.plugin.bulk_load_native(conn, stream, staging, list(columns))  # type: ignore[arg-type]
+        rows = BytesIO(as_copy_text(stream.read(), table.name))  # the guide's portable form: COPY text
+        self.plugin.bulk_load_native(conn, rows, staging, list(columns))  # type: ignore[arg-type]
         self.plugin.handle_upsert(conn, staging, table.name, [c.name for c in table.primary_key.columns], None)
 
     def empty_tables(self, conn: Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from io import IOBase
 from typing import IO, Any
 
 from sqlalchemy import Column, Table, Text, any_, bindparam, text
@@ -13,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from loaders.base import SQLAlchemyLoader
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+from py_load_eudravigilance.staging.layout import CopyStream
 
 # Worth another attempt: serialization_failure, deadlock_detected, and unique_violation, which a load meets
 # when a concurrent load inserted the same new case (or logged the same file) first: the next attempt sees it
@@ -44,12 +46,19 @@ class PostgresLoader(SQLAlchemyLoader):
             conn.execute(text("SET LOCAL default_toast_compression = 'lz4'"))
 
     def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
+        # The staged tuples are binary COPY's own: the server parses no text
+        self._copy(conn, table, CopyStream(stream), columns, "binary")
+
+    def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
+        """The guide's bulk path: COPY text rows into a staging table from :meth:`prepare_load`, or a target."""
+        self._copy(conn, self._named_table(target_table), data_stream, tuple(columns), "text, ENCODING 'UTF8'")
+
+    def _copy(self, conn: Connection, table: Table, stream: Any, columns: tuple[str, ...], form: str) -> None:
         preparer = self.engine.dialect.identifier_preparer
         listed = ", ".join(preparer.quote(c) for c in columns)
-        sql = f"COPY {preparer.format_table(table)} ({listed}) FROM STDIN WITH (FORMAT text, ENCODING 'UTF8')"
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.copy_expert(sql, stream, size=COPY_CHUNK)
+            cursor.copy_expert(f"COPY {preparer.format_table(table)} ({listed}) FROM STDIN WITH (FORMAT {form})", stream, size=COPY_CHUNK)
         finally:
             cursor.close()
 

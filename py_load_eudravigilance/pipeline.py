@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from py_load_eudravigilance.staging import (
     Share,
     StagedFile,
     StagedGroup,
+    StagedMessages,
     StagingCore,
     add_up_shards,
     published_parts,
@@ -96,9 +98,10 @@ GROUP_MAX_BYTES = 32 * 1024 * 1024
 # whole file: about a tenth of the cost of mapping it
 SHARD_MIN_BYTES = 64 * 1024 * 1024
 SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
-# ... and, where the loader can (PostgreSQL), staged in parts of this many messages per worker that are
-# bulk-loaded while the rest of the file is parsed, so that only the merge waits for the last message
-PART_MESSAGES = 1_000
+# Where the loader can (PostgreSQL), every group is staged in parts of this many messages, bulk-loaded while
+# the rest is parsed: loading overlaps parsing inside each file too, and only the last part waits for the end
+# of a run (a part costs a few queries and one COPY per table, so parts stay a few MB)
+PART_MESSAGES = 250
 # How often a load of parts looks for new ones while the workers are still parsing
 PART_POLL_SECONDS = 0.05
 # S3 keys a run names without a listing (Dagster partitions) are sized by HEAD requests up to this many
@@ -145,6 +148,8 @@ def _load_recorded(
     started_at = utc_now()
     if known:
         loader.record_status(known, load_mode, RUNNING, None, started_at)
+    else:
+        batches = _marked_running(loader, batches, load_mode, started_at)
     try:
         return loader.load(batches, load_mode, staged_files)
     except Exception as exc:
@@ -152,6 +157,17 @@ def _load_recorded(
         if files:
             loader.record_status(files, load_mode, FAILED, f"{type(exc).__name__}: {exc}", started_at)
         raise
+
+
+def _marked_running(loader: Loader, batches: Iterable[Path], load_mode: str, started_at: datetime) -> Iterator[Path]:
+    """The batches of a load in parts, each file marked running in the history as its first part arrives."""
+    marked: set[str] = set()
+    for batch in batches:
+        files = [StagedFile(name, sha) for name, sha in StagedMessages.load(batch).files if sha not in marked]
+        if files:
+            loader.record_status(files, load_mode, RUNNING, None, started_at)
+            marked.update(file.file_sha256 for file in files)
+        yield batch
 
 
 def _files_if_staged(staged_files: Callable[[], list[StagedFile]]) -> list[StagedFile]:
@@ -182,7 +198,7 @@ class _Unit:
     error: BaseException | None = None
     finished: int = 0
     submitted: list[Future[_Staged]] = field(default_factory=list)
-    load: Future[list[LoadOutcome]] | None = None  # the load of a unit staged in parts, running beside staging
+    load: Future[tuple[list[LoadOutcome], int]] | None = None  # the load of a unit staged in parts, beside its staging
 
     @property
     def pending(self) -> bool:
@@ -271,16 +287,21 @@ def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) 
             wait(shards, timeout=PART_POLL_SECONDS, return_when=FIRST_COMPLETED)
 
 
-def _load_in_parts(loader: Loader, unit: _Unit, load_mode: str) -> list[LoadOutcome]:
-    """Load a large file while its shards are still being staged: one transaction, parts bulk-loaded as they come."""
+def _load_in_parts(loader: Loader, unit: _Unit, load_mode: str) -> tuple[list[LoadOutcome], int]:
+    """Load a unit while it is still being staged: one transaction, parts bulk-loaded as they come; its outcomes and
+    how many of its files were skipped."""
 
     def staged_files() -> list[StagedFile]:
-        groups = [future.result().group for future in unit.submitted]  # a shard's error ends the load here, rolled back
-        file = add_up_shards(groups)
+        staged = [future.result() for future in unit.submitted]  # a worker's error ends the load here, rolled back
+        if len(staged) == 1:
+            return staged[0].group.files
+        file = add_up_shards([shard.group for shard in staged])  # the shards of one large file load as one
         return [file] if file is not None else []
 
     parts = _parts_as_published(unit.submitted, [task.directory for task in unit.tasks])
-    return _load_recorded(loader, parts, load_mode, staged_files, [])
+    outcomes = _load_recorded(loader, parts, load_mode, staged_files, [])
+    skipped = unit.submitted[0].result().skipped if len(unit.tasks) == 1 else (0 if outcomes else 1)
+    return outcomes, skipped
 
 
 def run_load(
@@ -325,8 +346,8 @@ def run_load(
     truncate_next = mode == "full"
     serial = itertools.count()
 
-    # A full reload empties the tables with its first load, so it loads in parts only when the run is that one file
-    parts_allowed = loader.loads_parts_while_staging and (mode == "delta" or len(groups) == 1)
+    # Units load one after another, in order, so even a full reload (whose first load empties the tables) can load in parts
+    parts_allowed = loader.loads_parts_while_staging
 
     def unit_of(keys: tuple[str, ...], in_last_round: bool = False) -> _Unit:
         """One task, or one per worker for a large file (each maps its share of the messages)."""
@@ -334,7 +355,7 @@ def run_load(
         shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers) if len(keys) == 1 else 1
         if shards > 1:
             log.debug("mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_allowed else "")
-        part_messages = PART_MESSAGES if shards > 1 and parts_allowed else None
+        part_messages = PART_MESSAGES if parts_allowed else None
         number = next(serial)
         tasks = [
             _StageTask(
@@ -398,8 +419,8 @@ def run_load(
                     loaded += 1
                     try:
                         if unit.load is not None:
-                            outcomes = unit.load.result()  # the shards' or the database's error, if any
-                            summary.files_skipped += 0 if outcomes else 1
+                            outcomes, skipped = unit.load.result()  # the workers' or the database's error, if any
+                            summary.files_skipped += skipped
                         else:
                             outcomes, skipped = _load_unit(loader, unit, "full" if truncate_next else "delta")
                             summary.files_skipped += skipped

@@ -32,8 +32,8 @@ def test_connection_terminated_mid_merge_leaves_nothing_half_written(postgres_ds
 
     @event.listens_for(loader.engine, "before_cursor_execute")
     def kill_backend(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        # The server drops the connection after every table's rows were copied in, before the commit
-        if statement.startswith("UPDATE icsr_master SET version_count") and not terminated:
+        # The server drops the connection after the case tables and the audit log were copied in, before the commit
+        if statement.startswith("DELETE FROM etl_quarantine") and not terminated:
             pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
             with admin.connect() as other:
                 other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, Reacti
 from py_load_eudravigilance.mapping.mapper import CaseMapper
 from py_load_eudravigilance.parsing.reader import BatchReader
 from py_load_eudravigilance.staging import STAGED_COLUMNS, stage_file
-from py_load_eudravigilance.staging.copytext import decode_lines
-from py_load_eudravigilance.staging.layout import table_file
+from py_load_eudravigilance.staging.copybinary import decode_rows
+from py_load_eudravigilance.staging.layout import STAGED_FAMILIES, table_file
 from tests.conftest import SHARED_E2B
 
 
@@ -45,10 +44,10 @@ def test_batch_cases_map_with_repeats_keys_and_null_flavours() -> None:
 
 
 def staged_rows(directory: Path, table: str) -> list[dict]:
-    """The rows a staged batch holds for ``table``, as column texts (None for NULL)."""
+    """The rows a staged batch holds for ``table``, as Python values (None for NULL)."""
     path = table_file(directory, table)
-    lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
-    return [dict(zip(STAGED_COLUMNS[table], values, strict=True)) for values in decode_lines(lines)]
+    rows = decode_rows(path.read_bytes(), STAGED_FAMILIES[table]) if path.exists() else []
+    return [dict(zip(STAGED_COLUMNS[table], values, strict=True)) for values in rows]
 
 
 def every_node(root: etree._Element) -> list[tuple]:
@@ -75,7 +74,7 @@ def test_audit_payload_is_the_message_as_received(tmp_path: Path) -> None:
     (original,) = etree.fromstring(path.read_bytes()).iter("{urn:hl7-org:v3}PORR_IN049016UV")
     assert every_node(payload) == every_node(original)
     assert payload.find(".//{urn:hl7-org:v3}text/{urn:hl7-org:v3}reference").tail == ATTACHMENT
-    assert json.loads(audit["row_counts"])["icsr_master"] == 1 and audit["safetyreportid"] == "CASE-A"
+    assert audit["row_counts"]["icsr_master"] == 1 and audit["safetyreportid"] == "CASE-A"
 
 
 @pytest.mark.skipif(not (SHARED_E2B / "fda-examples").exists(), reason="needs ../shared/e2b (FDA example instances)")

@@ -125,9 +125,9 @@ class CompiledField:
             raw = _text_of(first) or None
         if raw is not None and spec.strip_prefix and raw.startswith(spec.strip_prefix):
             raw = raw[len(spec.strip_prefix) :]
-        self._convert(raw, row)
+        self.convert(raw, row)
 
-    def _convert(self, raw: str | None, row: Row) -> None:
+    def convert(self, raw: str | None, row: Row) -> None:
         column = self.spec.column
         try:
             if self.date_columns is not None:

@@ -1,8 +1,8 @@
 """What a staged batch is on disk: one file of COPY text rows per table, and an index of its messages.
 
 A worker stages a group of source files (or its share of one large file, or one part of it) into a
-directory. Case tables' rows carry exactly the target table's columns, so a loader can bulk-load
-them straight into the target. The index (``messages.idx``) names each loaded message's case
+directory. Rows are PostgreSQL binary COPY tuples (``copybinary.py``) carrying exactly the target
+table's columns, so a loader can bulk-load them straight into the target. The index (``messages.idx``) names each loaded message's case
 version and where its rows start in every case table and the audit log: a loader sends the rows
 of the versions that win, and only those, without reading a row.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pickle
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -20,6 +19,7 @@ from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, MESSAGE_POSITION, QUARANTINE_TABLE
+from py_load_eudravigilance.staging.copybinary import HEADER, TRAILER
 
 BATCHES = BATCH_HEADER.name
 # Filled by the loading database, not staged: when a row was loaded
@@ -38,19 +38,34 @@ AUDIT_COLUMNS = (
 QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
 
 
+AUDIT_FAMILIES = ("text", "text", "text", "integer", "timestamp", "timestamp", "boolean", "json", "text")
+QUARANTINE_FAMILIES = ("text", "text", "integer", "text", "text", "text", "text")
+
+
+def _staged(columns: list[catalog.Column]) -> list[catalog.Column]:
+    return [c for c in columns if c.name not in LOAD_STAMPS]
+
+
 def staged_columns() -> dict[str, tuple[str, ...]]:
-    """Columns of each staged table, in file order: the target's own, minus the load stamps."""
-    columns = {
-        table: tuple(c.name for c in table_columns if c.name not in LOAD_STAMPS)
-        for table, table_columns in catalog.case_table_columns().items()
-    }
+    """Columns of each staged table, in row order: the target's own, minus the load stamps."""
+    columns = {table: tuple(c.name for c in _staged(table_columns)) for table, table_columns in catalog.case_table_columns().items()}
     columns[AUDIT_TABLE] = AUDIT_COLUMNS
     columns[QUARANTINE_TABLE] = QUARANTINE_COLUMNS
     columns[BATCHES] = tuple(c.name for c in catalog.table_columns(BATCH_HEADER))
     return columns
 
 
+def staged_families() -> dict[str, tuple[str, ...]]:
+    """The binary form of each staged column (``copybinary.FAMILIES``), as the column's SQL type needs it."""
+    families = {table: tuple(c.type.value for c in _staged(table_columns)) for table, table_columns in catalog.case_table_columns().items()}
+    families[AUDIT_TABLE] = AUDIT_FAMILIES
+    families[QUARANTINE_TABLE] = QUARANTINE_FAMILIES
+    families[BATCHES] = tuple(c.type.value for c in catalog.table_columns(BATCH_HEADER))
+    return families
+
+
 STAGED_COLUMNS = staged_columns()
+STAGED_FAMILIES = staged_families()
 # Tables whose rows the index locates per message; the others are the file's own bookkeeping
 INDEXED_TABLES = (*CASE_TABLE_NAMES, AUDIT_TABLE)
 STAGED_TABLES = (*INDEXED_TABLES, QUARANTINE_TABLE, BATCHES)
@@ -82,24 +97,32 @@ class StagedMessages:
     keys: list[MessageKey] = field(default_factory=list)
     # Offsets of message i's first row in each indexed table: row i of a (messages + 1) x tables matrix
     bounds: array = field(default_factory=lambda: array("q", [0] * len(INDEXED_TABLES)))
+    # Offset of each message's version_count field (staged NULL) in icsr_master: the loader writes the count there
+    version_count_at: array = field(default_factory=lambda: array("q"))
 
     def span(self, message: int, table: int) -> tuple[int, int]:
         """Byte range of message ``message``'s rows in indexed table number ``table``."""
         width = len(INDEXED_TABLES)
         return self.bounds[message * width + table], self.bounds[(message + 1) * width + table]
 
+    def pieces(self, spans: list[tuple[int, int]], table: int) -> list[Piece]:
+        """Byte ranges of indexed table number ``table`` holding the rows of the messages in ``spans`` (first, last + 1)."""
+        width = len(INDEXED_TABLES)
+        found = [(self.bounds[first * width + table], self.bounds[end * width + table]) for first, end in spans]
+        return [piece for piece in found if piece[1] > piece[0]]  # type: ignore[misc]
+
     def size(self, table: int) -> int:
         return self.bounds[len(self.keys) * len(INDEXED_TABLES) + table]
 
     def save(self, directory: Path) -> None:
         with (directory / INDEX_FILE).open("wb") as handle:
-            pickle.dump((self.files, self.keys, self.bounds), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((self.files, self.keys, self.bounds, self.version_count_at), handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def load(cls, directory: Path) -> StagedMessages:
         with (directory / INDEX_FILE).open("rb") as handle:
-            files, keys, bounds = pickle.load(handle)  # noqa: S301 - written by this package's own workers
-        return cls(files, [MessageKey(*key) for key in keys], bounds)
+            files, keys, bounds, version_count_at = pickle.load(handle)  # noqa: S301 - written by this package's own workers
+        return cls(files, [MessageKey(*key) for key in keys], bounds, version_count_at)
 
 
 @dataclass
@@ -133,18 +156,28 @@ def published_parts(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{PART_PREFIX}*")) if directory.exists() else []
 
 
+Piece = tuple[int, int] | bytes  # a byte range of the file, or bytes to put in its place
+
+
 class ByteRanges:
-    """A read-only stream of some byte ranges of a file, for a bulk load that takes a file object."""
+    """A read-only stream of some byte ranges of a file (and bytes given in between), for a bulk load that takes a file object."""
 
-    def __init__(self, handle: IO[bytes], ranges: list[tuple[int, int]]) -> None:
-        self.handle, self.ranges, self.index = handle, ranges, 0
+    def __init__(self, handle: IO[bytes], pieces: list[Piece]) -> None:
+        self.handle, self.pieces, self.index = handle, pieces, 0
         self.remaining = 0
-        self._next_range()
+        self.literal = b""
+        self._next_piece()
 
-    def _next_range(self) -> None:
-        while self.index < len(self.ranges):
-            start, end = self.ranges[self.index]
+    def _next_piece(self) -> None:
+        while self.index < len(self.pieces):
+            piece = self.pieces[self.index]
             self.index += 1
+            if isinstance(piece, bytes):
+                if piece:
+                    self.literal = piece
+                    return
+                continue
+            start, end = piece
             if end > start:
                 self.handle.seek(start)
                 self.remaining = end - start
@@ -154,37 +187,48 @@ class ByteRanges:
     def read(self, size: int = -1) -> bytes:
         chunks = []
         wanted = size if size is not None and size >= 0 else float("inf")
-        while self.remaining and wanted > 0:
-            chunk = self.handle.read(int(min(self.remaining, wanted)))
-            if not chunk:
-                raise OSError(f"staged file {self.handle.name} ended early")
+        while (self.remaining or self.literal) and wanted > 0:
+            if self.literal:
+                chunk, self.literal = self.literal, b""
+            else:
+                chunk = self.handle.read(int(min(self.remaining, wanted)))
+                if not chunk:
+                    raise OSError(f"staged file {self.handle.name} ended early")
+                self.remaining -= len(chunk)
             chunks.append(chunk)
-            self.remaining -= len(chunk)
             wanted -= len(chunk)
-            if not self.remaining:
-                self._next_range()
+            if not self.remaining and not self.literal:
+                self._next_piece()
         return b"".join(chunks)
 
-    def lines(self) -> Iterator[bytes]:
-        """The rows, one line each (a staged row never holds a raw line feed)."""
-        rest = b""
-        while chunk := self.read(1 << 20):
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                yield line + b"\n"
-        if rest:
-            yield rest
+
+class CopyStream:
+    """A whole binary COPY stream (header, the staged tuples of ``body``, trailer), for a driver's copy call."""
+
+    def __init__(self, body: IO[bytes] | ByteRanges) -> None:
+        self.parts: list[bytes | IO[bytes] | ByteRanges] = [HEADER, body, TRAILER]
+
+    def read(self, size: int = -1) -> bytes:
+        while self.parts:
+            part = self.parts[0]
+            if isinstance(part, bytes):
+                self.parts.pop(0)
+                if part:
+                    return part
+                continue
+            chunk = part.read(size)
+            if chunk:
+                return chunk
+            self.parts.pop(0)
+        return b""
 
 
-def merged_ranges(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Adjacent or overlapping spans joined, in order: fewer seeks and larger reads."""
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if end <= start:
-            continue
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+def runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted message numbers, as (first, last + 1): each run's rows are one byte range."""
+    found: list[tuple[int, int]] = []
+    for number in numbers:
+        if found and found[-1][1] == number:
+            found[-1] = (found[-1][0], number + 1)
         else:
-            merged.append((start, end))
-    return merged
+            found.append((number, number + 1))
+    return found

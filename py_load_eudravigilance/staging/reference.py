@@ -1,4 +1,4 @@
-"""The reference staging core: the Python mapper's rows, written as staged COPY text.
+"""The reference staging core: the Python mapper's rows, written as staged binary COPY tuples.
 
 A staging core turns messages into staged rows and keeps the batch's index. There are two: this one,
 and the compiled one (``mapping/_core.pyx``), which walks lxml's tree in C and writes the same bytes.
@@ -14,8 +14,10 @@ from lxml import etree
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.mapping.mapper import CaseMapper
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES
-from py_load_eudravigilance.staging.copytext import encode_row
-from py_load_eudravigilance.staging.layout import INDEXED_TABLES, STAGED_COLUMNS, STAGED_TABLES, MessageKey, StagedMessages
+from py_load_eudravigilance.staging.copybinary import encode_row
+from py_load_eudravigilance.staging.layout import INDEXED_TABLES, STAGED_COLUMNS, STAGED_FAMILIES, STAGED_TABLES, MessageKey, StagedMessages
+
+VERSION_COUNT = STAGED_COLUMNS["icsr_master"].index("version_count")
 
 
 def audit_payload(message: etree._Element) -> bytes:
@@ -60,9 +62,13 @@ class ReferenceCore:
             if rows:
                 counts[table] = len(rows)
                 self.row_counts[table] += len(rows)
-                columns, buffer = STAGED_COLUMNS[table], self.buffers[table]
+                columns, families, buffer = STAGED_COLUMNS[table], STAGED_FAMILIES[table], self.buffers[table]
+                if table == "icsr_master":  # where the loader will write the version count
+                    values = [master.get(column) for column in columns]
+                    before = encode_row(values[:VERSION_COUNT], families[:VERSION_COUNT])
+                    self.index.version_count_at.append(self.taken[table] + len(buffer) + len(before))
                 for row in rows:
-                    buffer += encode_row(map(row.get, columns))
+                    buffer += encode_row([row.get(column) for column in columns], families)
         utc = case.most_recent_info_utc.isoformat()
         created = case.message_creation_utc.isoformat() if case.message_creation_utc else None
         self.buffers[AUDIT_TABLE] += encode_row(
@@ -71,12 +77,13 @@ class ReferenceCore:
                 self.file_sha256,
                 self.file_name,
                 position,
-                utc,
-                created,
+                case.most_recent_info_utc,
+                case.message_creation_utc,
                 case.is_nullification,
                 counts,
-                audit_payload(message).decode("utf-8"),
-            )
+                audit_payload(message),
+            ),
+            STAGED_FAMILIES[AUDIT_TABLE],
         )
         self.row_counts[AUDIT_TABLE] += 1
         self.index.keys.append(MessageKey(self.ordinal, position, case.safetyreportid, utc, created, case.is_nullification))
@@ -90,7 +97,7 @@ class ReferenceCore:
 
     def append(self, table: str, row: dict[str, Any]) -> None:
         """A bookkeeping row (quarantine, batch header) in the table's staged columns."""
-        self.buffers[table] += encode_row(map(row.get, STAGED_COLUMNS[table]))
+        self.buffers[table] += encode_row([row.get(column) for column in STAGED_COLUMNS[table]], STAGED_FAMILIES[table])
         self.row_counts[table] += 1
 
     def buffered(self) -> int:
