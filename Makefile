@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint demo ui bench clean
 
-$(STAMP): pyproject.toml
+# The editable install also compiles the mapper (Cython, setup.py); a change to its source builds it again
+$(STAMP): pyproject.toml setup.py py_load_eudravigilance/mapping/_core.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

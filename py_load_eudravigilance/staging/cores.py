@@ -26,7 +26,7 @@ class CompiledCoreUnavailable(RuntimeError):
 def compiled_core_problem() -> str | None:
     """None when the compiled core imports and passes its self-test, else why not."""
     try:
-        from py_load_eudravigilance.mapping import compiled
+        from py_load_eudravigilance.staging import compiled
     except ImportError as exc:
         return f"the compiled mapper is not built ({exc})"
     return compiled.self_test()
@@ -56,7 +56,7 @@ def _warn_once(problem: str) -> None:
 def create_core(choice: str | None = None):  # type: ignore[no-untyped-def]
     """A new staging core of the chosen kind."""
     if chosen_mapper(choice) == "compiled":
-        from py_load_eudravigilance.mapping.compiled import CompiledCore
+        from py_load_eudravigilance.staging.compiled import CompiledCore
 
         return CompiledCore()
     return ReferenceCore()
