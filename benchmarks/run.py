@@ -1,13 +1,14 @@
 """``make bench``: throughput and memory of every load path, against a bare-parse baseline measured in the same run.
 
 (a) bare lxml ``iterparse`` of the corpus on one core (the baseline every ratio refers to);
-(b) the end-to-end CLI path (``run_load``) into PostgreSQL with all cores;
+(b) the end-to-end CLI path (``run_load``) into PostgreSQL with all cores, with the compiled mapper and
+    with the Python mapper, each with the CPU its parsing workers, the loading process and the server used;
 (c) the same files through Dagster: one run per backfill chunk of file partitions;
 (d) the same cases as single-case files against one batch file (CLI path);
 (e) peak memory of staging one large batch file, and of one a quarter its size (flat as files grow).
-For (b) it also prints the CPU its processes used, the PostgreSQL server's included when it runs on
-this machine: a run that uses the cores it has is bound by computing, not by waiting. The server's
-CPU plus one bare parse, spread over the cores, is the floor no faster mapping can go below.
+The server's CPU is read from /proc when it runs on this machine. A run that uses the cores it has is
+bound by computing, not by waiting; the server's CPU plus one bare parse, spread over the cores, is
+the floor no faster mapping can go below. (c), (d) and (e) use the compiled mapper (else Python).
 
 Nothing here is asserted; figures are printed. Needs a reachable PostgreSQL (``--dsn`` or
 ``$PGHOST``); a fresh database is created and dropped for each load.
@@ -109,12 +110,12 @@ def cli_load(source: Path, server_dsn: str, workers: int) -> tuple[int, float]:
     return messages, seconds
 
 
-def cli_load_with_server_cpu(source: Path, server_dsn: str, workers: int) -> tuple[int, float, float | None]:
+def cli_load_with_server_cpu(source: Path, server_dsn: str, workers: int, mapper: str | None = None) -> tuple[int, float, float | None]:
     """Messages, seconds, and the CPU seconds the PostgreSQL server spent meanwhile (None when it is not on this machine)."""
     with fresh_database(server_dsn) as dsn:
         postmaster = local_postmaster_pid(dsn)
         server_before = server_cpu_seconds(postmaster) if postmaster is not None else 0.0
-        summary = run_load(source, dsn, "delta", workers)
+        summary = run_load(source, dsn, "delta", workers, mapper=mapper)
         server_cpu = server_cpu_seconds(postmaster) - server_before if postmaster is not None else None
         if summary.failures:
             raise SystemExit(f"load failed: {summary.failures[:3]}")
@@ -193,15 +194,15 @@ def dagster_load(source: Path, server_dsn: str, workers: int) -> tuple[int, floa
 
 
 def peak_memory_mb(path: Path) -> float:
-    """Peak RSS of a fresh process that stages ``path`` (parse, map, write CSVs).
+    """Peak RSS of a fresh process that stages ``path`` as a run does (parse, map, write parts).
 
     Read from VmHWM: unlike ``ru_maxrss``, it starts afresh at exec instead of inheriting the
     high-water mark of the (large) benchmark process that forked it.
     """
     code = (
         "import sys, tempfile; from pathlib import Path;"
-        "from py_load_eudravigilance.staging import stage_file;"
-        "d = tempfile.mkdtemp(); stage_file(Path(sys.argv[1]), Path(d));"
+        "from py_load_eudravigilance.pipeline import PART_MESSAGES; from py_load_eudravigilance.staging import sha256_of, stage_files;"
+        "p = Path(sys.argv[1]); d = tempfile.mkdtemp(); stage_files([(p, p.name, sha256_of(p))], Path(d), part_messages=PART_MESSAGES);"
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
     )
     output = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
@@ -231,12 +232,23 @@ def cpu_seconds() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
+def mappers() -> list[str]:
+    """The mappers (b) compares: the compiled one when it is built, and the Python one."""
+    from py_load_eudravigilance.staging.cores import compiled_core_problem
+
+    problem = compiled_core_problem()
+    if problem is not None:
+        print(f"(b) {problem}: the Python mapper only")
+        return ["python"]
+    return ["compiled", "python"]
+
+
 def report(rows: list[tuple[str, int, float]], baseline: float) -> None:
-    print(f"\n{'path':<58} {'ICSRs':>8} {'seconds':>9} {'ICSRs/s':>9} {'time vs (a)':>12}")
+    print(f"\n{'path':<66} {'ICSRs':>8} {'seconds':>9} {'ICSRs/s':>9} {'time vs (a)':>12}")
     for label, messages, seconds in rows:
         rate = messages / seconds if seconds else 0.0
         ratio = (seconds / messages) / baseline if messages and baseline else float("nan")
-        print(f"{label:<58} {messages:>8} {seconds:>9.2f} {rate:>9.0f} {ratio:>11.2f}x")
+        print(f"{label:<66} {messages:>8} {seconds:>9.2f} {rate:>9.0f} {ratio:>11.2f}x")
 
 
 def main() -> int:
@@ -266,31 +278,40 @@ def main() -> int:
         messages, seconds = bare_parse(paths)
         baseline = seconds / messages
         rows = [("(a) bare lxml iterparse, 1 core", messages, seconds)]
-        cpu_before = cpu_seconds()
-        loaded, wall, server_cpu = cli_load_with_server_cpu(batches, args.dsn, args.workers)
-        rows.append((f"(b) CLI run_load -> PostgreSQL, {args.workers} workers, batch files", loaded, wall))
-        loading_cpu, parsing_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before, strict=True))
+        splits = []
+        for mapper in mappers():
+            cpu_before = cpu_seconds()
+            loaded, wall, server_cpu = cli_load_with_server_cpu(batches, args.dsn, args.workers, mapper)
+            rows.append((f"(b) CLI run_load -> PostgreSQL, {args.workers} workers, {mapper} mapper", loaded, wall))
+            loading_cpu, parsing_cpu = (after - before for after, before in zip(cpu_seconds(), cpu_before, strict=True))
+            splits.append((mapper, loaded, wall, parsing_cpu, loading_cpu, server_cpu))
+        cli = rows[1]
         if not args.skip_dagster:
             rows.append(("(c) Dagster backfill of the batch-file partitions", *dagster_load(batches, args.dsn, args.workers)))
         rows.append(("(d) CLI run_load -> PostgreSQL, the same cases in one batch file", *cli_load(one_batch, args.dsn, args.workers)))
         rows.append((f"(d) CLI run_load -> PostgreSQL, {args.cases} single-case files", *cli_load(singles, args.dsn, args.workers)))
         report(rows, baseline)
         cores = os.cpu_count() or 1
-        server = f"PostgreSQL server {server_cpu:.1f} s" if server_cpu is not None else "PostgreSQL server not on this machine"
-        print(
-            f"\n(b) CPU: parsing workers {parsing_cpu:.1f} s ({parsing_cpu / loaded * 1000:.2f} ms per ICSR), loading process "
-            f"{loading_cpu:.1f} s, {server}; {cores} cores x {wall:.1f} s = {cores * wall:.1f} s available"
-        )
-        if server_cpu is not None:
-            # Whatever the mapping costs, the server's work and one parse of every message need the cores this long
-            floor = (server_cpu + baseline * loaded) / cores
+        print(f"\n(b) CPU per ICSR ({cores} cores; bare parse {baseline * 1000:.2f} ms):")
+        for mapper, loaded, wall, parsing_cpu, loading_cpu, server_cpu in splits:
+            server = f"server {server_cpu / loaded * 1000:.2f} ms" if server_cpu is not None else "server not on this machine"
+            used = parsing_cpu + loading_cpu + (server_cpu or 0.0)
             print(
-                f"(b) floor: the server's CPU plus one bare parse, spread over {cores} cores, take {floor:.1f} s = "
-                f"{floor / loaded / baseline:.2f}x (a), {loaded / floor:.0f} ICSRs/s, even if mapping cost nothing"
+                f"    {mapper:<8} workers {parsing_cpu / loaded * 1000:.2f} ms, "
+                f"loading process {loading_cpu / loaded * 1000:.2f} ms, {server}; "
+                f"{used:.1f} s of the {cores * wall:.1f} s the cores offered"
             )
+            if server_cpu is not None:
+                # Whatever the mapping costs, the server's work and one parse of every message need the cores this long
+                floor = (server_cpu + baseline * loaded) / cores
+                print(
+                    f"    {'':<8} floor: the server's CPU plus one bare parse over {cores} cores take {floor:.1f} s = "
+                    f"{floor / loaded / baseline:.2f}x (a), {loaded / floor:.0f} ICSRs/s, even if mapping cost nothing"
+                )
         print(f"\n(d) single-case files take {rows[-1][2] / rows[-2][2]:.2f}x the time of one batch of the same cases")
         if not args.skip_dagster:
-            print(f"(c) Dagster takes {rows[2][2] / rows[1][2]:.2f}x the time of the CLI path on the same files")
+            dagster_row = next(row for row in rows if row[0].startswith("(c)"))
+            print(f"(c) Dagster takes {dagster_row[2] / cli[2]:.2f}x the time of the CLI path ({cli[0][4:]}) on the same files")
 
         if args.big_mb:
             small = big_batch(workdir / "quarter.xml", max(1, args.big_mb // 4))

@@ -305,8 +305,9 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             master += [(start, at), encode_value(run.counts[case], "integer"), (at + 4, end)]
             run.counted[case] = run.counts[case]
         self._insert_pieces(conn, directory, MASTER, master, index.size(0))
+        winning_runs = runs(winners)
         for number, name in enumerate(CASE_TABLE_NAMES[1:], start=1):
-            self._insert_pieces(conn, directory, name, index.pieces(runs(winners), number), index.size(number))
+            self._insert_pieces(conn, directory, name, index.pieces(winning_runs, number), index.size(number))
         self._insert_pieces(conn, directory, AUDIT_TABLE, index.pieces(runs(logging), AUDIT_COLUMN), index.size(AUDIT_COLUMN))
         # A file's quarantine and batch rows replace those of its earlier loads
         for name in (QUARANTINE_TABLE, BATCHES):

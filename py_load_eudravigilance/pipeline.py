@@ -92,10 +92,11 @@ def redact_dsn(dsn: str) -> str:
 # (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
 GROUP_MAX_FILES = 100
 GROUP_MAX_BYTES = 32 * 1024 * 1024
-# A file at least this large is mapped by every worker, each taking its share of the messages; in the
-# run's last round of groups, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch alone in its run, or
-# the third of three files on two cores, would otherwise leave cores idle). Each shard parses the
-# whole file: about a tenth of the cost of mapping it
+# With the Python mapper, a file at least this large is mapped by every worker, each taking its share of
+# the messages; in the run's last round of groups, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch
+# alone in its run, or the third of three files on two cores, would otherwise leave cores idle). Each
+# shard parses the whole file: about a tenth of the cost of mapping it in Python, but most of the cost
+# of the compiled mapper, which therefore never shards (a second parse costs more than it saves)
 SHARD_MIN_BYTES = 64 * 1024 * 1024
 SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
 # Where the loader can (PostgreSQL), every group is staged in parts of this many messages, bulk-loaded while
@@ -129,9 +130,11 @@ def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: 
     return groups
 
 
-def shards_for(file_bytes: int, in_last_round: bool, workers: int) -> int:
-    """How many workers map one file alone in its group: all of them when it is large, or when it is
-    mid-size and in the run's last round of groups, which leaves workers with nothing else to do; else one."""
+def shards_for(file_bytes: int, in_last_round: bool, workers: int, mapper: str) -> int:
+    """How many workers map one file alone in its group: with the Python mapper, all of them when it is large, or
+    when it is mid-size and in the run's last round of groups, which leaves workers with nothing else to do; else one."""
+    if mapper != "python":
+        return 1
     threshold = min(SHARD_IDLE_MIN_BYTES, SHARD_MIN_BYTES) if in_last_round else SHARD_MIN_BYTES
     return max(1, workers) if file_bytes >= threshold else 1
 
@@ -199,14 +202,11 @@ class _Unit:
     finished: int = 0
     submitted: list[Future[_Staged]] = field(default_factory=list)
     load: Future[tuple[list[LoadOutcome], int]] | None = None  # the load of a unit staged in parts, beside its staging
+    streamed: bool = False  # loaded part by part while its workers still stage it
 
     @property
     def pending(self) -> bool:
         return self.finished < len(self.tasks)
-
-    @property
-    def in_parts(self) -> bool:
-        return self.tasks[0].part_messages is not None
 
 
 @dataclass
@@ -352,10 +352,10 @@ def run_load(
     def unit_of(keys: tuple[str, ...], in_last_round: bool = False) -> _Unit:
         """One task, or one per worker for a large file (each maps its share of the messages)."""
         # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
-        shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers) if len(keys) == 1 else 1
+        shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers, mapper_kind) if len(keys) == 1 else 1
         if shards > 1:
             log.debug("mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_allowed else "")
-        part_messages = PART_MESSAGES if parts_allowed else None
+        # Always in parts: a batch's index stays small however large the file (memory stays flat)
         number = next(serial)
         tasks = [
             _StageTask(
@@ -365,11 +365,11 @@ def run_load(
                 quarantine_location,
                 mapper_kind,
                 Share(k, shards) if shards > 1 else None,
-                part_messages,
+                PART_MESSAGES,
             )
             for k in range(shards)
         ]
-        return _Unit(keys, tasks)
+        return _Unit(keys, tasks, streamed=parts_allowed)
 
     def report(outcomes: list[LoadOutcome]) -> None:
         for outcome in outcomes:
@@ -397,7 +397,7 @@ def run_load(
                     futures[future] = (unit, task)
                     unit.submitted.append(future)
                 unit = units[loaded]
-                if unit.in_parts and unit.load is None and len(unit.submitted) == len(unit.tasks):
+                if unit.streamed and unit.load is None and len(unit.submitted) == len(unit.tasks):
                     unit.load = part_loads.submit(_load_in_parts, loader, unit, "full" if truncate_next else "delta")
                     truncate_next = False
                 watched: list[Future[Any]] = [*futures, *([unit.load] if unit.load is not None else [])]
@@ -414,7 +414,7 @@ def run_load(
                 # Load, in order, every unit whose turn has come and whose staging is done
                 while loaded < len(units):
                     unit = units[loaded]
-                    if unit.pending or (unit.in_parts and (unit.load is None or not unit.load.done())):
+                    if unit.pending or (unit.streamed and (unit.load is None or not unit.load.done())):
                         break
                     loaded += 1
                     try:

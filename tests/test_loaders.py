@@ -184,6 +184,7 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     path.write_text(build_batch(messages)[:-300])  # and a file-level error at the end
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 7)  # on PostgreSQL, each shard is loaded in parts as it is parsed
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
 
     sharded = run_load(path, dsn, workers=3)
     state = snapshot(dsn)
@@ -215,6 +216,7 @@ def test_a_mid_size_file_is_mapped_by_every_worker_when_other_workers_would_idle
     from py_load_eudravigilance import pipeline
 
     monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small files stand for mid-size daily batches
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # the compiled mapper never shards: parsing is most of its cost
     daily = write_batch("a-daily.xml", *[CaseSpec(f"DAY-{n}") for n in range(6)])
     with load_plan() as alone:
         assert not run_load(daily, dsn, workers=2).failures
@@ -239,6 +241,7 @@ def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: 
     path.write_text(build_batch([build_message(CaseSpec(f"PART-{n:03d}")) for n in range(cases)]))
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 5)
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
     return path
 
 
@@ -268,7 +271,6 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
         return add_up_shards(shards)
 
     monkeypatch.setattr(CaseMapper, "map_message", slow_after_the_first_parts)
-    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # the mapping slowed down above
     monkeypatch.setattr(PostgresLoader, "insert_rows", first_copy)
     monkeypatch.setattr(pipeline, "add_up_shards", all_staged)
     summary = run_load(path, postgres_dsn, workers=2)
@@ -333,6 +335,7 @@ def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: 
     client.put_object(Bucket=bucket, Key="in/large.xml", Body=path.read_bytes())
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 4)
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
 
     with load_plan() as planned:  # the key comes as from a Dagster partition: its size from a HEAD request
         summary = run_load(f"s3://{bucket}/in/", dsn, mode="full", workers=2, keys=["large.xml"])
@@ -351,6 +354,7 @@ def test_s3_keys_a_run_names_are_sized_so_its_last_file_is_sharded(sqlite_dsn: s
         body = build_batch([build_message(CaseSpec(f"{name}-{n}")) for n in range(3)])
         client.put_object(Bucket=bucket, Key=f"in/{name}", Body=body.encode())
     monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small objects stand for mid-size batches
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
 
     with load_plan() as plan:  # keys as a Dagster run names them: no listing, so no sizes but HEAD's
         summary = run_load(f"s3://{bucket}/in/", sqlite_dsn, workers=2, keys=["a.xml", "b.xml", "c.xml"])
@@ -389,3 +393,54 @@ def test_the_latest_audit_view_agrees_with_the_master_on_exact_ties(dsn: str, wr
     load(dsn, inside_one_file)
     assert query(dsn, "SELECT COUNT(*) FROM reactions") == [(2,)]
     assert query(dsn, "SELECT file_name, message_position FROM icsr_audit_latest") == [("c-third.xml", 2)]
+
+
+def backends_waiting_on_a_lock(dsn: str) -> int:
+    database = dsn.rsplit("/", 1)[1]
+    return query(dsn, f"SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '{database}' AND wait_event_type = 'Lock'")[0][0]
+
+
+def test_loads_of_different_cases_do_not_wait_for_each_other_and_overlapping_ones_do(
+    postgres_dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Cases are locked one by one, not by a global merge lock: a load of other cases completes while a load holds
+    its transaction open, a load of one of the same cases waits for it, and the end state is a sequential load's."""
+    import io
+    import threading
+
+    from loaders.postgresql import PostgresLoader
+
+    held = write_batch("held.xml", *[CaseSpec(f"HELD-{n}") for n in range(5)])
+    disjoint = write_batch("disjoint.xml", *[CaseSpec(f"OTHER-{n}") for n in range(5)])
+    overlapping = write_batch("overlapping.xml", CaseSpec("HELD-3", most_recent_info="20240301", reactions=[NAUSEA]))
+    inside, release = threading.Event(), threading.Event()
+    insert_rows = PostgresLoader.insert_rows
+
+    def hold_after_the_master_rows(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
+        if table.name != "patient_characteristics":
+            return insert_rows(self, conn, table, stream, columns)
+        rows = stream.read()
+        if b"HELD-0" in rows:
+            inside.set()  # its new master rows are written, not committed: a load of HELD-3 must wait for them
+            assert release.wait(60), "the test never released the held load"
+        return insert_rows(self, conn, table, io.BytesIO(rows), columns)
+
+    monkeypatch.setattr(PostgresLoader, "insert_rows", hold_after_the_master_rows)
+    with ThreadPoolExecutor(max_workers=1) as holder, ThreadPoolExecutor(max_workers=1) as other:
+        holding = holder.submit(run_load, held, postgres_dsn, "delta", 1)
+        assert inside.wait(60)
+        assert not run_load(disjoint, postgres_dsn, "delta", 1).failures  # completes while the other load holds its cases
+        assert not holding.done()
+        waiting = other.submit(run_load, overlapping, postgres_dsn, "delta", 1)
+        deadline = time.monotonic() + 60
+        while backends_waiting_on_a_lock(postgres_dsn) == 0 and time.monotonic() < deadline and not waiting.done():
+            time.sleep(0.05)
+        assert backends_waiting_on_a_lock(postgres_dsn) >= 1 and not waiting.done()
+        release.set()
+        assert not holding.result(timeout=120).failures
+        assert not waiting.result(timeout=120).failures
+
+    assert query(postgres_dsn, "SELECT COUNT(*) FROM icsr_master") == [(10,)]
+    assert query(postgres_dsn, "SELECT most_recent_info_date FROM icsr_master WHERE safetyreportid = 'HELD-3'") == [("20240301",)]
+    assert query(postgres_dsn, "SELECT reaction_meddra_code FROM reactions WHERE safetyreportid = 'HELD-3'") == [("10028813",)]
+    assert query(postgres_dsn, "SELECT version_count FROM icsr_master WHERE safetyreportid = 'HELD-3'") == [(2,)]

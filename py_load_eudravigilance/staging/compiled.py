@@ -301,7 +301,7 @@ def self_test() -> str | None:
     document = build_batch([build_message(CaseSpec("SELF-TEST", reactions=reactions, drugs=drugs, padding_paragraphs=1))])
     outputs = []
     try:
-        for core in (ReferenceCore(), CompiledCore()):
+        for core in (ReferenceCore(build_plan().mapper), CompiledCore()):
             core.begin_file("self-test.xml", "0" * 64)
             for position, message in BatchReader(io.BytesIO(document.encode()), "self-test.xml").messages():
                 core.stage_message(message, position)
