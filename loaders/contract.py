@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ class LoadOutcome:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The outcome's fields (shallow: ``dataclasses.asdict`` deep-copies, and a run of 10,000 files noticed)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass

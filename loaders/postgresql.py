@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from io import IOBase
 from typing import IO, Any
 
+from psycopg2.extras import Json, execute_values
 from sqlalchemy import Column, Table, Text, any_, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -67,10 +67,24 @@ class PostgresLoader(SQLAlchemyLoader):
         yield column == any_(bindparam("keys", value=list(case_ids), type_=ARRAY(Text), unique=True))
 
     def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        # Two loads of one file at once (two runs, or a run and a sensor) must not collide on its history row
-        statement = pg_insert(self.table(FILE_HISTORY_TABLE))
-        updated = {name: statement.excluded[name] for name in rows[0] if name != "file_sha256"}
-        conn.execute(statement.on_conflict_do_update(index_elements=["file_sha256"], set_=updated), rows)
+        # Two loads of one file at once (two runs, or a run and a sensor) must not collide on its history row. All
+        # rows go in one INSERT ... VALUES (psycopg2's execute_values): an executemany upsert runs row by row
+        history = self.table(FILE_HISTORY_TABLE)
+        columns = list(rows[0])
+        preparer = self.engine.dialect.identifier_preparer
+        listed = ", ".join(preparer.quote(c) for c in columns)
+        updates = ", ".join(f"{preparer.quote(c)} = EXCLUDED.{preparer.quote(c)}" for c in columns if c != "file_sha256")
+        values = [tuple(Json(row[c]) if c == "row_counts" else row[c] for c in columns) for row in rows]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            execute_values(
+                cursor,
+                f"INSERT INTO {preparer.format_table(history)} ({listed}) VALUES %s ON CONFLICT (file_sha256) DO UPDATE SET {updates}",
+                values,
+                page_size=500,
+            )
+        finally:
+            cursor.close()
 
     def acquire_schema_lock(self, conn: Connection) -> None:
         # Two first loads creating the same tables at once collide in the catalog otherwise
