@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -42,19 +43,26 @@ def postgres_server() -> str:
     return PG_HOST
 
 
-@pytest.fixture
-def postgres_dsn(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test."""
-    name = f"eudravig_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"postgresql+psycopg2://{PG_USER}@{postgres_server}/{PG_ADMIN_DB}", isolation_level="AUTOCOMMIT")
+@contextmanager
+def postgres_database(server: str, prefix: str = "eudravig_test") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards; yields its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"postgresql+psycopg2://{PG_USER}@{server}/{PG_ADMIN_DB}", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield f"postgresql+psycopg2://{PG_USER}@{postgres_server}/{name}"
+        yield f"postgresql+psycopg2://{PG_USER}@{server}/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    with postgres_database(postgres_server) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -50,3 +50,17 @@ def test_a_plain_postgresql_dsn_uses_the_installed_psycopg2_driver(postgres_dsn:
     assert plain.startswith("postgresql://")
     summary = run_load(write_batch("plain.xml", CaseSpec("PLAIN-1")), plain, "delta")
     assert not summary.failures and summary.totals()["cases_inserted"] == 1
+
+
+def test_the_documented_xpath_query_reads_the_audit_payload(postgres_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    """The worked query of docs/schema.md runs as written: the payload is XML PostgreSQL can query."""
+    schema_doc = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text(encoding="utf-8")
+    (sql,) = [block for block in re.findall(r"```sql\n(.*?)```", schema_doc, re.S) if "payload::xml" in block]
+    path = write_batch("one.xml", CaseSpec("US-FDA-0001"), CaseSpec("US-FDA-0001", most_recent_info="20240120"))
+    assert not run_load(path, postgres_dsn, workers=1).failures
+    engine = create_engine(postgres_dsn)
+    with engine.connect() as conn:
+        rows = conn.execute(text(sql)).all()
+    engine.dispose()
+    assert [(row.file_name, row.message_position) for row in rows] == [("one.xml", 1), ("one.xml", 2)]
+    assert all(row.message_id and row.sender_organisation for row in rows)
