@@ -25,6 +25,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSpec,
     BackfillPolicy,
     Config,
@@ -38,14 +39,17 @@ from dagster import (
 
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
+from loaders.contract import FAILED, LoadOutcome
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
-from py_load_eudravigilance.pipeline import LoadBatch
+from py_load_eudravigilance.pipeline import COUNTERS, LoadBatch, RunSummary
 from py_load_eudravigilance.quality import Failures, LoadedCounts, count_loaded_rows, validate_loaded_table
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
-from py_load_eudravigilance.sources import key_for_partition
+from py_load_eudravigilance.sources import key_for_partition, partition_key_for
 
 # A backfill of many files runs as few runs: dynamic partitions are chunked in order of arrival
 FILES_PER_BACKFILL_RUN = 500
+# Failed files named in a failed step's description
+MAX_LISTED_FILES = 50
 SECTION_GROUPS = {
     "C": "c_report",
     "D": "d_patient",
@@ -81,6 +85,8 @@ def _table_spec(name: str, description: str, group: str, metadata: dict[str, Any
         metadata={"dagster/column_schema": _column_schema(name), **metadata},
         # A file's partition of its history row; the tables hold many files' cases and are not partitioned
         partitions_def=icsr_files if name == FILE_HISTORY_TABLE else None,
+        # A file that failed leaves its partition unmaterialized (the op reports each file's partition itself)
+        skippable=name == FILE_HISTORY_TABLE,
     ).with_io_manager_key("loader_io_manager")
 
 
@@ -93,7 +99,7 @@ def _table_specs() -> dict[str, AssetSpec]:
         specs[spec.name] = _table_spec(spec.name, description, SECTION_GROUPS[section], {"e2b_element": spec.element})
     for name, text in (
         (QUARANTINE_TABLE, "Messages and files that could not be loaded, with the reason"),
-        (AUDIT_TABLE, "Every received version of every case with the whole message as JSON (append-only)"),
+        (AUDIT_TABLE, "Every received version of every case with the message's XML as received (append-only)"),
         (FILE_HISTORY_TABLE, "One row per source file: status, counts, duration and error; one partition per file"),
     ):
         specs[name] = _table_spec(name, text, ETL_GROUP, {})
@@ -173,9 +179,11 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         quarantine=source.quarantine(),
     )
     checked_files = batch.file_names if loads_files else None
-    tables = [name for name in TABLE_SPECS if name in selected]  # none when only checks are run
-    if tables:
-        yield Output(batch, output_name=tables[0])  # the IO manager commits the batch here
+    # Every table but the file history goes through the IO manager; each file's history partition is reported below
+    tables = [name for name in TABLE_SPECS if name in selected and name != FILE_HISTORY_TABLE]
+    summary = batch.commit(database.loader()) if loads_files else None
+    if summary is not None:
+        yield from _file_events(batch, summary)
     # Reading back, counting and validating the loaded rows is work for the database and the CPU:
     # worker processes do it while Dagster records the other tables' materializations
     # Forked from this process, the workers freeze the Dagster heap they inherit, as the parsing workers do
@@ -187,11 +195,43 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
             for table in SCHEMA_CHECKED
             if _is_selected(context.selected_asset_check_keys, table, "conforms_to_data_dictionary")
         }
-        for table in tables[1:]:
+        for table in tables:
             yield Output(batch, output_name=table)
         yield from _evaluate_checks(counts.result(), conformance, context.selected_asset_check_keys)
     finally:
         pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
+    if summary is not None and summary.failures:
+        # After the other files committed, their partitions and the tables materialized and the checks ran: the step
+        # fails, and so do the failed files' partitions (planned, never materialized)
+        listing = "; ".join(f"{name}: {reason}" for name, reason in summary.failures[:MAX_LISTED_FILES])
+        raise Failure(description=f"{len(summary.failures)} of {summary.files_found} files failed to load: {listing}")
+
+
+def _file_events(batch: LoadBatch, summary: RunSummary):  # type: ignore[no-untyped-def]
+    """Each file's partition: its source file observed, and its history partition materialized with that file's own
+    outcome, unless it failed; a file already loaded before counts as loaded."""
+    outcomes = {outcome.file_name: outcome for outcome in summary.outcomes}
+    for key, name in zip(batch.keys, batch.file_names, strict=True):
+        partition = partition_key_for(key)
+        yield AssetMaterialization(asset_key=icsr_source_files.key, partition=partition, metadata={"file_name": name})
+        outcome = outcomes.get(name)
+        if outcome is not None and outcome.status == FAILED:
+            continue
+        yield AssetMaterialization(asset_key=FILE_HISTORY_TABLE, partition=partition, metadata=file_metadata(name, outcome))
+
+
+def file_metadata(name: str, outcome: LoadOutcome | None) -> dict[str, Any]:
+    """One file's load, as its history partition shows it."""
+    if outcome is None:
+        return {"file_name": name, "status": "skipped", "reason": "its content was loaded before (same SHA-256)"}
+    return {
+        "file_name": name,
+        "status": outcome.status,
+        "file_sha256": outcome.file_sha256,
+        **{counter: getattr(outcome, counter) for counter in COUNTERS},
+        "duration_seconds": round(outcome.duration_seconds, 3),
+        **({"error": outcome.error} if outcome.error else {}),
+    }
 
 
 def _is_selected(selected: AbstractSet[AssetCheckKey], table: str, check: str) -> bool:

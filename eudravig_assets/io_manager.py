@@ -1,11 +1,11 @@
 """The IO manager of the normalized tables, implemented by the loader plugin of the target DSN.
 
-Writing: every table asset of a run receives the same :class:`LoadBatch`. The first table handed
-to the IO manager commits the batch through the loader: each file is staged in worker processes,
-bulk-loaded (COPY on PostgreSQL) and merged in *one transaction across all tables*; the other
-tables then only report what landed. So although each table is its own asset, a file's rows are
-never visible in some tables and missing from others, and no table is reported materialized
-before its rows are committed.
+Writing: every table asset of a run receives the same :class:`LoadBatch`, committed once through
+the loader (by the asset op, or by the first table handed here): each file is staged in worker
+processes and bulk-loaded (COPY on PostgreSQL) in *one transaction across all tables*; each table
+then only reports what landed. So although each table is its own asset, a file's rows are never
+visible in some tables and missing from others, and no table is reported materialized before its
+rows are committed.
 
 Reading: ``load_input`` returns a table as a pandas DataFrame: the whole table, or for a consumer
 of the file-partitioned ``etl_file_history``, the rows of its files.
@@ -14,14 +14,14 @@ of the file-partitioned ``etl_file_history``, the rows of its files.
 from typing import Any
 
 import pandas as pd
-from dagster import ConfigurableIOManager, Failure, InputContext, MetadataValue, OutputContext
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
 from eudravig_assets.resources import EudravigDatabase
 from py_load_eudravigilance.pipeline import LoadBatch, RunSummary
-from py_load_eudravigilance.schema import AUDIT_TABLE, FILE_HISTORY_TABLE
+from py_load_eudravigilance.schema import AUDIT_TABLE
 from py_load_eudravigilance.sources import key_for_partition
 
-RUN_LEVEL_TABLES = ("icsr_master", AUDIT_TABLE, FILE_HISTORY_TABLE)
+RUN_LEVEL_TABLES = ("icsr_master", AUDIT_TABLE)
 MAX_LISTED_FILES = 50
 
 
@@ -52,13 +52,7 @@ class LoaderIOManager(ConfigurableIOManager):
     database: EudravigDatabase
 
     def handle_output(self, context: OutputContext, obj: LoadBatch) -> None:
-        summary = obj.commit(self.database.loader())
-        if summary.failures:
-            listing = "; ".join(f"{name}: {reason}" for name, reason in summary.failures[:MAX_LISTED_FILES])
-            raise Failure(
-                description=f"{len(summary.failures)} of {summary.files_found} files failed to load: {listing}",
-                metadata=summary_metadata(summary),
-            )
+        summary = obj.commit(self.database.loader())  # committed once, by the op or by the first table handled
         table = context.asset_key.path[-1]
         rows = sum(outcome.row_counts.get(table, 0) for outcome in summary.outcomes)
         metadata: dict[str, Any] = {"rows_from_files": rows, "database": self.database.display_name}

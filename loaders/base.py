@@ -383,6 +383,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                     cases_skipped_older=tally.skipped_older,
                     cases_nullified=tally.nullified,
                     versions_after_nullification=tally.after_nullification,
+                    rejections=list(staged.rejections),
                 )
             )
         return outcomes

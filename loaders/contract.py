@@ -42,10 +42,13 @@ class LoadOutcome:
     row_counts: dict[str, int] = field(default_factory=dict)
     duration_seconds: float = 0.0
     error: str | None = None
+    # The first rejected messages (position, case id, element, reason), for reports; etl_quarantine holds every one
+    rejections: list[tuple[int | None, str | None, str | None, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """The outcome's fields (shallow: ``dataclasses.asdict`` deep-copies, and a run of 10,000 files noticed)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The outcome's fields as its history row has them (shallow: ``dataclasses.asdict`` deep-copies, and a run of
+        10,000 files noticed)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rejections"}
 
 
 @dataclass

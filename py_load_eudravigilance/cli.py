@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from loaders.contract import Loader, LoadOutcome
+from loaders.contract import COMPLETED, FAILED, PARTIAL, Loader, LoadOutcome
 from loaders.readback import TableReader
 from loaders.registry import UnknownLoaderError, loader_for
 from py_load_eudravigilance.errors import E2BError
@@ -93,23 +95,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     if interactive:
         sys.stderr.write("\n")
-    totals = summary.totals()
-    print(
-        f"files: {summary.files_found} found, {summary.files_skipped} skipped (already loaded), "
-        f"{len(summary.outcomes)} loaded, {len(summary.failures)} failed"
-    )
-    print(
-        f"cases: {totals['cases_inserted']} inserted, {totals['cases_updated']} updated, "
-        f"{totals['cases_skipped_older']} skipped as older, {totals['cases_nullified']} nullified; "
-        f"messages rejected: {totals['messages_rejected']}"
-    )
-    for name, error in summary.failures:
-        print(f"failed: {name}: {error}")
-    for outcome in summary.outcomes:
-        if outcome.error:
-            print(f"{outcome.status}: {outcome.file_name}: {outcome.error}")
+    for line in run_report(summary):
+        print(line)
     print(f"database: {redact_dsn(dsn)}")
     return summary.exit_code
+
+
+def run_report(summary: RunSummary) -> list[str]:
+    """What a run did, as the CLI prints it: counts, then each file that did not complete, and why."""
+    totals = summary.totals()
+    lines = [
+        f"files: {summary.files_found} found, {summary.files_skipped} skipped (already loaded), "
+        + ", ".join(f"{len(summary.with_status(status))} {status}" for status in (COMPLETED, PARTIAL, FAILED)),
+        f"cases: {totals['cases_inserted']} inserted, {totals['cases_updated']} updated, "
+        f"{totals['cases_skipped_older']} skipped as older, {totals['cases_nullified']} nullified, "
+        f"{totals['versions_after_nullification']} newer versions of nullified cases not applied; "
+        f"messages rejected: {totals['messages_rejected']}",
+    ]
+    for outcome in summary.outcomes:
+        if outcome.status == COMPLETED:
+            continue
+        why = outcome.error or f"{outcome.messages_rejected} of {outcome.messages_total} messages rejected"
+        lines.append(f"{outcome.status}: {outcome.file_name}: {why}")
+        for position, case_id, element, reason in outcome.rejections:
+            where = ", ".join(
+                part
+                for part in (f"message #{position}", f"case {case_id}" if case_id else "", f"element {element}" if element else "")
+                if part
+            )
+            lines.append(f"  rejected: {where}: {reason}")
+        if outcome.messages_rejected > len(outcome.rejections):
+            lines.append(f"  ... and {outcome.messages_rejected - len(outcome.rejections)} more (every one is in etl_quarantine)")
+    return lines
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
@@ -140,9 +157,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     with reader.engine.connect() as conn:
         rows = conn.execute(select(history).order_by(history.c.finished_at)).mappings().all()
     for row in rows:
+        finished = f"{row['finished_at']:%Y-%m-%d %H:%M:%S}" if row["finished_at"] else "-"
+        duration = f"{row['duration_seconds']:.1f}s" if row["duration_seconds"] is not None else "-"
         print(
-            f"{row['status']:<9} {row['file_name']}  messages={row['messages_total']} inserted={row['cases_inserted']} "
-            f"updated={row['cases_updated']} skipped={row['cases_skipped_older']} nullified={row['cases_nullified']} "
+            f"{row['status']:<9} {finished} {duration:>7}  {row['file_name']}  messages={row['messages_total']} "
+            f"inserted={row['cases_inserted']} updated={row['cases_updated']} skipped={row['cases_skipped_older']} "
+            f"nullified={row['cases_nullified']} after_nullification={row['versions_after_nullification']} "
             f"rejected={row['messages_rejected']}" + (f"  error={row['error']}" if row["error"] else "")
         )
     if not rows:
@@ -175,8 +195,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return metadata.version("py-load-eudravigilance")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eudravigloader", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def database_options(command: argparse.ArgumentParser) -> None:
@@ -226,14 +254,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`eudravigloader status | head`): stop quietly, and let nothing more reach the pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (SettingsError, E2BError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
-    except (SQLAlchemyError, OSError, UnknownLoaderError) as exc:
+    except (SQLAlchemyError, OSError, UnknownLoaderError, *_s3_errors()) as exc:
         # One clear line, never a traceback; SQLAlchemy errors do not carry the password
+        where = "S3: " if type(exc).__module__.startswith(("botocore", "boto3")) else ""
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"error: {type(exc).__name__}: {first_line}\n")
+        sys.stderr.write(f"error: {where}{type(exc).__name__}: {first_line}\n")
         return 1
+
+
+def _s3_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors (no bucket, no credentials, no endpoint), when it is installed."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from loaders.contract import FAILED, RUNNING, Loader, LoadOutcome
+from loaders.contract import FAILED, PARTIAL, RUNNING, Loader, LoadOutcome
 from loaders.registry import get_loader
 from py_load_eudravigilance.sources import (
     SourceLocation,
@@ -52,11 +55,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
+    """What a run did: one outcome per file it loaded or failed to load; files skipped as already loaded are counted."""
+
     files_found: int = 0
     files_skipped: int = 0
     outcomes: list[LoadOutcome] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
     duration_seconds: float = 0.0
+
+    def with_status(self, status: str) -> list[LoadOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """The files that failed, with why."""
+        return [(o.file_name, o.error or "failed") for o in self.with_status(FAILED)]
 
     @property
     def messages_rejected(self) -> int:
@@ -64,10 +76,10 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0: everything loaded; 1: a file failed; 2: loaded, but some messages were rejected."""
-        if self.failures:
+        """0: every file completed (or was already loaded); 1: a file failed; 2: no file failed, but some are partial."""
+        if self.with_status(FAILED):
             return 1
-        if self.messages_rejected or any(o.status != "completed" for o in self.outcomes):
+        if self.with_status(PARTIAL):
             return 2
         return 0
 
@@ -76,14 +88,31 @@ class RunSummary:
         return self.totals()["messages_total"] / self.duration_seconds if self.duration_seconds else 0.0
 
     def totals(self) -> dict[str, int]:
-        keys = ("messages_total", "cases_inserted", "cases_updated", "cases_skipped_older", "cases_nullified", "messages_rejected")
-        return {key: sum(getattr(o, key) for o in self.outcomes) for key in keys}
+        return {key: sum(getattr(o, key) for o in self.outcomes) for key in COUNTERS}
+
+
+# The counters of a file's outcome that add up over a run
+COUNTERS = (
+    "messages_total",
+    "cases_inserted",
+    "cases_updated",
+    "cases_skipped_older",
+    "cases_nullified",
+    "versions_after_nullification",
+    "messages_rejected",
+)
+
+
+# Query parameters of a DSN that hold a secret (psycopg2's ?password=, sslpassword, tokens, keys)
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with its password masked, for logs and messages."""
+    """The DSN with its password masked, in the user part and in any query parameter holding one, for output."""
     try:
-        return make_url(dsn).render_as_string(hide_password=True)
+        url = make_url(dsn)
+        hidden = {name: "***" for name in url.query if _SECRET_PARAMETER.search(name)}
+        return url.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
     except Exception:  # noqa: BLE001 - an unparsable DSN is shown as nothing rather than leaked
         return "<unparsable DSN>"
 
@@ -107,6 +136,37 @@ PART_MESSAGES = 250
 PART_POLL_SECONDS = 0.05
 # S3 keys a run names without a listing (Dagster partitions) are sized by HEAD requests up to this many
 HEAD_SIZED_MAX_OBJECTS = 32
+
+
+# A run stages under the temporary directory in <prefix><its pid>-...; a run killed before it could clean up leaves it
+STAGING_PREFIX = "eudravig-stage-"
+WORKER_DIED = "a parsing worker process died (killed by the operating system, out of memory?); the file was not loaded, run again"
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else ""
+
+
+def remove_abandoned_staging(directory: str | Path | None = None) -> list[Path]:
+    """Remove the staging folders of runs whose process is gone (killed before it could clean up); returns them."""
+    removed = []
+    for path in Path(directory or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: bool = True) -> list[list[str]]:
@@ -238,6 +298,7 @@ def _stage_group(task: _StageTask) -> _Staged:
     """Worker: fetch, hash and stage a group of objects, skipping files whose content already loaded."""
     with ExitStack() as stack:
         todo: list[tuple[Path, str, str]] = []
+        keys: list[str] = []
         seen: set[str] = set()
         for key in task.keys:
             path = stack.enter_context(local_copy(task.location, key))
@@ -245,12 +306,13 @@ def _stage_group(task: _StageTask) -> _Staged:
             if digest not in _completed_hashes and digest not in seen:
                 seen.add(digest)
                 todo.append((path, object_name(task.location, key), digest))
+                keys.append(key)
         group = stage_files(todo, task.directory, _core(task.mapper), share=task.share, part_messages=task.part_messages)
         if task.quarantine is not None and (task.share is None or task.share.index == 0):
-            for (path, name, _), staged in zip(todo, group.files, strict=True):
+            for key, (path, _, _), staged in zip(keys, todo, group.files, strict=True):
                 if staged.error:
                     try:
-                        quarantine_file(task.quarantine, name, path, staged.error)
+                        quarantine_file(task.quarantine, key or path.name, path, staged.error)
                     except Exception as exc:  # noqa: BLE001 - a broken quarantine must not stop the load
                         staged.error += f" (copy to quarantine failed: {type(exc).__name__}: {exc})"
     return _Staged(group, len(task.keys) - len(todo))
@@ -342,7 +404,8 @@ def run_load(
     summary = RunSummary(files_found=len(todo))
     completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
     groups = plan_groups(todo, sizes, workers, grouping=loader.loads_groups)
-    workdir = Path(tempfile.mkdtemp(prefix="eudravig-stage-"))
+    remove_abandoned_staging()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
     truncate_next = mode == "full"
     serial = itertools.count()
 
@@ -377,11 +440,22 @@ def run_load(
             if progress:
                 progress(outcome, summary)
 
+    pools: list[ProcessPoolExecutor] = []
+    pool_of: dict[Future[_Staged], ProcessPoolExecutor] = {}
+
+    def submit(task: _StageTask) -> Future[_Staged]:
+        """A task for the workers; a pool broken by a worker's death (the OS killed it) is replaced, so the rest go on."""
+        for _ in range(2):
+            if not pools:
+                pools.append(ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)))
+            try:
+                return pools[-1].submit(_stage_group, task)
+            except BrokenProcessPool:
+                pools.pop().shutdown(wait=False, cancel_futures=True)
+        raise BrokenProcessPool(WORKER_DIED)
+
     try:
-        with (
-            ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)) as pool,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-parts") as part_loads,
-        ):
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-parts") as part_loads:
             futures: dict[Future[_Staged], tuple[_Unit, _StageTask]] = {}
             # The last len(groups) % workers groups run while the other workers have nothing left to do
             last_round = len(groups) - len(groups) % max(1, workers)
@@ -393,7 +467,8 @@ def run_load(
                 # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once
                 while queue and len(futures) < 2 * max(1, workers):
                     unit, task = queue.pop()
-                    future = pool.submit(_stage_group, task)
+                    future = submit(task)
+                    pool_of[future] = pools[-1]
                     futures[future] = (unit, task)
                     unit.submitted.append(future)
                 unit = units[loaded]
@@ -409,6 +484,10 @@ def run_load(
                             staged_unit.finished += 1
                             try:
                                 staged_unit.results[task.share.index if task.share else 0] = future.result()
+                            except BrokenProcessPool:
+                                staged_unit.error = staged_unit.error or BrokenProcessPool(WORKER_DIED)
+                                if pools and pool_of.pop(future, None) is pools[-1]:  # else its pool was replaced already
+                                    pools.pop().shutdown(wait=False, cancel_futures=True)
                             except Exception as exc:  # noqa: BLE001 - reported with the unit when it loads
                                 staged_unit.error = staged_unit.error or exc
                 # Load, in order, every unit whose turn has come and whose staging is done
@@ -435,13 +514,15 @@ def run_load(
                             queue.extend((single, task) for single in reversed(singles) for task in reversed(single.tasks))
                             continue
                         name = object_name(location, unit.keys[0])
-                        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        reason = WORKER_DIED if isinstance(exc, BrokenProcessPool) else f"{type(exc).__name__}: {first_line(exc)}"
                         log.debug("loading %s failed", name, exc_info=True)
-                        summary.failures.append((name, reason))
+                        report([LoadOutcome(name, "", status=FAILED, error=reason)])
                     finally:
                         for task in unit.tasks:
                             shutil.rmtree(task.directory, ignore_errors=True)
     finally:
+        for pool in pools:
+            pool.shutdown(cancel_futures=True)
         shutil.rmtree(workdir, ignore_errors=True)
     summary.duration_seconds = time.perf_counter() - started
     return summary

@@ -102,7 +102,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"configuration file {path} is not valid YAML: {exc}") from None
+        # Where and what, never the text around it: the line may hold a password (dsn: ...://user:secret@...)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise SettingsError(f"configuration file {path} is not valid YAML{where}: {problem}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -138,8 +138,10 @@ def object_size(location: SourceLocation, key: str, client: Any | None = None) -
 
 
 def object_name(location: SourceLocation, key: str) -> str:
-    """The name a file is known by in the database: its key, or the file name of a single file."""
-    return key or Path(location.root).name
+    """The name a file is known by in the database: its key, or the file name of a single file. A local name that
+    is not UTF-8 (Python holds its bytes as surrogates) shows each such byte as \\xNN, so it can be stored and read."""
+    name = key or Path(location.root).name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @contextmanager
@@ -168,7 +170,7 @@ def partition_key_for(key: str) -> str:
         if _SAFE.fullmatch(char) and not (char == "." and out and out[-1].endswith(".")):
             out.append(char)
         else:
-            out.append("".join(f"~{byte:02X}" for byte in char.encode("utf-8")))
+            out.append("".join(f"~{byte:02X}" for byte in char.encode("utf-8", "surrogateescape")))
     return "".join(out)
 
 
@@ -177,7 +179,7 @@ def key_for_partition(partition_key: str) -> str:
     raw = bytearray()
     for index, piece in enumerate(pieces):
         raw.extend(bytes.fromhex(piece) if index % 2 else piece.encode("ascii"))
-    return raw.decode("utf-8")
+    return raw.decode("utf-8", "surrogateescape")  # a local name that is not UTF-8 comes back as Python named it
 
 
 # -- quarantine -----------------------------------------------------------------------------------

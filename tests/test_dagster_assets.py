@@ -13,6 +13,7 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.context import partition_loading_context
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import create_engine, text
 
@@ -63,11 +64,16 @@ def test_materializing_file_partitions_loads_what_the_cli_loads(dsn: str, tmp_pa
     result = materialize_files(project(dsn, corpus), instance, keys)
 
     assert result.success
-    materializations = Counter((e.asset_key.path[-1], e.partition) for e in result.get_asset_materialization_events())
-    # One partition of the file history per file; the tables, materialized once by the run
-    assert materializations == {("etl_file_history", key): 1 for key in keys} | {
+    events = result.get_asset_materialization_events()
+    materializations = Counter((e.asset_key.path[-1], e.partition) for e in events)
+    # One partition of the file history and of the source files per file; the tables, materialized once by the run
+    assert materializations == {("etl_file_history", key): 1 for key in keys} | {("icsr_source_files", key): 1 for key in keys} | {
         (table, None): 1 for table in TABLE_SPECS if table != "etl_file_history"
     }
+    # Each file's history partition carries that file's own outcome, not the run's
+    histories = {e.partition: e.materialization.metadata for e in events if e.asset_key.path[-1] == "etl_file_history"}
+    expected = dict(query(dsn, "SELECT file_name, messages_total FROM etl_file_history"))
+    assert {key: meta["messages_total"].value for key, meta in histories.items()} == {key: expected[key] for key in keys}
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [(c.asset_key, c.check_name, c.metadata) for c in checks if not c.passed]
     master = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "icsr_master")
@@ -122,7 +128,7 @@ def test_a_run_of_the_tables_alone_loads_nothing_and_checks_every_row(sqlite_dsn
     assert failed == {("reactions", "conforms_to_data_dictionary")}
 
 
-def test_a_failing_file_fails_the_run_and_is_quarantined(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+def test_a_failing_file_fails_the_run_and_its_partition(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
     corpus, quarantine = tmp_path / "incoming", tmp_path / "quarantine"
     write_corpus(corpus, CorpusSpec(files=1, cases_per_file=3))
     (corpus / "sub").mkdir()
@@ -137,6 +143,13 @@ def test_a_failing_file_fails_the_run_and_is_quarantined(sqlite_dsn: str, tmp_pa
     assert query(sqlite_dsn, "SELECT COUNT(*) FROM icsr_master")[0][0] == 3  # the valid file's cases
     warning = next(c for c in result.get_asset_check_evaluations() if c.check_name == "no_rejected_messages")
     assert warning.passed  # a file-level error is not a rejected message; the file history says failed
+    # The run fails after the valid file committed; its partition is materialized, the broken file's is failed
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "broken, 'quoted'.xml" in failure.event_specific_data.error.message
+    assert instance.get_materialized_partitions(AssetKey("etl_file_history")) == {keys[0]}
+    status = get_and_update_asset_status_cache_value(instance, AssetKey("etl_file_history"), icsr_files)
+    assert status.deserialize_failed_partition_subsets(icsr_files).get_partition_keys() == {keys[1]}
 
 
 def test_full_reload_must_cover_every_partition_and_rebuilds_the_tables(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:

@@ -120,10 +120,13 @@ def test_passwords_never_reach_output_history_or_dagster_metadata(postgres_dsn: 
     dagster_instance.add_dynamic_partitions(icsr_files.name, keys)
     defs = build_definitions(EudravigDatabase(dsn=dsn), EudravigSource(source_uri=str(tmp_path / "in")))
     result = defs.resolve_job_def("load_icsr_files").execute_in_process(
-        instance=dagster_instance, tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+        instance=dagster_instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        raise_on_error=False,
     )
 
-    assert cli.returncode == 2 and unreachable.returncode == 1 and result.success
+    # broken.xml fails (the CLI exits 1, the run fails after loading the other file): the errors name it, not the password
+    assert cli.returncode == 1 and unreachable.returncode == 1 and not result.success
     seen = [cli.stdout, cli.stderr, unreachable.stdout, unreachable.stderr]
     seen += [str(record) for record in dagster_instance.all_logs(result.run_id)]
     seen += [str(row) for row in query(postgres_dsn, "SELECT * FROM etl_file_history")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,29 @@ def test_a_plugin_loader_serves_the_dagster_io_manager_unchanged(installed_plugi
     assert result.success
     assert query(f"sqlite:///{database}", "SELECT COUNT(*) FROM icsr_master") == [(10,)]
     assert all(check.passed for check in result.get_asset_check_evaluations())
+
+
+def test_a_plugin_from_the_guide_gets_the_same_outcomes_and_commands_as_the_built_in_loaders(
+    installed_plugin: Path, tmp_path: Path
+) -> None:
+    """Garbage and truncated files fail (exit 1), rejected messages make a file partial, and init-db,
+    validate-db-schema and status work through the plugin, with no method beyond the guide's."""
+    from py_load_eudravigilance.fixtures.generator import CaseSpec, build_batch, build_message
+    from tests.test_cli import run_cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = build_batch([build_message(CaseSpec("PLUG-1")), build_message(CaseSpec("PLUG-2", most_recent_info="bad"))])
+    (folder / "a-good.xml").write_text(good, encoding="utf-8")
+    (folder / "b-garbage.xml").write_text("garbage", encoding="utf-8")
+    (folder / "c-truncated.xml").write_text(good[: len(good) // 2], encoding="utf-8")
+    dsn = f"pvlite:///{tmp_path / 'plugin.db'}"
+    env = {"PYTHONPATH": os.pathsep.join([str(installed_plugin), *sys.path])}
+
+    assert run_cli("init-db", "--dsn", dsn, env=env).returncode == 0
+    result = run_cli("run", str(folder), "--dsn", dsn, "--workers", "1", env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0 completed, 1 partial, 2 failed" in result.stdout, result.stdout
+    status = run_cli("status", "--dsn", dsn, env=env)
+    assert status.returncode == 0 and status.stdout.count("failed") == 2 and "partial" in status.stdout
+    assert run_cli("validate-db-schema", "--dsn", dsn, env=env).stdout.strip().endswith("schema is valid")

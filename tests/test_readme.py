@@ -57,7 +57,7 @@ def test_postgresql_example_runs_against_a_real_server(workdir: Path, postgres_d
     script = re.sub(r"(DATABASE__DSN=)\S+", rf"\g<1>{postgres_dsn}", script)
     result = run_shell(script, workdir)
     assert result.returncode == 0, result.stderr
-    assert "3 loaded" in result.stdout
+    assert "3 completed" in result.stdout
 
 
 def test_configuration_table_names_real_settings() -> None:

@@ -25,17 +25,20 @@ def tick(defs: Definitions, name: str, instance: DagsterInstance, cursor: str | 
         return defs.resolve_sensor_def(name)(context)
 
 
-def run_requested(defs: Definitions, instance: DagsterInstance, result: SensorResult) -> None:
-    """What the daemon does with a sensor result: add the partitions, then launch each run."""
+def run_requested(defs: Definitions, instance: DagsterInstance, result: SensorResult, succeeds: bool = True) -> list[str]:
+    """What the daemon does with a sensor result: add the partitions, then launch each run; the runs' failure messages."""
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     job = defs.resolve_job_def("load_icsr_files")
+    failures = []
     for request in result.run_requests:
         tags = dict(request.tags)
         if request.partition_key:
             tags["dagster/partition"] = request.partition_key
         outcome = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
-        assert outcome.success, [e.message for e in outcome.all_events if e.is_failure]
+        failures += [str(e.event_specific_data.error.message) for e in outcome.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert outcome.success == succeeds, failures
+    return failures
 
 
 def test_s3_sensor_loads_every_case_with_only_environment_settings(
@@ -76,7 +79,8 @@ def test_s3_sensor_loads_every_case_with_only_environment_settings(
     client.put_object(Bucket=bucket, Key="incoming/late/broken.xml", Body=b"<MCCI_IN200100UV01><unclosed>")
     third = tick(defs, "s3_arrivals_sensor", dagster_instance, cursor=second.cursor)
     assert isinstance(third, SensorResult) and len(third.run_requests) == 1
-    run_requested(defs, dagster_instance, third)
+    (failure,) = run_requested(defs, dagster_instance, third, succeeds=False)  # the run fails, naming the file
+    assert "late/broken.xml" in failure
     reason = client.get_object(Bucket=bucket, Key="quarantine/late/broken.xml.reason.txt")["Body"].read().decode()
     assert "late/broken.xml" in reason
     assert query(dsn, "SELECT COUNT(*) FROM icsr_master")[0][0] == expected

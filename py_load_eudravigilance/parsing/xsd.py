@@ -39,14 +39,18 @@ def validate_file(path: Path, schema: etree.XMLSchema, file_name: str | None = N
     result = ValidationResult(name)
     try:
         with path.open("rb") as source:
-            checked_prolog = False
+            checked_prolog = root_closed = False
             for _, element in etree.iterparse(source, events=("end",), schema=schema, **HARDENED):
                 if not checked_prolog:
                     refuse_doctype(element, name)
                     checked_prolog = True
+                root_closed = element.getparent() is None
                 element.clear(keep_tail=True)
                 while element.getprevious() is not None:
                     del element.getparent()[0]
+        if not root_closed:
+            # With a schema, libxml2 may stop at a truncated file's end without raising: the root never closed
+            result.error = "the file ends before its root element does (truncated, or not XML)"
     except etree.XMLSyntaxError as exc:
         line = f"line {exc.lineno}: " if exc.lineno else ""
         result.error = f"{line}{exc.msg}"

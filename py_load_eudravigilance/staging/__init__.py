@@ -55,6 +55,8 @@ __all__ = [
 HASH_CHUNK = 1 << 20
 # Buffered rows are written to the batch's files past this size
 FLUSH_BYTES = 4 << 20
+# Rejected messages a file's account lists (reports show them; etl_quarantine holds every one)
+REPORTED_REJECTIONS = 5
 
 
 class StagingCore(Protocol):
@@ -244,6 +246,8 @@ def _case_id_of(message: etree._Element) -> str | None:
 def _quarantine(core: StagingCore, staged: StagedFile, error: E2BError, raw_xml: str | None) -> None:
     if error.position is not None and raw_xml is not None:
         staged.messages_rejected += 1
+        if len(staged.rejections) < REPORTED_REJECTIONS:
+            staged.rejections.append((error.position, error.case_id, error.element, error.reason))
     core.append(
         QUARANTINE_TABLE,
         {
@@ -281,4 +285,5 @@ def add_up_shards(shards: list[StagedGroup]) -> StagedFile | None:
         target.messages_total += part.messages_total
         target.messages_rejected += part.messages_rejected
         target.parse_seconds = max(target.parse_seconds, part.parse_seconds)
+        target.rejections = sorted(target.rejections + part.rejections, key=lambda r: r[0] or 0)[:REPORTED_REJECTIONS]
     return target

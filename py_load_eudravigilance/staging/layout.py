@@ -137,6 +137,7 @@ class StagedFile:
     messages_rejected: int = 0
     error: str | None = None
     parse_seconds: float = 0.0
+    rejections: list[tuple[int | None, str | None, str | None, str]] = field(default_factory=list)  # the first few
 
 
 @dataclass
