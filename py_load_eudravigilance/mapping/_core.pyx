@@ -357,6 +357,12 @@ cdef class Row:
 
 # -- the audit payload: the message's XML as lxml's tostring() writes it -----------------------------
 
+# The character references libxml2 writes for the characters it escapes
+cdef const char* ENTITIES[256]
+ENTITIES[b'&'], ENTITIES[b'<'], ENTITIES[b'>'] = b"&amp;", b"&lt;", b"&gt;"
+ENTITIES[b'"'], ENTITIES[b'\t'], ENTITIES[b'\n'], ENTITIES[b'\r'] = b"&quot;", b"&#9;", b"&#10;", b"&#13;"
+
+
 cdef bint put_xml_escaped(string& out, const xmlChar* text, bint attribute) noexcept:
     """libxml2's escaping: & < > everywhere, and in attribute values also " and the tab, LF and CR
     character references (in text only CR). UTF-8 passes through."""
@@ -372,21 +378,7 @@ cdef bint put_xml_escaped(string& out, const xmlChar* text, bint attribute) noex
         if c == 0:
             return True
         s += 1
-        if True:
-            if c == b'&':
-                out.append(b"&amp;", 5)
-            elif c == b'<':
-                out.append(b"&lt;", 4)
-            elif c == b'>':
-                out.append(b"&gt;", 4)
-            elif c == b'\r':
-                out.append(b"&#13;", 5)
-            elif c == b'"':
-                out.append(b"&quot;", 6)
-            elif c == b'\n':
-                out.append(b"&#10;", 5)
-            else:
-                out.append(b"&#9;", 4)
+        out.append(ENTITIES[<unsigned char>c])
 
 
 cdef inline bint plain_uri(const xmlChar* href) noexcept:
@@ -707,32 +699,22 @@ cdef class Not(Predicate):
         return not self.term.test(node, scope)
 
 
-cdef class AllOf(Predicate):
-    cdef list terms
+cdef class Combination(Predicate):
+    """``a and b and ...`` (``any_`` false) or ``a or b or ...`` (``any_`` true)."""
 
-    def __init__(self, terms):
+    cdef list terms
+    cdef bint any_
+
+    def __init__(self, terms, bint any_):
         self.terms = list(terms)
+        self.any_ = any_
 
     cdef bint test(self, xmlNode* node, Scope scope) except -1:
         cdef Py_ssize_t i
         for i in range(len(self.terms)):
-            if not (<Predicate>self.terms[i]).test(node, scope):
-                return False
-        return True
-
-
-cdef class AnyOf(Predicate):
-    cdef list terms
-
-    def __init__(self, terms):
-        self.terms = list(terms)
-
-    cdef bint test(self, xmlNode* node, Scope scope) except -1:
-        cdef Py_ssize_t i
-        for i in range(len(self.terms)):
-            if (<Predicate>self.terms[i]).test(node, scope):
-                return True
-        return False
+            if (<Predicate>self.terms[i]).test(node, scope) == self.any_:
+                return self.any_  # the first true term decides an or, the first false one an and
+        return not self.any_
 
 
 # -- steps and paths ----------------------------------------------------------------------------

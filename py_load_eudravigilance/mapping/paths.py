@@ -17,6 +17,7 @@ two mappers are checked against an independent implementation. Anything else rai
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -371,18 +372,18 @@ class _Parser:
         return Step(tag, keys, tests, position, source, axis)
 
     def or_expression(self) -> Predicate:
-        terms = [self.and_expression()]
-        while self.at("name", "or"):
-            self.take("name", "or")
-            terms.append(self.and_expression())
-        return terms[0] if len(terms) == 1 else AnyOf(tuple(terms))
+        return self.joined(self.and_expression, "or", AnyOf)
 
     def and_expression(self) -> Predicate:
-        terms = [self.unary()]
-        while self.at("name", "and"):
-            self.take("name", "and")
-            terms.append(self.unary())
-        return terms[0] if len(terms) == 1 else AllOf(tuple(terms))
+        return self.joined(self.unary, "and", AllOf)
+
+    def joined(self, term: Callable[[], Predicate], operator: str, combination: type[AllOf] | type[AnyOf]) -> Predicate:
+        """``term (operator term)*``."""
+        terms = [term()]
+        while self.at("name", operator):
+            self.take("name", operator)
+            terms.append(term())
+        return terms[0] if len(terms) == 1 else combination(tuple(terms))
 
     def unary(self) -> Predicate:
         function = self.peek()[1] if self.peek()[0] == "name" and self.peek(1) == ("symbol", "(") else None
@@ -435,22 +436,21 @@ def _equals(operand: StepPath, literal: str) -> Predicate:
 
 def parse_path(text: str) -> StepPath:
     """Compile ``text`` (relative to a row, without namespace prefixes) within the walked subset, or raise :class:`UnsupportedPath`."""
-    if text.strip() == ".":
-        return StepPath((), None)
-    parser = _Parser(text)
-    path = parser.path()
-    parser.done()
-    return path
+    return _parse(text, _Parser.path)  # type: ignore[return-value]
 
 
 def parse_expression(text: str) -> Expression:
     """Compile ``text`` in the extended grammar (unions, ``$variable`` starts, ``ancestor::``, ``string()``)."""
+    return _parse(text, _Parser.expression)
+
+
+def _parse(text: str, grammar: Callable[[_Parser], Expression]) -> Expression:
     if text.strip() == ".":
         return StepPath((), None)
     parser = _Parser(text)
-    expression = parser.expression()
+    parsed = grammar(parser)
     parser.done()
-    return expression
+    return parsed
 
 
 @dataclass

@@ -113,8 +113,7 @@ class PlanBuilder:
         if isinstance(predicate, Not):
             return _core.Not(self.predicate(predicate.term))
         if isinstance(predicate, AllOf | AnyOf):
-            terms = [self.predicate(term) for term in predicate.terms]
-            return _core.AllOf(terms) if isinstance(predicate, AllOf) else _core.AnyOf(terms)
+            return _core.Combination([self.predicate(term) for term in predicate.terms], isinstance(predicate, AnyOf))
         raise UnsupportedPath(f"no compiled form of {type(predicate).__name__}")
 
     def step(self, step: Step) -> Any:
