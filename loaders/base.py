@@ -38,8 +38,9 @@ from loaders.contract import FAILED, FINAL_STATUSES, PARTIAL, RUNNING, Loader, L
 from loaders.interface import LoaderInterface
 from loaders.ledger import Ledger, Version
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.mapping.code_lists import CODE_LIST_TABLE, code_list_rows
+from py_load_eudravigilance.meddra import RELEASES_TABLE, TERM_FILES, VERSION, Release
 from py_load_eudravigilance.schema import (
-    AUDIT_LATEST_VIEW,
     AUDIT_TABLE,
     CASE_TABLE_NAMES,
     FILE_HISTORY_TABLE,
@@ -103,8 +104,12 @@ def type_family(sql_type: TypeEngine) -> str:
 
 
 def schema_definition(metadata: MetaData) -> dict[str, dict[str, str]]:
-    """Table -> column -> type family: the form ``validate_schema`` compares."""
-    return {table.name: {column.name: type_family(column.type) for column in table.columns} for table in metadata.sorted_tables}
+    """Table -> column -> type family: the form ``validate_schema`` compares (tables only; views are checked apart)."""
+    return {
+        table.name: {column.name: type_family(column.type) for column in table.columns}
+        for table in metadata.sorted_tables
+        if not table.is_view
+    }
 
 
 class SQLAlchemyLoader(Loader, LoaderInterface):
@@ -132,27 +137,49 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         return prefix + self.quote(name)
 
     def create_all_tables(self) -> None:
-        """Create what is missing, in one transaction; concurrent first loads wait for each other."""
+        """Create what is missing (tables, their indexes, views) and the code lists, in one transaction; concurrent
+        first loads wait for each other."""
         with self.engine.begin() as conn:
             self.acquire_schema_lock(conn)
             self.tune_session(conn)
             self.metadata.create_all(conn)
-            if AUDIT_LATEST_VIEW not in inspect(conn).get_view_names(schema=self.schema):
-                conn.execute(text(self.audit_latest_view_sql()))
+            # create_all indexes only the tables it creates: a database made by an earlier release gains them here
+            for table in self.metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
+            self.fill_code_lists(conn)
 
-    def audit_latest_view_sql(self) -> str:
-        """The latest version of each case in the audit log, ranked as :func:`loaders.ledger.outranks` ranks them."""
-        q = self.quote
-        case, created = q(CASE_KEY), q("message_creation_time_utc")
-        order = (
-            f"CASE WHEN {q('is_nullification')} THEN 1 ELSE 0 END DESC, {q('most_recent_info_date_utc')} DESC, "
-            f"COALESCE({created}, '0001-01-01 00:00:00') DESC, {q('file_name')} ASC, {q('file_sha256')} ASC, {q(MESSAGE_POSITION)} DESC"
-        )
-        return (
-            f"CREATE VIEW {self.qualified(AUDIT_LATEST_VIEW)} AS SELECT * FROM ("
-            f"SELECT a.*, ROW_NUMBER() OVER (PARTITION BY a.{case} ORDER BY {order}) AS version_rank "
-            f"FROM {self.qualified(AUDIT_TABLE)} a) ranked WHERE version_rank = 1"
-        )
+    def fill_code_lists(self, conn: Connection) -> None:
+        """Make ``e2b_code_lists`` hold the project's code lists exactly (rewritten only when they differ)."""
+        codes = self.table(CODE_LIST_TABLE)
+        wanted = {(row["element"], row["code"]): row["label"] for row in code_list_rows()}
+        held = {(element, code): label for element, code, label in conn.execute(select(codes.c.element, codes.c.code, codes.c.label))}
+        if held != wanted:
+            conn.execute(codes.delete())
+            conn.execute(codes.insert(), code_list_rows())
+
+    def load_meddra(self, release: Release) -> dict[str, int]:
+        """Load a MedDRA release into the ``meddra_*`` tables in one transaction, replacing an earlier load of the same
+        version; other versions stay beside it. Returns the rows loaded per table."""
+        loaded: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            self.tune_session(conn)
+            for term_file in TERM_FILES:
+                table = self.table(term_file.table)
+                conn.execute(table.delete().where(table.c[VERSION] == release.version))
+                self.insert_records(conn, table, release.rows[term_file.table])
+                loaded[term_file.table] = len(release.rows[term_file.table])
+            releases = self.table(RELEASES_TABLE)
+            conn.execute(releases.delete().where(releases.c[VERSION] == release.version))
+            conn.execute(
+                releases.insert(),
+                {VERSION: release.version, "language": release.language, "terms_loaded": loaded["meddra_llt"], "loaded_at": utc_now()},
+            )
+        return loaded
+
+    def insert_records(self, conn: Connection, table: Table, records: list[dict[str, Any]]) -> None:
+        """Bulk-insert rows given as Python values (dialect hook; this one: executemany in chunks)."""
+        self.execute_inserts(conn, table, iter(records))
 
     def acquire_schema_lock(self, conn: Connection) -> None:
         """Serialize schema creation across processes (dialect hook)."""
@@ -176,6 +203,18 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 elif actual[column] != family and not (family == "float" and actual[column] == "integer"):
                     report.mistyped_columns.append(f"{table}.{column}: expected {family}, found {actual[column]}")
             report.extra_columns.extend(f"{table}.{c}" for c in actual if c not in columns)
+            indexed = {index["name"] for index in inspector.get_indexes(table, schema=self.schema)}
+            known = self.metadata.tables.get(f"{self.schema}.{table}" if self.schema else table)
+            report.missing_indexes.extend(
+                f"{table}.{i.name}" for i in (known.indexes if known is not None else ()) if i.name not in indexed
+            )
+        views = set(inspector.get_view_names(schema=self.schema))
+        for view in (t for t in self.metadata.sorted_tables if t.is_view):
+            if view.name not in views:
+                report.missing_views.append(view.name)
+                continue
+            actual_columns = {c["name"] for c in inspector.get_columns(view.name, schema=self.schema)}
+            report.missing_columns.extend(f"{view.name}.{c.name}" for c in view.columns if c.name not in actual_columns)
         return report
 
     def validate_schema(self, schema_definition_: dict[str, Any] | None = None) -> bool:

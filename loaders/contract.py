@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from py_load_eudravigilance.meddra import Release
 from py_load_eudravigilance.staging import StagedFile
 
 # What happened to a file, in the history, the CLI, `status` and Dagster alike
@@ -57,10 +58,12 @@ class SchemaReport:
     missing_columns: list[str] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     mistyped_columns: list[str] = field(default_factory=list)
+    missing_views: list[str] = field(default_factory=list)
+    missing_indexes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_tables or self.missing_columns or self.mistyped_columns)
+        return not (self.missing_tables or self.missing_columns or self.mistyped_columns or self.missing_views or self.missing_indexes)
 
 
 class Loader(ABC):
@@ -97,3 +100,7 @@ class Loader(ABC):
     @abstractmethod
     def schema_report(self) -> SchemaReport:
         """How the database differs from the data dictionary's schema."""
+
+    @abstractmethod
+    def load_meddra(self, release: Release) -> dict[str, int]:
+        """Load a user-supplied MedDRA release into the ``meddra_*`` tables (rows per table)."""

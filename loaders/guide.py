@@ -65,7 +65,10 @@ class GuideLoader(SQLAlchemyLoader):
         return self._engine
 
     def create_all_tables(self) -> None:
+        # The plugin creates its tables its way; the rest of the schema (indexes, code lists, views, MedDRA tables) is
+        # portable SQLAlchemy Core, created where missing
         self.plugin.create_all_tables()
+        super().create_all_tables()
 
     def get_completed_file_hashes(self) -> set[str]:
         return set(self.plugin.get_completed_file_hashes())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from io import IOBase
+from io import BytesIO, IOBase
 from typing import IO, Any
 
 from psycopg2.extras import Json, execute_values
@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from loaders.base import SQLAlchemyLoader
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+from py_load_eudravigilance.staging.copytext import encode_row as encode_text_row
 from py_load_eudravigilance.staging.layout import CopyStream
 
 # Worth another attempt: serialization_failure, deadlock_detected, and unique_violation, which a load meets
@@ -52,6 +53,12 @@ class PostgresLoader(SQLAlchemyLoader):
     def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
         """The guide's bulk path: COPY text rows into a staging table from :meth:`prepare_load`, or a target."""
         self._copy(conn, self._named_table(target_table), data_stream, tuple(columns), "text, ENCODING 'UTF8'")
+
+    def insert_records(self, conn: Connection, table: Table, records: list[dict[str, Any]]) -> None:
+        if records:
+            columns = tuple(records[0])
+            lines = BytesIO(b"".join(encode_text_row(record[c] for c in columns) for record in records))
+            self._copy(conn, table, lines, columns, "text, ENCODING 'UTF8'")
 
     def _copy(self, conn: Connection, table: Table, stream: Any, columns: tuple[str, ...], form: str) -> None:
         preparer = self.engine.dialect.identifier_preparer

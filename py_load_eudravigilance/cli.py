@@ -20,6 +20,7 @@ from loaders.readback import TableReader
 from loaders.registry import UnknownLoaderError, loader_for
 from py_load_eudravigilance.errors import E2BError
 from py_load_eudravigilance.mapping.catalog import all_columns
+from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
 from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
 from py_load_eudravigilance.pipeline import RunSummary, redact_dsn, run_load
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
@@ -142,12 +143,25 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
         ("missing table", report.missing_tables),
         ("missing column", report.missing_columns),
         ("mistyped column", report.mistyped_columns),
+        ("missing view", report.missing_views),
+        ("missing index", report.missing_indexes),
         ("extra column", report.extra_columns),
     ):
         for item in items:
             print(f"{label}: {item}")
-    print("schema is valid" if report.ok else "schema is NOT valid")
+    print("schema is valid" if report.ok else "schema is NOT valid (`eudravigloader init-db` creates what is missing)")
     return 0 if report.ok else 1
+
+
+def cmd_meddra_load(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    release = read_release(Path(args.directory), args.version)
+    loader = configured_loader(settings)
+    loader.create_all_tables()
+    loaded = loader.load_meddra(release)
+    counts = ", ".join(f"{table.removeprefix('meddra_')}={rows}" for table, rows in loaded.items())
+    print(f"MedDRA {release.version} loaded into {redact_dsn(settings.database.dsn)}: {counts}")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -231,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         database_options(command)
         command.set_defaults(func=func)
 
+    meddra = sub.add_parser("meddra", help="MedDRA terminology (bring your own licensed release)")
+    meddra_load = meddra.add_subparsers(dest="meddra_command", required=True).add_parser(
+        "load", help="load a MedDRA ASCII release (llt.asc, pt.asc, hlt.asc, hlgt.asc, soc.asc, mdhier.asc) into meddra_* tables"
+    )
+    meddra_load.add_argument("directory", help="the release's folder (or its MedAscii folder)")
+    meddra_load.add_argument("--version", help="the MedDRA version, e.g. 27.1 (default: read from meddra_release.asc)")
+    database_options(meddra_load)
+    meddra_load.set_defaults(func=cmd_meddra_load)
+
     validate = sub.add_parser("validate", help="validate files against an XML schema (XSD), streaming")
     validate.add_argument("--schema", required=True, help="the XSD file (e.g. the ICH E2B(R3) MCCI_IN200100UV01.xsd)")
     validate.add_argument("source", help="folder, glob, file or s3://bucket/prefix/")
@@ -258,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`eudravigloader status | head`): stop quietly, and let nothing more reach the pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (SettingsError, E2BError) as exc:
+    except (SettingsError, E2BError, MeddraReleaseError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
     except (SQLAlchemyError, OSError, UnknownLoaderError, *_s3_errors()) as exc:

@@ -6,6 +6,8 @@ history and the quarantine table are the loaders' own bookkeeping.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import (
     DDL,
     JSON,
@@ -26,12 +28,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
-from py_load_eudravigilance.mapping import catalog
+from py_load_eudravigilance import meddra, views
+from py_load_eudravigilance.mapping import catalog, code_lists
 from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
-from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, iter_tables
 
-AUDIT_TABLE = "icsr_audit_log"
-AUDIT_LATEST_VIEW = "icsr_audit_latest"
+AUDIT_TABLE = views.AUDIT_TABLE
+AUDIT_LATEST_VIEW = views.AUDIT_LATEST_VIEW
 FILE_HISTORY_TABLE = "etl_file_history"
 QUARANTINE_TABLE = "etl_quarantine"
 # Carried by staged child rows so a file holding several versions of a case keeps them apart
@@ -56,9 +59,58 @@ def sql_type(kind: ColumnType) -> TypeEngine:
     return _SQL_TYPES[kind]()
 
 
+# Columns analysts filter and join by, beyond every MedDRA code column. Child tables need none for the case: their
+# primary key leads with the case key and the positions of their parents
+ANALYST_INDEXED = {
+    "icsr_master": ("most_recent_info_date_utc",),
+    "drugs": ("medicinal_product",),
+    "drug_substances": ("substance_name",),
+}
+
+
+def analyst_indexes(table: str, columns: list[catalog.Column]) -> list[Index]:
+    named = [c.name for c in columns if c.name.endswith("_meddra_code")] + list(ANALYST_INDEXED.get(table, ()))
+    return [Index(f"ix_{table}_{name}", name) for name in named]
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A child table's rows belong to a parent row: ``columns`` equal in both (not declared as foreign keys, which would
+    order and check every delete and insert of a merge)."""
+
+    child: str
+    parent: str
+    columns: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.child} -> {self.parent} ({', '.join(self.columns)})"
+
+
+def relations() -> list[Relation]:
+    """How the case tables join: each repeat to the row it repeats in, and the matrix to the reaction it assesses."""
+    found = []
+    for table, ancestors in iter_tables():
+        if table is ICSR_MASTER:
+            continue
+        # The nearest repeat above it, else the case itself (one-per-case groups add no key)
+        parent = next((a for a in reversed(ancestors) if a.position_column), ICSR_MASTER)
+        keys = tuple(c.name for c in catalog.key_columns(table, ancestors))
+        found.append(Relation(table.name, parent.name, keys[:-1] if table.position_column else keys))
+    found.append(Relation("drug_reaction_matrix", "reactions", (CASE_KEY, "reaction_xml_id")))
+    return found
+
+
+def table_comments() -> dict[str, str]:
+    comments = {table.name: f"E2B(R3) {table.element}: {table.description}" for table, _ in iter_tables()}
+    for relation in relations():
+        comments[relation.child] += f" Joins {relation.describe()}."
+    return comments
+
+
 def build_metadata(schema: str | None = None) -> MetaData:
-    """All tables of the target database; ``schema`` places them in a database schema."""
+    """All tables and views of the target database; ``schema`` places them in a database schema."""
     metadata = MetaData(schema=schema)
+    comments = table_comments()
     for name, columns in catalog.case_table_columns().items():
         Table(
             name,
@@ -73,7 +125,8 @@ def build_metadata(schema: str | None = None) -> MetaData:
                 )
                 for c in columns
             ),
-            comment=f"E2B(R3) {name}",
+            *analyst_indexes(name, columns),
+            comment=comments[name],
         )
     Table(
         BATCH_HEADER.name,
@@ -156,6 +209,9 @@ def build_metadata(schema: str | None = None) -> MetaData:
         UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_etl_quarantine_message"),
         comment="Messages (or whole files) that could not be loaded, with the reason",
     )
+    code_lists.add_table(metadata)
+    meddra.add_tables(metadata)
+    views.add_views(metadata)
     return metadata
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -74,6 +75,34 @@ def sqlite_dsn(tmp_path: Path) -> str:
 def dsn(request: pytest.FixtureRequest) -> str:
     """Each loader test runs on the embedded default and on a real PostgreSQL."""
     return request.getfixturevalue("sqlite_dsn" if request.param == "sqlite" else "postgres_dsn")
+
+
+ANALYST_MEDDRA_VERSION = "26.1"  # the version the generated reactions are coded with
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def analyst_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database loaded with a generated corpus (follow-ups, nullifications, literature cases) and a tiny MedDRA
+    release of the reactions' version; shared by a module's read-only tests, on each dialect."""
+    from loaders.registry import get_loader
+    from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
+    from py_load_eudravigilance.meddra import read_release
+    from py_load_eudravigilance.pipeline import run_load
+    from tests.support.meddra import write_release
+
+    root = tmp_path_factory.mktemp("analyst")
+    corpus = root / "corpus"
+    write_corpus(corpus, CorpusSpec(files=3, cases_per_file=25, seed=19, follow_up_fraction=0.4, nullification_fraction=0.1))
+    release = read_release(write_release(root / "meddra", ANALYST_MEDDRA_VERSION))
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            dsn = f"sqlite:///{root / 'analyst.db'}"
+        else:
+            dsn = stack.enter_context(postgres_database(request.getfixturevalue("postgres_server")))
+        summary = run_load(corpus, dsn, workers=1)
+        assert summary.exit_code == 0, summary
+        get_loader(dsn).load_meddra(release)
+        yield dsn
 
 
 @pytest.fixture

@@ -1,0 +1,184 @@
+"""The analyst layer: views, code lists, indexes and MedDRA, on both dialects."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from loaders.registry import get_loader
+from py_load_eudravigilance.mapping.code_lists import CODE_LISTS, code_list_rows, coded_columns
+from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
+from py_load_eudravigilance.views import SERIOUSNESS_CRITERIA
+from tests.conftest import ANALYST_MEDDRA_VERSION
+from tests.support.db import query
+from tests.support.meddra import EXTRA_LLTS, PTS, SOCS, write_release
+from tests.test_cli import run_cli
+
+
+def rows(dsn: str, sql: str) -> list[dict]:
+    engine = create_engine(dsn)
+    try:
+        with engine.connect() as conn:
+            return [dict(row) for row in conn.execute(text(sql)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def current_case_ids(dsn: str) -> set[str]:
+    return {case for case, nullified in query(dsn, "SELECT safetyreportid, is_nullified FROM icsr_master") if not nullified}
+
+
+def test_case_drug_reactions_pairs_every_drug_with_every_reaction_of_each_current_case(analyst_dsn: str) -> None:
+    current = current_case_ids(analyst_dsn)
+    nullified = set(c for (c,) in query(analyst_dsn, "SELECT safetyreportid FROM icsr_master")) - current
+    assert nullified, "the corpus should hold nullified cases"
+    drugs = defaultdict(list)
+    for case, seq, role in query(analyst_dsn, "SELECT safetyreportid, drug_seq, drug_role FROM drugs"):
+        drugs[case].append((seq, role))
+    criteria = ", ".join(SERIOUSNESS_CRITERIA)
+    reactions = defaultdict(list)
+    for case, seq, outcome, *flags in query(analyst_dsn, f"SELECT safetyreportid, reaction_seq, outcome, {criteria} FROM reactions"):
+        reactions[case].append((seq, outcome, any(bool(f) for f in flags)))
+    expected = {
+        (case, drug, reaction): (role, outcome, serious)
+        for case in current
+        for drug, role in drugs[case]
+        for reaction, outcome, serious in reactions[case]
+    }
+
+    view = rows(analyst_dsn, "SELECT * FROM case_drug_reactions")
+    assert len(view) == len(expected)
+    got = {(r["safetyreportid"], r["drug_seq"], r["reaction_seq"]): r for r in view}
+    assert set(got) == set(expected)
+    for key, (role, outcome, serious) in expected.items():
+        row = got[key]
+        assert (row["drug_role"], row["outcome"], bool(row["serious"])) == (role, outcome, serious)
+        assert row["drug_role_label"] == CODE_LISTS["G.k.1"][role]
+        assert row["outcome_label"] == CODE_LISTS["E.i.7"][outcome]
+    assert any(bool(r["serious"]) for r in view) and not all(bool(r["serious"]) for r in view)
+
+
+def test_causality_is_the_assessments_recorded_for_that_drug_and_reaction(analyst_dsn: str) -> None:
+    recorded = defaultdict(list)
+    for case, drug, reaction, source, method, result in query(
+        analyst_dsn,
+        "SELECT a.safetyreportid, a.drug_seq, r.reaction_seq, a.source_of_assessment, a.method_of_assessment, a.result_of_assessment "
+        "FROM drug_reaction_assessments a JOIN drug_reaction_matrix m ON m.safetyreportid = a.safetyreportid "
+        "AND m.drug_seq = a.drug_seq AND m.matrix_seq = a.matrix_seq "
+        "JOIN reactions r ON r.safetyreportid = m.safetyreportid AND r.reaction_xml_id = m.reaction_xml_id",
+    ):
+        recorded[(case, drug, reaction)].append(f"{source or ''} / {method or ''} / {result or ''}")
+    current = current_case_ids(analyst_dsn)
+    view = rows(analyst_dsn, "SELECT safetyreportid, drug_seq, reaction_seq, causality FROM case_drug_reactions")
+    assert any(r["causality"] for r in view)
+    for row in view:
+        key = (row["safetyreportid"], row["drug_seq"], row["reaction_seq"])
+        assert key[0] in current
+        if key in recorded:
+            assert sorted(row["causality"].split("; ")) == sorted(recorded[key])
+        else:
+            assert row["causality"] is None
+
+
+def test_cases_view_is_one_row_per_current_case_with_counts_and_labels(analyst_dsn: str) -> None:
+    current = current_case_ids(analyst_dsn)
+    drug_counts = Counter(case for (case,) in query(analyst_dsn, "SELECT safetyreportid FROM drugs"))
+    reaction_counts = Counter(case for (case,) in query(analyst_dsn, "SELECT safetyreportid FROM reactions"))
+    sexes = dict(query(analyst_dsn, "SELECT safetyreportid, sex FROM patient_characteristics"))
+    countries = {case: country for case, country in query(analyst_dsn, "SELECT safetyreportid, reporter_country FROM primary_sources")}
+
+    view = {r["safetyreportid"]: r for r in rows(analyst_dsn, "SELECT * FROM cases")}
+    assert set(view) == current
+    for case, row in view.items():
+        assert (row["drug_count"], row["reaction_count"]) == (drug_counts[case], reaction_counts[case])
+        assert row["sex"] == sexes.get(case)
+        assert row["sex_label"] == (CODE_LISTS["D.5"][row["sex"]] if row["sex"] else None)
+        assert row["primary_source_country"] == countries[case]
+        assert row["age_at_onset_unit_label"] == "Year"
+        assert row["most_recent_info_date_utc"] is not None
+    assert {row["sex_label"] for row in view.values()} >= {"Male", "Female", None}
+
+
+def test_code_lists_table_holds_the_project_code_lists(analyst_dsn: str) -> None:
+    stored = sorted(query(analyst_dsn, "SELECT element, code, label FROM e2b_code_lists"))
+    assert stored == sorted((r["element"], r["code"], r["label"]) for r in code_list_rows())
+    # Every list but the null flavours labels a column of the data dictionary
+    assert set(CODE_LISTS) - set(coded_columns()) == {"nullFlavor"}
+    for element in ("C.1.3", "C.1.11.1", "C.2.r.4", "C.3.1", "D.2.3", "D.5", "E.i.3.1", "E.i.7", "F.r.3.1", "G.k.1", "G.k.8", "G.k.9.i.4"):
+        assert element in CODE_LISTS
+
+
+def test_reactions_roll_up_to_the_primary_soc_of_their_meddra_version(analyst_dsn: str) -> None:
+    view = rows(
+        analyst_dsn,
+        "SELECT reaction_meddra_version, reaction_meddra_code, pt_code, pt_name, hlt_code, soc_code, soc_name FROM case_drug_reactions",
+    )
+    assert view and {r["reaction_meddra_version"] for r in view} == {ANALYST_MEDDRA_VERSION}
+    for row in view:
+        name, primary, _ = PTS[row["reaction_meddra_code"]]
+        assert (row["pt_code"], row["pt_name"]) == (row["reaction_meddra_code"], name)
+        assert (row["soc_code"], row["soc_name"]) == (primary, SOCS[primary][0])
+        assert row["hlt_code"] is not None
+
+
+def test_analyst_indexes_exist_and_validate_db_schema_reports_what_is_missing(dsn: str, tmp_path: Path) -> None:
+    loader = get_loader(dsn)
+    loader.create_all_tables()
+    inspector = inspect(loader.engine)
+    indexed = {tuple(i["column_names"]) for i in inspector.get_indexes("reactions")}
+    assert ("reaction_meddra_code",) in indexed
+    assert ("medicinal_product",) in {tuple(i["column_names"]) for i in inspector.get_indexes("drugs")}
+    assert ("substance_name",) in {tuple(i["column_names"]) for i in inspector.get_indexes("drug_substances")}
+    assert ("most_recent_info_date_utc",) in {tuple(i["column_names"]) for i in inspector.get_indexes("icsr_master")}
+    assert run_cli("validate-db-schema", "--dsn", dsn).returncode == 0
+
+    with loader.engine.begin() as conn:
+        conn.execute(text("DROP VIEW case_drug_reactions"))
+        conn.execute(text("DROP INDEX ix_reactions_reaction_meddra_code"))
+    result = run_cli("validate-db-schema", "--dsn", dsn)
+    assert result.returncode == 1
+    assert "missing view: case_drug_reactions" in result.stdout
+    assert "missing index: reactions.ix_reactions_reaction_meddra_code" in result.stdout
+
+    assert run_cli("init-db", "--dsn", dsn).returncode == 0
+    assert run_cli("validate-db-schema", "--dsn", dsn).returncode == 0
+
+
+def test_meddra_load_keeps_versions_side_by_side_and_replaces_a_reloaded_one(dsn: str, tmp_path: Path) -> None:
+    first = write_release(tmp_path / "v26", "26.1")
+    second = write_release(tmp_path / "v27", "27.0", pt_names={"10019211": "Headache (27.0)"})
+    for release in (first, second, first):
+        result = run_cli("meddra", "load", str(release), "--dsn", dsn)
+        assert result.returncode == 0, result.stderr
+    assert "MedDRA 26.1 loaded" in result.stdout and f"llt={len(PTS) + len(EXTRA_LLTS)}" in result.stdout
+
+    assert sorted(query(dsn, "SELECT meddra_version, terms_loaded FROM meddra_releases")) == [
+        ("26.1", len(PTS) + len(EXTRA_LLTS)),
+        ("27.0", len(PTS) + len(EXTRA_LLTS)),
+    ]
+    assert Counter(v for (v,) in query(dsn, "SELECT meddra_version FROM meddra_llt")) == {"26.1": 9, "27.0": 9}
+    names = dict(query(dsn, "SELECT meddra_version, pt_name FROM meddra_pt WHERE pt_code = '10019211'"))
+    assert names == {"26.1": "Headache", "27.0": "Headache (27.0)"}
+    # The LLT below a PT reaches the PT's primary path, and only that one
+    paths = query(
+        dsn,
+        "SELECT h.soc_code FROM meddra_llt l JOIN meddra_hierarchy h ON h.meddra_version = l.meddra_version AND h.pt_code = l.pt_code "
+        "AND h.primary_soc WHERE l.meddra_version = '26.1' AND l.llt_code IN ('10019198', '10002198')",
+    )
+    assert sorted(paths) == [("10021428",), ("10029205",)]
+
+
+def test_meddra_release_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    release = write_release(tmp_path / "r", "26.1", release_file=False)
+    with pytest.raises(MeddraReleaseError, match="meddra_release.asc.*--version"):
+        read_release(release)
+    assert read_release(release, "26.1").version == "26.1"
+    (release / "MedAscii" / "pt.asc").write_text("10019211$Headache$\n", encoding="utf-8")
+    with pytest.raises(MeddraReleaseError, match=r"pt\.asc line 1: 3 \$-separated fields, expected at least 4"):
+        read_release(release, "26.1")
+    (release / "MedAscii" / "pt.asc").unlink()
+    result = run_cli("meddra", "load", str(release), "--version", "26.1", "--dsn", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 1 and "pt.asc is missing" in result.stderr and "Traceback" not in result.stderr
