@@ -4,14 +4,19 @@ The input is typed with dagster-pandera from the same pandera schema the asset c
 table that breaks the data dictionary fails the consumer's type check before any analysis runs.
 """
 
+import warnings
+
 import pandas as pd
-from dagster import AssetIn, MaterializeResult, MetadataValue, asset
+from dagster import AssetIn, BetaWarning, MaterializeResult, MetadataValue, asset
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from py_load_eudravigilance.quality import table_schema
 
-ReactionsFrame = pandera_schema_to_dagster_type(table_schema("reactions"))
-MasterFrame = pandera_schema_to_dagster_type(table_schema("icsr_master"))
+with warnings.catch_warnings():
+    # A beta function of dagster-pandera, chosen knowingly: its warning would print at every import of the project
+    warnings.simplefilter("ignore", BetaWarning)
+    ReactionsFrame = pandera_schema_to_dagster_type(table_schema("reactions"))
+    MasterFrame = pandera_schema_to_dagster_type(table_schema("icsr_master"))
 TOP_TERMS = 20
 
 

@@ -42,7 +42,7 @@ from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from loaders.contract import FAILED, LoadOutcome
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
 from py_load_eudravigilance.pipeline import COUNTERS, LoadBatch, RunSummary
-from py_load_eudravigilance.quality import Failures, LoadedCounts, count_loaded_rows, validate_loaded_table
+from py_load_eudravigilance.quality import Conformance, LoadedCounts, count_loaded_rows, count_table_rows, validate_loaded_table
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition, partition_key_for
 
@@ -183,7 +183,7 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
     tables = [name for name in TABLE_SPECS if name in selected and name != FILE_HISTORY_TABLE]
     summary = batch.commit(database.loader()) if loads_files else None
     if summary is not None:
-        yield from _file_events(batch, summary)
+        yield from _file_events(batch, summary, database)
     # Reading back, counting and validating the loaded rows is work for the database and the CPU:
     # worker processes do it while Dagster records the other tables' materializations
     # Forked from this process, the workers freeze the Dagster heap they inherit, as the parsing workers do
@@ -195,8 +195,10 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
             for table in SCHEMA_CHECKED
             if _is_selected(context.selected_asset_check_keys, table, "conforms_to_data_dictionary")
         }
+        # Each table's size after the run (Dagster plots it per materialization): a quick count, waited for
+        totals = count_table_rows(database.dsn, database.db_schema, tables)
         for table in tables:
-            yield Output(batch, output_name=table)
+            yield Output(batch, output_name=table, metadata=table_metadata(database, table, totals[table]))
         yield from _evaluate_checks(counts.result(), conformance, context.selected_asset_check_keys)
     finally:
         pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
@@ -207,7 +209,12 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         raise Failure(description=f"{len(summary.failures)} of {summary.files_found} files failed to load: {listing}")
 
 
-def _file_events(batch: LoadBatch, summary: RunSummary):  # type: ignore[no-untyped-def]
+def table_metadata(database: EudravigDatabase, table: str, rows: int) -> dict[str, Any]:
+    """Dagster's standard table metadata: the table's name and its rows after the run."""
+    return {"dagster/table_name": database.table_name(table), "dagster/row_count": MetadataValue.int(rows)}
+
+
+def _file_events(batch: LoadBatch, summary: RunSummary, database: EudravigDatabase):  # type: ignore[no-untyped-def]
     """Each file's partition: its source file observed, and its history partition materialized with that file's own
     outcome, unless it failed; a file already loaded before counts as loaded."""
     outcomes = {outcome.file_name: outcome for outcome in summary.outcomes}
@@ -217,7 +224,8 @@ def _file_events(batch: LoadBatch, summary: RunSummary):  # type: ignore[no-unty
         outcome = outcomes.get(name)
         if outcome is not None and outcome.status == FAILED:
             continue
-        yield AssetMaterialization(asset_key=FILE_HISTORY_TABLE, partition=partition, metadata=file_metadata(name, outcome))
+        metadata = {**file_metadata(name, outcome), **table_metadata(database, FILE_HISTORY_TABLE, 1)}  # the file's one row
+        yield AssetMaterialization(asset_key=FILE_HISTORY_TABLE, partition=partition, metadata=metadata)
 
 
 def file_metadata(name: str, outcome: LoadOutcome | None) -> dict[str, Any]:
@@ -240,21 +248,25 @@ def _is_selected(selected: AbstractSet[AssetCheckKey], table: str, check: str) -
 
 
 def _evaluate_checks(  # type: ignore[no-untyped-def]
-    counts: LoadedCounts, conformance: Mapping[str, "Future[Failures | None]"], selected: AbstractSet[AssetCheckKey]
+    counts: LoadedCounts, conformance: Mapping[str, "Future[Conformance]"], selected: AbstractSet[AssetCheckKey]
 ):
-    """The selected checks' results; ``conformance``: each selected table's pandera validation, under way."""
-    for table, orphans in counts.orphans.items():
-        if _is_selected(selected, table, "every_row_has_its_case"):
-            yield AssetCheckResult(
-                check_name="every_row_has_its_case", asset_key=table, passed=orphans == 0, metadata={"orphan_rows": orphans}
-            )
-    for table, (expected, actual) in counts.rows.items():
+    """The selected checks' results, each with how many rows it checked and how many failed (Dagster plots numeric
+    check metadata); ``conformance``: each selected table's pandera validation, under way."""
+    for table, (parsed, in_table) in counts.rows.items():
         if _is_selected(selected, table, "rows_match_parser"):
             yield AssetCheckResult(
                 check_name="rows_match_parser",
                 asset_key=table,
-                passed=expected == actual,
-                metadata={"rows_parsed": expected, "rows_in_table": actual},
+                passed=parsed == in_table,
+                metadata={"rows_checked": in_table, "rows_failing": abs(parsed - in_table), "rows_parsed": parsed},
+            )
+    for table, (rows, orphans) in counts.orphans.items():
+        if _is_selected(selected, table, "every_row_has_its_case"):
+            yield AssetCheckResult(
+                check_name="every_row_has_its_case",
+                asset_key=table,
+                passed=orphans == 0,
+                metadata={"rows_checked": rows, "rows_failing": orphans},
             )
     if _is_selected(selected, QUARANTINE_TABLE, "no_rejected_messages"):
         yield AssetCheckResult(
@@ -262,18 +274,15 @@ def _evaluate_checks(  # type: ignore[no-untyped-def]
             asset_key=QUARANTINE_TABLE,
             passed=counts.rejected_messages == 0,
             severity=AssetCheckSeverity.WARN,
-            metadata={"messages_rejected": counts.rejected_messages},
+            metadata={"rows_checked": counts.quarantined_rows, "rows_failing": counts.rejected_messages},
         )
     for table, validation in conformance.items():
-        failures = validation.result()
-        yield AssetCheckResult(
-            check_name="conforms_to_data_dictionary",
-            asset_key=table,
-            passed=failures is None,
-            metadata={
-                "failure_count": failures.count,
-                "failures": MetadataValue.md(failures.cases.head(20).to_markdown(index=False)),
-            }
-            if failures is not None
-            else {},
-        )
+        result = validation.result()
+        metadata: dict[str, Any] = {
+            "rows_checked": result.rows_checked,
+            "rows_failing": result.rows_failing,
+            "failure_count": result.failure_count,
+        }
+        if not result.passed:
+            metadata["failures"] = MetadataValue.md(result.cases.head(20).to_markdown(index=False))
+        yield AssetCheckResult(check_name="conforms_to_data_dictionary", asset_key=table, passed=result.passed, metadata=metadata)

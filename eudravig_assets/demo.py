@@ -38,8 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     instance.add_dynamic_partitions(icsr_files.name, [key for key in keys if key not in known])
     wanted = set(keys)
     ordered = [key for key in instance.get_dynamic_partitions(icsr_files.name) if key in wanted]
+    # The run's events are in the instance (`make ui` shows them); the console gets warnings and errors only
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     result = defs.resolve_job_def("load_icsr_files").execute_in_process(
         instance=instance,
+        run_config=quiet,
         tags={ASSET_PARTITION_RANGE_START_TAG: ordered[0], ASSET_PARTITION_RANGE_END_TAG: ordered[-1]},
         raise_on_error=False,
     )

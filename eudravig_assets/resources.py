@@ -11,7 +11,9 @@ from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import PrivateAttr
+from sqlalchemy.engine import make_url
 
+from eudravig_assets.catalog import Catalog
 from loaders.contract import Loader
 from loaders.readback import TableReader
 from loaders.registry import loader_for
@@ -40,6 +42,13 @@ class EudravigDatabase(ConfigurableResource):
     def display_name(self) -> str:
         return redact_dsn(self.dsn)
 
+    def table_name(self, table: str) -> str:
+        """The table's fully qualified name, as ``dagster/table_name`` wants it: database, schema, table."""
+        url = make_url(self.dsn)
+        if url.get_backend_name() == "sqlite":
+            return f"main.{table}"
+        return f"{url.database}.{self.db_schema or 'public'}.{table}"
+
 
 class EudravigSource(ConfigurableResource):
     """Where ICSR files arrive (folder, glob or s3:// prefix) and where rejected files go."""
@@ -64,6 +73,13 @@ def database_from_env() -> EudravigDatabase:
     """The database as the environment and the configuration file say (environment first)."""
     settings = load_settings()
     return EudravigDatabase(dsn=_env_or(DSN_ENV, settings.database.dsn), db_schema=settings.database.db_schema)
+
+
+def catalog_from_env() -> Catalog:
+    """Kinds from the configured database and source (resolved now: kinds are part of the definitions), owners and
+    tags from the ``catalog`` settings."""
+    settings = load_settings()
+    return Catalog.of(settings.database.dsn, settings.source_uri or DEFAULT_SOURCE, settings.catalog)
 
 
 def source_from_env() -> EudravigSource:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, case, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
@@ -83,15 +83,16 @@ class TableReader:
                 offset += len(frame)
                 yield frame
 
-    def orphan_counts(self) -> dict[str, int]:
-        """Per child table: rows whose case is missing from ``icsr_master``."""
+    def orphan_counts(self) -> dict[str, tuple[int, int]]:
+        """Per child table: (its rows, rows whose case is missing from ``icsr_master``)."""
         master = self.table(MASTER)
         counts = {}
         with self.engine.connect() as conn:
             for name in CHILD_TABLE_NAMES:
                 child = self.table(name)
                 orphaned = ~child.c[CASE_KEY].in_(select(master.c[CASE_KEY]))
-                counts[name] = conn.scalar(select(func.count()).select_from(child).where(orphaned)) or 0
+                rows, orphans = conn.execute(select(func.count(), func.coalesce(func.sum(case((orphaned, 1), else_=0)), 0))).one()
+                counts[name] = (rows, int(orphans))
         return counts
 
     def row_count_comparison(self, file_names: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
@@ -117,9 +118,16 @@ class TableReader:
                 for name, count in (row_counts or {}).items():
                     expected[name] = expected.get(name, 0) + int(count)
             for name in CASE_TABLE_NAMES:
-                query = select(func.count()).select_from(self.select_rows(name, file_names).subquery())
-                actual[name] = conn.scalar(query, params) or 0
+                actual[name] = conn.scalar(self.count_rows(name, file_names), params) or 0
         return {name: (expected[name], actual[name]) for name in CASE_TABLE_NAMES}
+
+    def count_rows(self, name: str, file_names: Sequence[str] | None = None) -> Select:
+        return select(func.count()).select_from(self.select_rows(name, file_names).subquery())
+
+    def row_count(self, name: str, file_names: Sequence[str] | None = None) -> int:
+        """Rows of the table (all, or those the files brought in)."""
+        with self.engine.connect() as conn:
+            return conn.scalar(self.count_rows(name, file_names), _file_params(file_names)) or 0
 
     def rejected_message_count(self, file_names: Sequence[str] | None = None) -> int:
         """Messages of these files (None: of every file) held in the quarantine; a file-level error has no position."""

@@ -19,22 +19,10 @@ from loaders.readback import TableReader
 from loaders.registry import loader_for
 from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import ColumnType
+from py_load_eudravigilance.mapping.code_lists import CODE_LISTS
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+from py_load_eudravigilance.schema import QUARANTINE_TABLE
 
-# E2B(R3) code lists (ICH implementation guide), by element number
-CODE_LISTS: dict[str, tuple[str, ...]] = {
-    "C.1.3": ("1", "2", "3", "4"),  # type of report
-    "C.1.11.1": ("1", "2"),  # nullification / amendment
-    "C.2.r.4": ("1", "2", "3", "4", "5"),  # reporter's qualification
-    "C.3.1": ("1", "2", "3", "4", "5", "6", "7"),  # sender type
-    "D.2.3": ("0", "1", "2", "3", "4", "5", "6"),  # patient age group
-    "D.5": ("1", "2"),  # sex
-    "E.i.3.1": ("1", "2", "3", "4"),  # term highlighted by the reporter
-    "E.i.7": ("0", "1", "2", "3", "4", "5"),  # outcome of reaction
-    "F.r.3.1": ("1", "2", "3", "4"),  # test result code
-    "G.k.1": ("1", "2", "3", "4"),  # drug role: suspect, concomitant, interacting, not administered
-    "G.k.8": ("0", "1", "2", "3", "4", "9"),  # action taken with drug
-}
 MEDDRA_CODE = r"^\d{8}$"
 COUNTRY_CODE = r"^(?:[A-Z]{2})$"
 
@@ -53,7 +41,7 @@ def _checks(column: catalog.Column) -> list[pa.Check]:
     if name.endswith(("_null_flavor", "_code_system", "_precision", "_utc")):
         return []
     if column.element in CODE_LISTS and name == catalog.element_columns().get(column.element, ("", ""))[1]:
-        return [pa.Check.isin(CODE_LISTS[column.element], name=f"{column.element} code list")]
+        return [pa.Check.isin(tuple(CODE_LISTS[column.element]), name=f"{column.element} code list")]
     if name.endswith("meddra_code"):
         return [pa.Check.str_matches(MEDDRA_CODE, name="MedDRA code of 8 digits")]
     if name.endswith("_country"):
@@ -87,29 +75,37 @@ KEPT_FAILURES = 1_000
 
 
 @dataclass
-class Failures:
-    """What failed a table's schema: the total count and the first :data:`KEPT_FAILURES` cases (pandera's report)."""
+class Conformance:
+    """A table checked against its schema: rows read, rows with a failing value, and pandera's failure cases (every
+    one counted, the first :data:`KEPT_FAILURES` kept)."""
 
-    count: int
+    rows_checked: int
+    rows_failing: int
+    failure_count: int
     cases: pd.DataFrame
 
+    @property
+    def passed(self) -> bool:
+        return self.failure_count == 0
 
-def validate_frames(table: str, frames: Iterable[pd.DataFrame]) -> Failures | None:
-    """None when every frame (parts of one table, read one after another) satisfies the table's schema."""
-    schema, count, kept = table_schema(table), 0, []
+
+def validate_frames(table: str, frames: Iterable[pd.DataFrame]) -> Conformance:
+    """Check every frame (parts of one table, read one after another, numbered through) against the table's schema."""
+    schema, rows, failing, count, kept = table_schema(table), 0, 0, 0, []
     for frame in frames:
+        rows += len(frame)
         try:
             schema.validate(frame, lazy=True)
         except pa.errors.SchemaErrors as errors:
             count += len(errors.failure_cases)
+            failing += errors.failure_cases["index"].dropna().nunique()
             if sum(map(len, kept)) < KEPT_FAILURES:
                 kept.append(errors.failure_cases)
-    if not count:
-        return None
-    return Failures(count, pd.concat(kept, ignore_index=True).head(KEPT_FAILURES))
+    cases = pd.concat(kept, ignore_index=True).head(KEPT_FAILURES) if kept else pd.DataFrame()
+    return Conformance(rows, int(failing), count, cases)
 
 
-def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_names: Sequence[str] | None) -> Failures | None:
+def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_names: Sequence[str] | None) -> Conformance:
     """Read back what ``file_names`` brought into ``table`` (None: all of it) and validate it.
 
     Takes a DSN, not an engine, so that worker processes can run it: reading back and validating a
@@ -122,15 +118,27 @@ def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_name
 class LoadedCounts:
     """What the SQL checks count over what some files brought in (or over every row)."""
 
-    orphans: dict[str, int]  # per child table: rows whose case is missing from icsr_master
+    orphans: dict[str, tuple[int, int]]  # per child table: (its rows, rows whose case is missing from icsr_master)
     rows: dict[str, tuple[int, int]]  # per case table: (rows the parser produced, rows in the table)
     rejected_messages: int
+    quarantined_rows: int  # rows of these files (None: of every file) in the quarantine, file-level errors included
 
 
 def count_loaded_rows(dsn: str, db_schema: str | None, file_names: Sequence[str] | None) -> LoadedCounts:
     """The counts the SQL checks need; like :func:`validate_loaded_table`, runnable in a worker process."""
     reader = _reader_of_process(dsn, db_schema, os.getpid())
-    return LoadedCounts(reader.orphan_counts(), reader.row_count_comparison(file_names), reader.rejected_message_count(file_names))
+    return LoadedCounts(
+        reader.orphan_counts(),
+        reader.row_count_comparison(file_names),
+        reader.rejected_message_count(file_names),
+        reader.row_count(QUARANTINE_TABLE, file_names),
+    )
+
+
+def count_table_rows(dsn: str, db_schema: str | None, tables: Sequence[str]) -> dict[str, int]:
+    """Rows in each table now (what a materialization reports as its row count); runnable in a worker process."""
+    reader = _reader_of_process(dsn, db_schema, os.getpid())
+    return {table: reader.row_count(table) for table in tables}
 
 
 @cache

@@ -47,10 +47,41 @@ class DatabaseSettings(BaseModel):
         return value
 
 
+def comma_separated(value: Any) -> Any:
+    """A list given as one string in the environment: ``a, b`` -> ``["a", "b"]``."""
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+class CatalogSettings(BaseModel):
+    """How the Dagster catalogue presents the assets: their owners (``team:name`` or e-mail addresses) and tags.
+    From the environment: ``..._CATALOG__OWNERS=team:pv,ana@example.org`` and ``..._CATALOG__TAGS=domain=pv,tier=gold``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owners: list[str] = []
+    tags: dict[str, str] = {}
+
+    @field_validator("owners", mode="before")
+    @classmethod
+    def _owner_list(cls, value: Any) -> Any:
+        return comma_separated(value)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_pairs(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = [pair.partition("=") for pair in value.split(",") if pair.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError("write tags as key=value pairs separated by commas")
+        return {key.strip(): tag.strip() for key, _, tag in pairs}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     database: DatabaseSettings = DatabaseSettings()
+    catalog: CatalogSettings = CatalogSettings()
     source_uri: str | None = None
     quarantine_uri: str | None = None
     mode: str = "delta"
@@ -81,8 +112,10 @@ def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
+        if isinstance(value, Mapping):
+            # Options left unset (None) fall through to the layers below, at every depth
+            below = merged.get(key)
+            merged[key] = _merge(below if isinstance(below, Mapping) else {}, value)
         elif value is not None:
             merged[key] = value
     return merged

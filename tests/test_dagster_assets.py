@@ -18,11 +18,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from sqlalchemy import create_engine, text
 
 from eudravig_assets.assets import FILES_PER_BACKFILL_RUN, TABLE_SPECS, icsr_tables
+from eudravig_assets.catalog import Catalog
 from eudravig_assets.definitions import build_definitions
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, ReactionSpec, write_corpus
 from py_load_eudravigilance.pipeline import run_load
+from py_load_eudravigilance.settings import CatalogSettings
 from py_load_eudravigilance.sources import partition_key_for
 from tests.support.db import query, snapshot
 
@@ -253,3 +255,43 @@ def test_workspace_validates_as_the_dagster_cli_loads_it(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful for code location eudravig_assets.definitions" in result.stdout + result.stderr
+
+
+def test_the_catalogue_shows_kinds_owners_row_counts_and_numeric_check_metadata(
+    sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance
+) -> None:
+    corpus = tmp_path / "incoming"
+    keys = register(instance, [p.name for p in write_corpus(corpus, CorpusSpec(files=2, cases_per_file=6, seed=3, follow_up_fraction=0.5))])
+    settings = CatalogSettings(owners="team:pharmacovigilance", tags="domain=safety")
+    defs = build_definitions(
+        EudravigDatabase(dsn=sqlite_dsn), EudravigSource(source_uri=str(corpus)), Catalog.of(sqlite_dsn, str(corpus), settings)
+    )
+    graph = defs.resolve_asset_graph()
+    assert graph.get(AssetKey("reactions")).kinds == {"sqlite", "table"}
+    assert graph.get(AssetKey("icsr_source_files")).kinds == {"file", "xml"}
+    assert graph.get(AssetKey("reaction_frequencies")).kinds == {"sqlite", "pandas"}
+    assert all(graph.get(key).owners == ["team:pharmacovigilance"] for key in graph.get_all_asset_keys())
+    assert all(graph.get(key).tags.get("domain") == "safety" for key in graph.get_all_asset_keys())
+
+    result = materialize_files(defs, instance, keys)
+
+    assert result.success
+    by_table = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events() if e.partition is None}
+    for table in ("icsr_master", "reactions", "icsr_audit_log"):
+        assert by_table[table]["dagster/row_count"].value == query(sqlite_dsn, f"SELECT COUNT(*) FROM {table}")[0][0]
+        assert by_table[table]["dagster/table_name"].value == f"main.{table}"
+    # Follow-ups replaced versions: the files gave more reaction rows than the table keeps, and both are shown
+    assert by_table["reactions"]["rows_parsed_from_files"].value > by_table["reactions"]["dagster/row_count"].value
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {
+        "conforms_to_data_dictionary",
+        "every_row_has_its_case",
+        "rows_match_parser",
+        "no_rejected_messages",
+    }
+    for check in checks:
+        assert isinstance(check.metadata["rows_checked"].value, int) and check.metadata["rows_failing"].value == 0, check
+    conformance = next(c for c in checks if c.check_name == "conforms_to_data_dictionary" and c.asset_key.path[-1] == "reactions")
+    assert conformance.metadata["rows_checked"].value == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]
+    # Source files loaded by a run (not only those a sensor reported) show as materialized
+    assert instance.get_materialized_partitions(AssetKey("icsr_source_files")) == set(keys)

@@ -16,8 +16,9 @@ def test_failures_in_any_part_are_counted_and_reported_with_their_row(sqlite_dsn
     assert not run_load(path, sqlite_dsn).failures
     reader = TableReader(create_engine(sqlite_dsn))
 
-    failures = validate_frames("patient_characteristics", reader.iter_frames("patient_characteristics", [path.name], 1, 2))
+    result = validate_frames("patient_characteristics", reader.iter_frames("patient_characteristics", [path.name], 1, 2))
 
-    assert failures is not None and failures.count == 2
-    assert sorted(zip(failures.cases["index"], failures.cases["failure_case"], strict=True)) == [(4, "9"), (6, "7")]
-    assert validate_frames("reactions", reader.iter_frames("reactions", [path.name], 1, 2)) is None
+    assert not result.passed and (result.rows_checked, result.rows_failing, result.failure_count) == (7, 2, 2)
+    assert sorted(zip(result.cases["index"], result.cases["failure_case"], strict=True)) == [(4, "9"), (6, "7")]
+    reactions = validate_frames("reactions", reader.iter_frames("reactions", [path.name], 1, 2))
+    assert reactions.passed and (reactions.rows_checked, reactions.rows_failing) == (7, 0)

@@ -56,3 +56,15 @@ def test_invalid_settings_are_named_and_secrets_not_echoed(tmp_path: Path, conte
 def test_missing_config_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read configuration file"):
         load_settings(config_path=tmp_path / "absent.yaml", environ={})
+
+
+def test_catalog_owners_and_tags_come_from_the_environment_as_lists() -> None:
+    environ = {
+        "PY_LOAD_EUDRAVIGILANCE_CATALOG__OWNERS": "team:pv, ana@example.org",
+        "PY_LOAD_EUDRAVIGILANCE_CATALOG__TAGS": "domain=safety,tier=gold",
+    }
+    catalog = load_settings(environ=environ).catalog
+    assert catalog.owners == ["team:pv", "ana@example.org"]
+    assert catalog.tags == {"domain": "safety", "tier": "gold"}
+    with pytest.raises(SettingsError, match="catalog.tags: .*key=value"):
+        load_settings(environ={"PY_LOAD_EUDRAVIGILANCE_CATALOG__TAGS": "domain"})
