@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo ui bench clean
+.PHONY: install test lint demo ui bench bench-signals clean
 
 # The editable install also compiles the mapper (Cython, setup.py); a change to its source builds it again
 $(STAMP): pyproject.toml setup.py py_load_eudravigilance/mapping/_core.pyx
@@ -43,3 +43,7 @@ clean:
 # pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--cases 2000 --big-mb 256"
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# refresh time of the drug-event statistics on 100,000 generated cases (BENCH_ARGS="--cases 20000" for less)
+bench-signals: $(STAMP)
+	$(BIN)/python -m benchmarks.signals $(BENCH_ARGS)

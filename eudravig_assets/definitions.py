@@ -10,6 +10,7 @@ from eudravig_assets.io_manager import LoaderIOManager
 from eudravig_assets.jobs import full_reload_job, load_icsr_files_job
 from eudravig_assets.resources import EudravigDatabase, EudravigSource, catalog_from_env, database_from_env, source_from_env
 from eudravig_assets.sensors import local_folder_sensor, s3_arrivals_sensor
+from eudravig_assets.signals import drug_event_statistics
 
 
 def resolved(value: str) -> str:
@@ -22,7 +23,7 @@ def build_definitions(database: EudravigDatabase, source: EudravigSource, catalo
     their DSN and URI, no owners or tags) says how the assets present themselves."""
     catalog = catalog or Catalog.of(resolved(database.dsn), resolved(source.source_uri))
     return Definitions(
-        assets=catalog.apply([icsr_source_files, icsr_tables, reaction_frequencies]),
+        assets=catalog.apply([icsr_source_files, icsr_tables, reaction_frequencies, drug_event_statistics]),
         jobs=[load_icsr_files_job, full_reload_job],
         sensors=[s3_arrivals_sensor, local_folder_sensor],
         resources={

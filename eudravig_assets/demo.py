@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from sqlalchemy import func, select
 
@@ -18,6 +18,7 @@ from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from py_load_eudravigilance.pipeline import redact_dsn
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES
 from py_load_eudravigilance.settings import DEFAULT_DSN
+from py_load_eudravigilance.signals import STATISTICS_TABLE
 from py_load_eudravigilance.sources import list_objects, parse_location, partition_key_for
 
 
@@ -51,8 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if master is None:
         sys.stderr.write("error: the load failed; see the run in the Dagster UI or etl_file_history\n")
         return 1
+    # What the automation sensor does after a load in `dagster dev`: refresh the signal statistics
+    statistics = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[AssetKey(STATISTICS_TABLE)], run_config=quiet, raise_on_error=False
+    )
+    signals = next((e.materialization.metadata for e in statistics.get_asset_materialization_events()), {})
     meta = {key: value.value for key, value in master.materialization.metadata.items()}
-    checks = result.get_asset_check_evaluations()
+    checks = [*result.get_asset_check_evaluations(), *statistics.get_asset_check_evaluations()]
     failed_checks = [f"{c.asset_key.path[-1]}.{c.check_name}" for c in checks if not c.passed]
     reader = database.reader()
     with reader.engine.connect() as conn:
@@ -68,14 +74,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"  messages: {meta['messages']} read, {meta['messages_rejected']} rejected ({meta['cases_per_second']} ICSRs/s)")
     print(f"  checks:   {len(checks) - len(failed_checks)} passed, {len(failed_checks)} failed {' '.join(failed_checks)}".rstrip())
+    if signals:
+        print(f"  signals:  {signals['pairs'].value} drug-event pairs, {signals['signals'].value} signals (table {STATISTICS_TABLE})")
+    else:
+        print(f"  signals:  {STATISTICS_TABLE} failed to refresh; see its run in the Dagster UI")
     print("  rows per table:")
     for table, count in rows.items():
         if count:
             print(f"    {table:<28} {count}")
     print("Look at it:")
     print("  make ui                         # Dagster UI on http://localhost:3000 with this run, assets and checks")
-    print(f"  sqlite3 {args.dsn.removeprefix('sqlite:///')} 'select safetyreportid, is_nullified from icsr_master limit 5'")
-    return 0 if result.success else 2
+    database_file = args.dsn.removeprefix("sqlite:///")
+    print(f"  sqlite3 {database_file} 'select safetyreportid, is_nullified from icsr_master limit 5'")
+    top = f"select drug, reaction_meddra_code, a, prr, ic025, signal from {STATISTICS_TABLE} order by ic025 desc limit 5"
+    print(f"  sqlite3 {database_file} '{top}'")
+    return 0 if result.success and statistics.success else 2
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from io import IOBase
 from itertools import islice
@@ -48,6 +48,7 @@ from py_load_eudravigilance.schema import (
     QUARANTINE_TABLE,
     build_metadata,
 )
+from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, STATISTICS_TABLE, StatisticsSummary, refresh_statements, summary_query
 from py_load_eudravigilance.staging import StagedFile, utc_now
 from py_load_eudravigilance.staging.copybinary import decode_rows, encode_row, encode_value
 from py_load_eudravigilance.staging.copytext import decode_lines
@@ -176,6 +177,19 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 {VERSION: release.version, "language": release.language, "terms_loaded": loaded["meddra_llt"], "loaded_at": utc_now()},
             )
         return loaded
+
+    def refresh_drug_event_statistics(self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES) -> StatisticsSummary:
+        """Compute ``drug_event_statistics`` again, in the database and in one transaction: readers see the old
+        statistics or the new ones, never a half-written table."""
+        with self.engine.begin() as conn:
+            self.lock_for_refresh(conn, self.table(STATISTICS_TABLE))
+            for statement in refresh_statements(self.table, drug_roles):
+                conn.execute(statement)
+            pairs, signals = conn.execute(summary_query(self.table(STATISTICS_TABLE))).one()
+        return StatisticsSummary(pairs=int(pairs), signals=int(signals))
+
+    def lock_for_refresh(self, conn: Connection, table: Table) -> None:
+        """Make concurrent refreshes of ``table`` run one after another (dialect hook; SQLite's write lock does)."""
 
     def insert_records(self, conn: Connection, table: Table, records: list[dict[str, Any]]) -> None:
         """Bulk-insert rows given as Python values (dialect hook; this one: executemany in chunks)."""

@@ -9,7 +9,7 @@ so a plugin gets the same outcomes, history, quarantine and commands as the buil
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from py_load_eudravigilance.meddra import Release
+from py_load_eudravigilance.signals import StatisticsSummary
 from py_load_eudravigilance.staging import StagedFile
 
 # What happened to a file, in the history, the CLI, `status` and Dagster alike
@@ -104,3 +105,7 @@ class Loader(ABC):
     @abstractmethod
     def load_meddra(self, release: Release) -> dict[str, int]:
         """Load a user-supplied MedDRA release into the ``meddra_*`` tables (rows per table)."""
+
+    @abstractmethod
+    def refresh_drug_event_statistics(self, drug_roles: Sequence[str]) -> StatisticsSummary:
+        """Compute ``drug_event_statistics`` again from the current cases, counting drugs of ``drug_roles``."""

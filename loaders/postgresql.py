@@ -97,5 +97,9 @@ class PostgresLoader(SQLAlchemyLoader):
         # Two first loads creating the same tables at once collide in the catalog otherwise
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
 
+    def lock_for_refresh(self, conn: Connection, table: Table) -> None:
+        # Readers go on reading the previous statistics until the refresh commits; a second refresh waits
+        conn.execute(text(f"LOCK TABLE {self.engine.dialect.identifier_preparer.format_table(table)} IN SHARE ROW EXCLUSIVE MODE"))
+
     def is_retryable(self, error: BaseException) -> bool:
         return getattr(error, "pgcode", None) in RETRYABLE_SQLSTATES

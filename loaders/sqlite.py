@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -30,7 +33,24 @@ def _configure_connection(dbapi_connection, _record) -> None:  # type: ignore[no
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 60000")
     cursor.execute("PRAGMA journal_mode = WAL")
+    try:
+        cursor.execute("SELECT ln(1.0), exp(0.0), sqrt(1.0)")
+    except sqlite3.OperationalError:
+        # SQLite built without its math functions (they are optional): the signal statistics need these three
+        for name, function in (("ln", math.log), ("exp", math.exp), ("sqrt", math.sqrt)):
+            dbapi_connection.create_function(name, 1, _null_safe(function), deterministic=True)
     cursor.close()
+
+
+def _null_safe(function: Callable[[float], float]) -> Callable[[float | None], float | None]:
+    # NULL in, NULL out, and NULL for a value outside the function's domain, as SQLite's own math functions do
+    def call(value: float | None) -> float | None:
+        try:
+            return None if value is None else function(value)
+        except (ValueError, OverflowError):
+            return None
+
+    return call
 
 
 def _begin_immediate(conn: Connection) -> None:

@@ -25,6 +25,7 @@ from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
 from py_load_eudravigilance.pipeline import RunSummary, redact_dsn, run_load
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
 from py_load_eudravigilance.settings import CONFIG_ENV, DEFAULT_DSN, DSN_ENV, SOURCE_ENV, Settings, SettingsError, load_settings
+from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, normalize_drug_name, top_pairs
 from py_load_eudravigilance.sources import list_objects, local_copy, object_name, parse_location
 
 
@@ -34,6 +35,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     for name in ("mode", "workers"):
         overrides[name] = getattr(args, name, None)
     overrides["source_uri"] = getattr(args, "source", None)
+    overrides["signals"] = {"drug_roles": getattr(args, "drug_roles", None)}
     return load_settings(overrides, getattr(args, "config", None))
 
 
@@ -164,6 +166,25 @@ def cmd_meddra_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signals(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    loader = configured_loader(settings)
+    loader.create_all_tables()
+    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles)
+    print(
+        f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)}: {summary.pairs} drug-event pairs, "
+        f"{summary.signals} signals (drug roles {', '.join(settings.signals.drug_roles)})"
+    )
+    reader = TableReader(loader.engine, settings.database.db_schema)
+    with reader.engine.connect() as conn:
+        rows = conn.execute(top_pairs(reader.table(STATISTICS_TABLE), args.top, args.drug)).mappings().all()
+    if rows:
+        print(markdown_table(rows))
+    elif args.drug:
+        print(f"no pairs for drug {normalize_drug_name(args.drug)!r}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     reader = TableReader(configured_loader(settings).engine, settings.database.db_schema)
@@ -244,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text)
         database_options(command)
         command.set_defaults(func=func)
+
+    signals = sub.add_parser("signals", help="refresh the drug-event statistics (PRR, ROR, IC) and print the top pairs")
+    signals.add_argument("--drug", help="only this drug (substance or product name, compared normalized)")
+    signals.add_argument("--top", type=int, default=20, help="rows to print (default: 20)")
+    signals.add_argument("--drug-roles", help="G.k.1 roles counted, comma-separated (default: 1,3: suspect and interacting)")
+    database_options(signals)
+    signals.set_defaults(func=cmd_signals)
 
     meddra = sub.add_parser("meddra", help="MedDRA terminology (bring your own licensed release)")
     meddra_load = meddra.add_subparsers(dest="meddra_command", required=True).add_parser(

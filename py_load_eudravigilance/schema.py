@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
-from py_load_eudravigilance import meddra, views
+from py_load_eudravigilance import meddra, signals, views
 from py_load_eudravigilance.mapping import catalog, code_lists
 from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, iter_tables
@@ -211,6 +211,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
     )
     code_lists.add_table(metadata)
     meddra.add_tables(metadata)
+    signals.add_table(metadata)
     views.add_views(metadata)
     return metadata
 

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES
+
 ENV_PREFIX = "PY_LOAD_EUDRAVIGILANCE_"
 DSN_ENV = f"{ENV_PREFIX}DATABASE__DSN"
 SOURCE_ENV = f"{ENV_PREFIX}SOURCE_URI"
@@ -77,11 +79,29 @@ class CatalogSettings(BaseModel):
         return {key.strip(): tag.strip() for key, _, tag in pairs}
 
 
+class SignalSettings(BaseModel):
+    """Which drugs the drug-event statistics count: their G.k.1 roles (1 suspect, 2 concomitant, 3 interacting,
+    4 not administered). From the environment: ``..._SIGNALS__DRUG_ROLES=1,3``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drug_roles: list[str] = list(DEFAULT_DRUG_ROLES)
+
+    @field_validator("drug_roles", mode="before")
+    @classmethod
+    def _role_list(cls, value: Any) -> Any:
+        roles = [str(role).strip() for role in comma_separated(value)]
+        if not roles or any(role not in ("1", "2", "3", "4") for role in roles):
+            raise ValueError("drug roles are G.k.1 codes: 1 suspect, 2 concomitant, 3 interacting, 4 not administered")
+        return roles
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     database: DatabaseSettings = DatabaseSettings()
     catalog: CatalogSettings = CatalogSettings()
+    signals: SignalSettings = SignalSettings()
     source_uri: str | None = None
     quarantine_uri: str | None = None
     mode: str = "delta"

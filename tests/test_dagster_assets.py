@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.context import partition_loading_context
@@ -25,8 +25,10 @@ from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, ReactionSpec, write_corpus
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.settings import CatalogSettings
+from py_load_eudravigilance.signals import STATISTICS_TABLE
 from py_load_eudravigilance.sources import partition_key_for
 from tests.support.db import query, snapshot
+from tests.test_signals import brute_force
 
 
 @pytest.fixture
@@ -295,3 +297,31 @@ def test_the_catalogue_shows_kinds_owners_row_counts_and_numeric_check_metadata(
     assert conformance.metadata["rows_checked"].value == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]
     # Source files loaded by a run (not only those a sensor reported) show as materialized
     assert instance.get_materialized_partitions(AssetKey("icsr_source_files")) == set(keys)
+
+
+def test_signal_statistics_are_requested_after_each_load_and_report_their_signals(
+    sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance
+) -> None:
+    corpus = tmp_path / "incoming"
+    spec = CorpusSpec(files=2, cases_per_file=12, seed=8, follow_up_fraction=0.3, nullification_fraction=0.1)
+    keys = register(instance, [p.name for p in write_corpus(corpus, spec)])
+    defs = project(sqlite_dsn, corpus)
+    statistics = AssetKey(STATISTICS_TABLE)
+
+    before = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert before.get_num_requested(statistics) == 0  # nothing loaded yet: nothing to compute from
+    assert materialize_files(defs, instance, keys).success
+    after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    assert after.get_num_requested(statistics) == 1  # the load updated the tables it reads
+
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=[statistics])
+
+    assert result.success
+    expected = brute_force(sqlite_dsn)
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == statistics]
+    metadata = event.materialization.metadata
+    assert metadata["pairs"].value == metadata["dagster/row_count"].value == len(expected)
+    assert metadata["signals"].value == sum(row["signal"] for row in expected.values())
+    assert metadata["top_signals"].value.startswith("| drug | reaction_meddra_code | a |")
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["rows_checked"].value == len(expected) and check.metadata["rows_failing"].value == 0

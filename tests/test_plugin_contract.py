@@ -165,7 +165,7 @@ def test_a_plugin_from_the_guide_gets_the_same_outcomes_and_commands_as_the_buil
     installed_plugin: Path, tmp_path: Path
 ) -> None:
     """Garbage and truncated files fail (exit 1), rejected messages make a file partial, and init-db,
-    validate-db-schema and status work through the plugin, with no method beyond the guide's."""
+    validate-db-schema, status and signals work through the plugin, with no method beyond the guide's."""
     from py_load_eudravigilance.fixtures.generator import CaseSpec, build_batch, build_message
     from tests.test_cli import run_cli
 
@@ -185,3 +185,5 @@ def test_a_plugin_from_the_guide_gets_the_same_outcomes_and_commands_as_the_buil
     status = run_cli("status", "--dsn", dsn, env=env)
     assert status.returncode == 0 and status.stdout.count("failed") == 2 and "partial" in status.stdout
     assert run_cli("validate-db-schema", "--dsn", dsn, env=env).stdout.strip().endswith("schema is valid")
+    signals = run_cli("signals", "--dsn", dsn, env=env)
+    assert signals.returncode == 0 and "1 drug-event pairs" in signals.stdout, signals.stdout + signals.stderr

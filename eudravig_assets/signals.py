@@ -1,0 +1,65 @@
+"""Signal statistics as an asset: ``drug_event_statistics``, refreshed in the database after every load.
+
+Its automation condition (eager) requests a run of it whenever the case tables it reads have been
+materialized, once the automation sensor runs (``dagster dev`` starts it); it can also be
+materialized from the UI, and ``eudravigloader signals`` refreshes the same table.
+"""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetKey,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from eudravig_assets.assets import table_metadata
+from eudravig_assets.resources import EudravigDatabase
+from py_load_eudravigilance.settings import load_settings
+from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, markdown_table, top_pairs
+
+SOURCE_TABLES = ("icsr_master", "drugs", "drug_substances", "reactions")
+TOP_SIGNALS = 20
+CELLS_CHECK = "cells_add_up_to_n"
+
+
+class StatisticsConfig(Config):
+    """Which G.k.1 drug roles count (default: the ``signals.drug_roles`` setting, suspect and interacting)."""
+
+    drug_roles: list[str] | None = None
+
+
+@asset(
+    name=STATISTICS_TABLE,
+    group_name="analytics",
+    deps=[AssetKey(name) for name in SOURCE_TABLES],
+    automation_condition=AutomationCondition.eager(),
+    check_specs=[AssetCheckSpec(CELLS_CHECK, asset=STATISTICS_TABLE, description="a + b + c + d = n on every row: the 2x2 table is whole")],
+    description=(
+        "Drug-event disproportionality (PRR, ROR, chi-square, IC with their intervals, and the signal flag) over the "
+        "current, non-nullified cases; recomputed in the database after each load."
+    ),
+)
+def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) -> MaterializeResult:
+    roles = config.drug_roles or load_settings().signals.drug_roles
+    summary = database.loader().refresh_drug_event_statistics(roles)
+    reader = database.reader()
+    table = reader.table(STATISTICS_TABLE)
+    with reader.engine.connect() as conn:
+        top = conn.execute(top_pairs(table, TOP_SIGNALS)).mappings().all()
+        rows, failing = conn.execute(cells_check_query(table)).one()
+    return MaterializeResult(
+        metadata={
+            **table_metadata(database, STATISTICS_TABLE, summary.pairs),
+            "pairs": summary.pairs,
+            "signals": summary.signals,
+            "drug_roles": ", ".join(roles),
+            "top_signals": MetadataValue.md(markdown_table(top)),
+        },
+        check_results=[
+            AssetCheckResult(check_name=CELLS_CHECK, passed=failing == 0, metadata={"rows_checked": rows, "rows_failing": failing})
+        ],
+    )
