@@ -105,6 +105,21 @@ def fresh_database(server_dsn: str) -> Iterator[str]:
         admin.dispose()
 
 
+# The local server's maintenance database; each load gets a fresh database beside it
+DEFAULT_SERVER_DSN = f"postgresql+psycopg2://{os.environ.get('PGUSER', 'postgres')}@{os.environ.get('PGHOST', '127.0.0.1')}/postgres"
+
+
+@contextmanager
+def bench_workdir(kept: str | None, prefix: str) -> Iterator[Path]:
+    """Where a bench writes its corpus: ``kept`` when given (left in place), else a temporary directory removed after."""
+    workdir = Path(kept or tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield workdir
+    finally:
+        if not kept:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def cli_load(source: Path, server_dsn: str, workers: int) -> tuple[int, float]:
     messages, seconds, _ = cli_load_with_server_cpu(source, server_dsn, workers)
     return messages, seconds
@@ -256,16 +271,13 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--per-file", type=int, default=1_000, help="cases per batch file")
     parser.add_argument("--big-mb", type=int, default=1024, help="size of the large batch for the memory figure (0: skip)")
-    parser.add_argument(
-        "--dsn", default=f"postgresql+psycopg2://{os.environ.get('PGUSER', 'postgres')}@{os.environ.get('PGHOST', '127.0.0.1')}/postgres"
-    )
+    parser.add_argument("--dsn", default=DEFAULT_SERVER_DSN)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-dagster", action="store_true")
     parser.add_argument("--workdir", help="keep the corpus here (default: a temporary directory)")
     args = parser.parse_args()
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="eudravig-bench-"))
-    try:
+    with bench_workdir(args.workdir, "eudravig-bench-") as workdir:
         batches, one_batch, singles = workdir / "batches", workdir / "one-batch", workdir / "singles"
         paths = write_batches(batches, args.cases, args.per_file)
         write_batches(one_batch, args.cases, args.cases)
@@ -318,9 +330,6 @@ def main() -> int:
             large = big_batch(workdir / "large.xml", args.big_mb)
             print(f"(e) peak RSS staging a {small.stat().st_size / 2**20:.0f} MB batch: {peak_memory_mb(small):.0f} MB")
             print(f"(e) peak RSS staging a {large.stat().st_size / 2**20:.0f} MB batch: {peak_memory_mb(large):.0f} MB")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -12,13 +12,11 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from sqlalchemy import text
 
-from benchmarks.run import fresh_database, local_postmaster_pid, server_cpu_seconds
+from benchmarks.run import DEFAULT_SERVER_DSN, bench_workdir, fresh_database, local_postmaster_pid, server_cpu_seconds
 from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
 from py_load_eudravigilance.pipeline import run_load
@@ -44,15 +42,12 @@ def refresh(dsn: str, repeats: int) -> tuple[float, float | None, int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=100_000, help="distinct cases, about (10%% more messages: follow-ups)")
-    parser.add_argument(
-        "--dsn", default=f"postgresql+psycopg2://{os.environ.get('PGUSER', 'postgres')}@{os.environ.get('PGHOST', '127.0.0.1')}/postgres"
-    )
+    parser.add_argument("--dsn", default=DEFAULT_SERVER_DSN)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", help="keep the corpus here (default: a temporary directory)")
     args = parser.parse_args()
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="eudravig-signals-"))
-    try:
+    with bench_workdir(args.workdir, "eudravig-signals-") as workdir:
         spec = CorpusSpec(files=FILES, cases_per_file=round(args.cases * 1.1 / FILES), seed=11, follow_up_fraction=0.1)
         paths = write_corpus(workdir / "corpus", spec)
         first, rest = workdir / "first", workdir / "rest"
@@ -73,9 +68,6 @@ def main() -> int:
                 print(f"{'after loading ' + step.name:<40} {cases:>8} {pairs:>6} {signals:>8} {wall:>10.2f} {server_text:>13}")
         (small, small_wall), (large, large_wall) = timings
         print(f"\n{large / small:.1f}x the cases took {large_wall / small_wall:.1f}x the refresh time")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
