@@ -10,7 +10,7 @@ from eudravig_assets.io_manager import LoaderIOManager
 from eudravig_assets.jobs import full_reload_job, load_icsr_files_job
 from eudravig_assets.resources import EudravigDatabase, EudravigSource, catalog_from_env, database_from_env, source_from_env
 from eudravig_assets.sensors import local_folder_sensor, s3_arrivals_sensor
-from eudravig_assets.signals import drug_event_statistics
+from eudravig_assets.signals import drug_event_statistics, signal_statistics_after_loads
 
 
 def resolved(value: str) -> str:
@@ -25,7 +25,7 @@ def build_definitions(database: EudravigDatabase, source: EudravigSource, catalo
     return Definitions(
         assets=catalog.apply([icsr_source_files, icsr_tables, reaction_frequencies, drug_event_statistics]),
         jobs=[load_icsr_files_job, full_reload_job],
-        sensors=[s3_arrivals_sensor, local_folder_sensor],
+        sensors=[s3_arrivals_sensor, local_folder_sensor, signal_statistics_after_loads],
         resources={
             "database": database,
             "source": source,

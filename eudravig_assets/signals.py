@@ -1,16 +1,20 @@
 """Signal statistics as an asset: ``drug_event_statistics``, refreshed in the database after every load.
 
 Its automation condition (eager) requests a run of it whenever the case tables it reads have been
-materialized, once the automation sensor runs (``dagster dev`` starts it); it can also be
-materialized from the UI, and ``eudravigloader signals`` refreshes the same table.
+materialized; ``signal_statistics_after_loads``, an automation sensor on by default like the
+arrival sensors, evaluates it. It can also be materialized from the UI, and ``eudravigloader
+signals`` refreshes the same table.
 """
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetKey,
+    AssetSelection,
     AutomationCondition,
+    AutomationConditionSensorDefinition,
     Config,
+    DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -18,6 +22,7 @@ from dagster import (
 
 from eudravig_assets.assets import table_metadata
 from eudravig_assets.resources import EudravigDatabase
+from eudravig_assets.sensors import SENSOR_INTERVAL_SECONDS
 from py_load_eudravigilance.settings import load_settings
 from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, markdown_table, top_pairs
 
@@ -63,3 +68,12 @@ def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) 
             AssetCheckResult(check_name=CELLS_CHECK, passed=failing == 0, metadata={"rows_checked": rows, "rows_failing": failing})
         ],
     )
+
+
+signal_statistics_after_loads = AutomationConditionSensorDefinition(
+    "signal_statistics_after_loads",
+    target=AssetSelection.assets(drug_event_statistics),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    description="Requests a refresh of drug_event_statistics after each load of the tables it reads.",
+)

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions
+from dagster import AssetKey, DagsterInstance, DefaultSensorStatus, Definitions, evaluate_automation_conditions
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.context import partition_loading_context
@@ -308,6 +308,8 @@ def test_signal_statistics_are_requested_after_each_load_and_report_their_signal
     defs = project(sqlite_dsn, corpus)
     statistics = AssetKey(STATISTICS_TABLE)
 
+    sensor = defs.resolve_sensor_def("signal_statistics_after_loads")  # on by default, as the arrival sensors are
+    assert sensor.default_status == DefaultSensorStatus.RUNNING and statistics in sensor.asset_selection.resolve(defs.resolve_asset_graph())
     before = evaluate_automation_conditions(defs=defs, instance=instance)
     assert before.get_num_requested(statistics) == 0  # nothing loaded yet: nothing to compute from
     assert materialize_files(defs, instance, keys).success
