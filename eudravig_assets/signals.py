@@ -23,7 +23,7 @@ from dagster import (
 from eudravig_assets.assets import table_metadata
 from eudravig_assets.resources import EudravigDatabase
 from eudravig_assets.sensors import SENSOR_INTERVAL_SECONDS
-from py_load_eudravigilance.settings import load_settings
+from py_load_eudravigilance.settings import SignalSettings, load_settings
 from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, markdown_table, top_pairs
 
 SOURCE_TABLES = ("icsr_master", "drugs", "drug_substances", "reactions")
@@ -49,7 +49,8 @@ class StatisticsConfig(Config):
     ),
 )
 def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) -> MaterializeResult:
-    roles = config.drug_roles or load_settings().signals.drug_roles
+    # Roles given in the run's config are checked as the setting is (G.k.1 codes); none given: the setting
+    roles = SignalSettings(drug_roles=config.drug_roles).drug_roles if config.drug_roles is not None else load_settings().signals.drug_roles
     summary = database.loader().refresh_drug_event_statistics(roles)
     reader = database.reader()
     table = reader.table(STATISTICS_TABLE)

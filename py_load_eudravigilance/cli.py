@@ -25,7 +25,7 @@ from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
 from py_load_eudravigilance.pipeline import RunSummary, redact_dsn, run_load
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
 from py_load_eudravigilance.settings import CONFIG_ENV, DEFAULT_DSN, DSN_ENV, SOURCE_ENV, Settings, SettingsError, load_settings
-from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, normalize_drug_name, top_pairs
+from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, top_pairs
 from py_load_eudravigilance.sources import list_objects, local_copy, object_name, parse_location
 
 
@@ -181,7 +181,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     if rows:
         print(markdown_table(rows))
     elif args.drug:
-        print(f"no pairs for drug {normalize_drug_name(args.drug)!r}")
+        print(f"no pairs for drug {args.drug.strip()!r}")
     return 0
 
 

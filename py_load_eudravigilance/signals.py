@@ -20,7 +20,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
-    Float,
+    Double,
     Insert,
     MetaData,
     Select,
@@ -69,10 +69,15 @@ def counted_drugs(table: TableNamed, drug_roles: Sequence[str]) -> Select:
     """(case, drug) for every counted drug of a current case: each of its active substances (G.k.2.3.r.1), or its
     product name (G.k.2.2) when it names none."""
     master, drugs, substances = table("icsr_master"), table("drugs"), table("drug_substances")
-    name = drug_name(func.coalesce(func.nullif(func.trim(substances.c.substance_name), ""), drugs.c.medicinal_product))
-    joined = master.join(drugs, drugs.c[CASE_KEY] == master.c[CASE_KEY]).outerjoin(
-        substances, and_(substances.c[CASE_KEY] == drugs.c[CASE_KEY], substances.c.drug_seq == drugs.c.drug_seq)
+    # Only substances with a name join: one given by its code alone (G.k.2.3.r.2b) or as blanks names no drug, and a
+    # drug whose substances are all like that counts under its product name
+    named = and_(
+        substances.c[CASE_KEY] == drugs.c[CASE_KEY],
+        substances.c.drug_seq == drugs.c.drug_seq,
+        drug_name(substances.c.substance_name) != "",
     )
+    name = drug_name(func.coalesce(substances.c.substance_name, drugs.c.medicinal_product))
+    joined = master.join(drugs, drugs.c[CASE_KEY] == master.c[CASE_KEY]).outerjoin(substances, named)
     return (
         select(master.c[CASE_KEY], name.label("drug"))
         .select_from(joined)
@@ -138,7 +143,7 @@ def contingency_counts(table: TableNamed, drug_roles: Sequence[str]) -> Select:
 
 def real(value: ColumnElement | float) -> ColumnElement[float]:
     """Floating point, so that no product of counts overflows an integer and no division truncates."""
-    return cast(value, Float)
+    return cast(value, Double)
 
 
 def ratio(numerator: ColumnElement, denominator: ColumnElement) -> ColumnElement[float]:
@@ -209,17 +214,13 @@ def refresh_statements(table: TableNamed, drug_roles: Sequence[str] = DEFAULT_DR
     return target.delete(), target.insert().from_select([column.name for column in query.selected_columns], query)
 
 
-def normalize_drug_name(name: str) -> str:
-    """:func:`drug_name` in Python, for names given on the command line."""
-    return " ".join(name.replace(_OPEN, "").replace(_CLOSE, "").split()).upper()
-
-
 def top_pairs(target: Table, top: int, drug: str | None = None) -> Select:
     """The rows to show first: signals, then by the lower bound of the IC (the most robust disproportionality)."""
     order = (target.c.signal.desc(), target.c.ic025.desc(), target.c.a.desc(), target.c.drug, target.c.reaction_meddra_code)
     query = select(target).order_by(*order)
     if drug is not None:
-        query = query.where(target.c.drug == normalize_drug_name(drug))
+        # Normalized by the same SQL as the stored names, so that both agree on every dialect
+        query = query.where(target.c.drug == drug_name(literal(drug)))
     return query.limit(top)
 
 
@@ -243,8 +244,9 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def cells_check_query(target: Table) -> Select:
-    """Rows, and rows whose cells do not add up to ``n``."""
-    whole = target.c.a + target.c.b + target.c.c + target.c.d == target.c.n
+    """Rows, and rows whose 2x2 table is broken: a cell below zero (``a`` below one), or cells not adding up to ``n``."""
+    cells = (target.c.a, target.c.b, target.c.c, target.c.d)
+    whole = and_(target.c.a >= 1, *(cell >= 0 for cell in cells[1:]), sum(cells[1:], cells[0]) == target.c.n)
     return select(func.count(), func.coalesce(func.sum(case((whole, 0), else_=1)), 0))
 
 
@@ -266,7 +268,7 @@ def add_table(metadata: MetaData) -> None:
         Column("drug", Text, primary_key=True, comment="Active substance (G.k.2.3.r.1), else product name (G.k.2.2); normalized"),
         Column("reaction_meddra_code", Text, primary_key=True, comment="E.i.2.1b MedDRA code as reported"),
         *(Column(name, BigInteger, nullable=False) for name in COUNTS),
-        *(Column(name, Float) for name in STATISTICS),
+        *(Column(name, Double) for name in STATISTICS),
         Column("signal", Boolean, nullable=False, comment="a >= 3, PRR >= 2 and chi-square >= 4 (Evans), or IC025 > 0"),
         comment="Drug-event disproportionality over current, non-nullified cases (eudravigloader signals; docs/signals.md)",
     )

@@ -12,12 +12,17 @@ from sqlalchemy import create_engine, literal, select, union_all
 from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
-from py_load_eudravigilance.signals import STATISTICS, normalize_drug_name, statistics
+from py_load_eudravigilance.signals import STATISTICS, STATISTICS_TABLE, cells_check_query, statistics
 from tests.support.db import query
 from tests.test_analyst import current_case_ids, rows
 from tests.test_cli import run_cli
 
 Pair = tuple[str, str]
+
+
+def normalize_drug_name(name: str) -> str:
+    """The documented normalization, in plain Python (the test data is ASCII)."""
+    return " ".join(name.split()).upper()
 
 
 def safe(compute):  # type: ignore[no-untyped-def]
@@ -56,7 +61,7 @@ def brute_force(dsn: str, roles: Iterable[str] = ("1", "3")) -> dict[Pair, dict]
     current = current_case_ids(dsn)
     substances = defaultdict(list)
     for case, drug_seq, name in query(dsn, "SELECT safetyreportid, drug_seq, substance_name FROM drug_substances"):
-        if name and name.strip():
+        if name and normalize_drug_name(name):
             substances[case, drug_seq].append(name)
     drugs_of = defaultdict(set)
     for case, drug_seq, product, role in query(dsn, "SELECT safetyreportid, drug_seq, medicinal_product, drug_role FROM drugs"):
@@ -121,12 +126,14 @@ def test_follow_ups_and_nullifications_change_the_counts(dsn: str, write_batch) 
     # The same substance written as another product: one drug after normalization
     also_warfarin = DrugSpec(name="Marevan", substance="WARFARIN   SODIUM")
     no_substance = DrugSpec(name=" Herbal   tea ", substance="", role="3")
+    blank_substance = DrugSpec(name="Coumadin", substance="\t \n")  # named by blanks only: its product name counts
     concomitant = DrugSpec(name="Aspirin", substance="ASPIRIN", role="2")
     first = [
         CaseSpec("CASE-A", reactions=[headache, nausea], drugs=[warfarin, concomitant]),
         CaseSpec("CASE-B", reactions=[ReactionSpec(meddra_code="10028813")], drugs=[DrugSpec(name="Marevan", substance="WARFARIN SODIUM")]),
         CaseSpec("CASE-C", reactions=[ReactionSpec(meddra_code="10019211")], drugs=[no_substance]),
         CaseSpec("CASE-D", reactions=[ReactionSpec(meddra_code="10019211")], drugs=[also_warfarin, DrugSpec()]),
+        CaseSpec("CASE-E", reactions=[ReactionSpec(meddra_code="10028813")], drugs=[blank_substance]),
     ]
     run_load(write_batch("first.xml", *first).parent, dsn, workers=1)
     loader = get_loader(dsn)
@@ -136,7 +143,8 @@ def test_follow_ups_and_nullifications_change_the_counts(dsn: str, write_batch) 
     assert before["WARFARIN SODIUM", "10028813"]["a"] == 2  # CASE-A and CASE-B
     assert before["HERBAL TEA", "10019211"]["a"] == 1  # product name when no substance is given, role interacting
     assert not any(drug == "ASPIRIN" for drug, _ in before)  # concomitant: not counted by default
-    assert before["WARFARIN SODIUM", "10019211"]["n"] == 4
+    assert before["COUMADIN", "10028813"]["a"] == 1
+    assert before["WARFARIN SODIUM", "10019211"]["n"] == 5
 
     # CASE-A's follow-up drops nausea; CASE-B is nullified
     later = [
@@ -148,7 +156,7 @@ def test_follow_ups_and_nullifications_change_the_counts(dsn: str, write_batch) 
     after = table_rows(dsn)
     assert_equal_statistics(after, brute_force(dsn))
     assert ("WARFARIN SODIUM", "10028813") not in after  # neither case reports it any more
-    assert after["WARFARIN SODIUM", "10019211"]["n"] == 3  # CASE-B counts nowhere
+    assert after["WARFARIN SODIUM", "10019211"]["n"] == 4  # CASE-B counts nowhere
 
 
 def test_a_published_two_by_two_gives_its_published_statistics(dsn: str) -> None:
@@ -201,7 +209,7 @@ def test_statistics_are_null_where_a_cell_is_zero(dsn: str) -> None:
             assert (got[name][statistic] is None) == (want[statistic] is None), (name, statistic)
     assert got["b0"]["ror"] is None and got["b0"]["prr"] is not None  # ROR divides by b; the PRR does not
     assert got["c0"]["prr"] is None and got["c0"]["ror"] is None
-    assert got["d0"]["ror"] == 0 or got["d0"]["ror"] is None
+    assert got["d0"]["ror"] == 0  # a*d = 0: zero, not NULL (nothing divides by zero)
     assert got["d0"]["ror_lower95"] is None  # log of a zero ROR
 
 
@@ -224,3 +232,15 @@ def test_signals_command_refreshes_and_prints_the_top_pairs(sqlite_dsn: str, wri
     assert not any(line.startswith("| IBUPROFEN") for line in result.stdout.splitlines())  # --drug keeps one drug
     refused = run_cli("signals", "--dsn", sqlite_dsn, "--drug-roles", "5")
     assert refused.returncode == 1 and "signals.drug_roles" in refused.stderr
+
+
+def test_the_cells_check_reports_a_broken_two_by_two(sqlite_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    cases = [CaseSpec(f"CASE-{i}", reactions=[ReactionSpec(meddra_code=code)]) for i, code in enumerate(("10019211", "10028813"))]
+    run_load(write_batch("cases.xml", *cases).parent, sqlite_dsn, workers=1)
+    loader = get_loader(sqlite_dsn)
+    loader.refresh_drug_event_statistics()
+    table = loader.table(STATISTICS_TABLE)
+    with loader.engine.begin() as conn:
+        assert tuple(conn.execute(cells_check_query(table)).one()) == (2, 0)
+        conn.execute(table.update().where(table.c.reaction_meddra_code == "10028813").values(c=-1, d=2))  # sums to n, one cell < 0
+        assert tuple(conn.execute(cells_check_query(table)).one()) == (2, 1)
