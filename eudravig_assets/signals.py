@@ -29,6 +29,7 @@ from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, 
 SOURCE_TABLES = ("icsr_master", "drugs", "drug_substances", "reactions")
 TOP_SIGNALS = 20
 CELLS_CHECK = "cells_add_up_to_n"
+CELLS_CHECK_DESCRIPTION = "Every row's 2x2 table is whole: a >= 1, no cell below zero, a + b + c + d = n"
 
 
 class StatisticsConfig(Config):
@@ -42,7 +43,7 @@ class StatisticsConfig(Config):
     group_name="analytics",
     deps=[AssetKey(name) for name in SOURCE_TABLES],
     automation_condition=AutomationCondition.eager(),
-    check_specs=[AssetCheckSpec(CELLS_CHECK, asset=STATISTICS_TABLE, description="a + b + c + d = n on every row: the 2x2 table is whole")],
+    check_specs=[AssetCheckSpec(CELLS_CHECK, asset=STATISTICS_TABLE, description=CELLS_CHECK_DESCRIPTION)],
     description=(
         "Drug-event disproportionality (PRR, ROR, chi-square, IC with their intervals, and the signal flag) over the "
         "current, non-nullified cases; recomputed in the database after each load."

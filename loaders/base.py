@@ -181,11 +181,12 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
     def refresh_drug_event_statistics(self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES) -> StatisticsSummary:
         """Compute ``drug_event_statistics`` again, in the database and in one transaction: readers see the old
         statistics or the new ones, never a half-written table."""
+        statistics = self.table(STATISTICS_TABLE)
         with self.engine.begin() as conn:
-            self.lock_for_refresh(conn, self.table(STATISTICS_TABLE))
+            self.lock_for_refresh(conn, statistics)
             for statement in refresh_statements(self.table, drug_roles):
                 conn.execute(statement)
-            pairs, signals = conn.execute(summary_query(self.table(STATISTICS_TABLE))).one()
+            pairs, signals = conn.execute(summary_query(statistics)).one()
         return StatisticsSummary(pairs=int(pairs), signals=int(signals))
 
     def lock_for_refresh(self, conn: Connection, table: Table) -> None:

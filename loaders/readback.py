@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, bindparam, case, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
@@ -24,6 +24,7 @@ from py_load_eudravigilance.schema import (
     QUARANTINE_TABLE,
     build_metadata,
 )
+from py_load_eudravigilance.views import count_where
 
 MASTER = "icsr_master"
 # A table read in parts comes in DataFrames of about this size (the first part's rows decide how many
@@ -91,7 +92,7 @@ class TableReader:
             for name in CHILD_TABLE_NAMES:
                 child = self.table(name)
                 orphaned = ~child.c[CASE_KEY].in_(select(master.c[CASE_KEY]))
-                rows, orphans = conn.execute(select(func.count(), func.coalesce(func.sum(case((orphaned, 1), else_=0)), 0))).one()
+                rows, orphans = conn.execute(select(func.count(), count_where(orphaned)).select_from(child)).one()
                 counts[name] = (rows, int(orphans))
         return counts
 

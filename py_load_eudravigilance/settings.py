@@ -73,7 +73,7 @@ class CatalogSettings(BaseModel):
     def _tag_pairs(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        pairs = [pair.partition("=") for pair in value.split(",") if pair.strip()]
+        pairs = [pair.partition("=") for pair in comma_separated(value)]
         if any(not sep for _, sep, _ in pairs):
             raise ValueError("write tags as key=value pairs separated by commas")
         return {key.strip(): tag.strip() for key, _, tag in pairs}

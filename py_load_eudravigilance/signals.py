@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
-from py_load_eudravigilance.views import TableNamed, current_cases
+from py_load_eudravigilance.views import TableNamed, count_where, current_cases
 
 STATISTICS_TABLE = "drug_event_statistics"
 # G.k.1 drug roles counted by default: suspect (1) and interacting (3)
@@ -247,12 +247,12 @@ def cells_check_query(target: Table) -> Select:
     """Rows, and rows whose 2x2 table is broken: a cell below zero (``a`` below one), or cells not adding up to ``n``."""
     cells = (target.c.a, target.c.b, target.c.c, target.c.d)
     whole = and_(target.c.a >= 1, *(cell >= 0 for cell in cells[1:]), sum(cells[1:], cells[0]) == target.c.n)
-    return select(func.count(), func.coalesce(func.sum(case((whole, 0), else_=1)), 0))
+    return select(func.count(), count_where(~whole))
 
 
 def summary_query(target: Table) -> Select:
     """Pairs and signals in the table."""
-    return select(func.count(), func.coalesce(func.sum(case((target.c.signal, 1), else_=0)), 0))
+    return select(func.count(), count_where(target.c.signal))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ def with_label(codes: Table, table: Table, column: str) -> list[ColumnElement]:
     return [table.c[column], label_of(codes, table.c[column], _element_of(table.name, column)).label(f"{column}_label")]
 
 
+def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    """How many rows of a query meet ``condition`` (0, not NULL, when there are none)."""
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
 def is_serious(reactions: Table) -> ColumnElement[bool]:
     return or_(*(func.coalesce(reactions.c[name], false()) for name in SERIOUSNESS_CRITERIA))
 
