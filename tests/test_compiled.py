@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from lxml import etree
 
 from py_load_eudravigilance.fixtures.generator import (
     CaseSpec,
@@ -31,6 +32,7 @@ from py_load_eudravigilance.staging.cores import chosen_mapper, compiled_core_pr
 from py_load_eudravigilance.staging.layout import INDEX_FILE, STAGED_TABLES, table_file
 from tests.conftest import SHARED_E2B
 from tests.test_fuzz import mutated_documents
+from tests.test_parsing_mapping import staged_rows
 
 MUST_BE_BUILT = os.environ.get("CI") == "true" or os.environ.get("CIBUILDWHEEL") == "1"
 
@@ -200,3 +202,74 @@ def test_the_compiled_mapper_is_chosen_when_built_and_the_setting_forces_python(
     assert chosen_mapper("compiled") == "compiled"
     with pytest.raises(ValueError, match="must be one of"):
         chosen_mapper("fast")
+
+
+GENERATED_DOSAGE_TIME = (
+    '<effectiveTime xsi:type="SXPR_TS"><comp xsi:type="PIVL_TS"><period value="1" unit="d"/></comp>'
+    '<comp xsi:type="IVL_TS" operator="A"><low value="20231220"/><high value="20240102"/></comp></effectiveTime>'
+)
+
+
+def with_dosage_time(case_id: str, effective_time: str) -> str:
+    message = build_message(CaseSpec(case_id))
+    assert GENERATED_DOSAGE_TIME in message
+    return message.replace(GENERATED_DOSAGE_TIME, effective_time, 1)
+
+
+def test_unions_select_in_document_order_whatever_the_order_of_their_parts(tmp_path: Path) -> None:
+    """G.k.4.r.4/5 are ``(effectiveTime[low] | effectiveTime/comp[low])/low``: the first low in document order."""
+    many_comps = "".join(f'<comp xsi:type="IVL_TS"><low value="{2001 + n}"/><high value="{2001 + n}"/></comp>' for n in range(20))
+    shapes = {
+        "comp-first": '<effectiveTime xsi:type="SXPR_TS"><comp xsi:type="IVL_TS"><low value="2020"/><high value="2020"/></comp>'
+        '<low value="2021"/><high value="2021"/></effectiveTime>',
+        "own-first": '<effectiveTime xsi:type="SXPR_TS"><low value="2020"/><high value="2020"/>'
+        '<comp xsi:type="IVL_TS"><low value="2021"/><high value="2021"/></comp></effectiveTime>',
+        "many-comps": f'<effectiveTime xsi:type="SXPR_TS">{many_comps}<low value="2021"/><high value="2021"/></effectiveTime>',
+        "two-times": '<effectiveTime xsi:type="SXPR_TS"><comp xsi:type="IVL_TS"><low value="2020"/><high value="2020"/></comp>'
+        '</effectiveTime><effectiveTime xsi:type="IVL_TS"><low value="2021"/><high value="2021"/></effectiveTime>',
+    }
+    path = tmp_path / "unions.xml"
+    path.write_text(build_batch([with_dosage_time(name, time) for name, time in shapes.items()]), encoding="utf-8")
+
+    assert_same_staging(path, tmp_path / "staged")
+
+    dosages = staged_rows(tmp_path / "staged" / "compiled", "drug_dosages")
+    assert [(row["start_date"], row["last_administration_date"]) for row in dosages] == [
+        ("2020", "2020"),
+        ("2020", "2020"),
+        ("2001", "2001"),
+        ("2020", "2020"),
+    ]
+
+
+HL7_AND_XSI = 'xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+
+
+@pytest.mark.parametrize(
+    "declarations",
+    [
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns="urn:hl7-org:v3"',  # xsi first
+        HL7_AND_XSI + "".join(f' xmlns:n{n}="urn:example:n{n}"' for n in range(20000)),  # thousands nobody uses
+        'xmlns:x="urn:example:x" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns="urn:hl7-org:v3" xmlns:unused="urn:u"',
+    ],
+    ids=["xsi-first", "20000-declarations", "foreign-prefix"],
+)
+def test_audit_payloads_declare_only_the_namespaces_the_message_uses(declarations: str, tmp_path: Path) -> None:
+    foreign = build_message(CaseSpec("NS-2")).replace("<PORR_IN049016UV>", '<PORR_IN049016UV xmlns:own="urn:example:own">', 1)
+    foreign = foreign.replace('<processingCode code="P"/>', '<processingCode code="P" x:flag="1"/><x:extension/>', 1)
+    messages = [build_message(CaseSpec("NS-1")), foreign if "xmlns:x=" in declarations else build_message(CaseSpec("NS-2"))]
+    path = tmp_path / "namespaces.xml"
+    path.write_text(build_batch(messages).replace(HL7_AND_XSI, declarations, 1), encoding="utf-8")
+
+    assert_same_staging(path, tmp_path / "staged")
+
+    payloads = [row["payload"] for row in staged_rows(tmp_path / "staged" / "compiled", "icsr_audit_log")]
+    assert payloads[0].startswith(f"<PORR_IN049016UV {HL7_AND_XSI}>")  # the message's own, in order of first use
+    if "xmlns:x=" in declarations:  # its own declaration first, then those of the batch root it uses (x:flag before xsi:type)
+        assert payloads[1].startswith(
+            '<PORR_IN049016UV xmlns:own="urn:example:own" xmlns="urn:hl7-org:v3" xmlns:x="urn:example:x" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        )
+    assert all("urn:example:n" not in payload and "urn:u" not in payload for payload in payloads)
+    for payload in payloads:
+        etree.fromstring(payload.encode())  # it parses on its own

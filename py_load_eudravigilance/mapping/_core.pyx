@@ -14,11 +14,17 @@ bytes for every table.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
+from libc.math cimport isfinite
 from libc.stdlib cimport strtoll
 from libc.string cimport memcmp, memcpy, strcmp, strcspn, strlen
 from libcpp cimport bool as cbool
 from libcpp.algorithm cimport sort as std_sort
 from libcpp.string cimport string
+from libcpp.unordered_map cimport unordered_map
+from libcpp.unordered_set cimport unordered_set
+from libcpp.memory cimport make_shared, shared_ptr
+from libcpp.utility cimport pair
+from cython.operator cimport dereference as deref
 from libcpp.vector cimport vector
 
 from lxml.includes.etreepublic cimport _Document, _Element, elementFactory, import_lxml__etree
@@ -55,6 +61,8 @@ cdef enum:
 cdef enum:
     KIND_TEXT, KIND_CODE, KIND_DATE, KIND_BOOL, KIND_NUMBER, KIND_INTEGER, KIND_ATTACHMENT
 cdef enum:
+    NOT_KEYED = -2
+cdef enum:
     ROLE_NONE, ROLE_CASE_ID, ROLE_MOST_RECENT, ROLE_CREATION, ROLE_NULLIFICATION
 
 PLAN_CODES = {
@@ -70,6 +78,10 @@ PLAN_CODES = {
 
 cdef class Path
 cdef class Level
+ctypedef xmlNs* NsPointer
+ctypedef xmlNode* NodePointer
+ctypedef vector[NodePointer] Nodes
+ctypedef unordered_map[string, Nodes] KeyIndex
 ctypedef vector[vector[xmlNode*]] Selection
 
 
@@ -412,17 +424,56 @@ cdef inline void put_name(string& out, xmlNs* ns, const xmlChar* name) noexcept:
     out.append(<const char*>name)
 
 
+cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexcept:
+    """The namespaces the message's elements and attributes use that it does not declare itself (its batch root
+    does), once each, in order of first use: an element's before its attributes', in document order. So libxml2
+    declares them on a copy of the message, which is what ``reference.audit_payload`` serializes."""
+    cdef unordered_set[NsPointer] declared, listed
+    cdef xmlNode* node = root
+    cdef xmlNs* ns
+    cdef xmlAttr* attribute
+    outside.clear()
+    while True:
+        if node.type == XML_ELEMENT_NODE:
+            ns = node.nsDef
+            while ns != NULL:
+                declared.insert(ns)
+                ns = ns.next
+            note_outside(node.ns, declared, listed, outside)
+            attribute = node.properties
+            while attribute != NULL:
+                note_outside(attribute.ns, declared, listed, outside)
+                attribute = attribute.next
+            if node.children != NULL:
+                node = node.children
+                continue
+        while node != root and node.next == NULL:
+            node = node.parent
+        if node == root:
+            return
+        node = node.next
+
+
+cdef inline void note_outside(xmlNs* ns, unordered_set[NsPointer]& declared, unordered_set[NsPointer]& listed,
+                              vector[xmlNs*]& outside) noexcept:
+    if ns == NULL or declared.count(ns) or listed.count(ns):
+        return
+    if ns.prefix != NULL and strcmp(<const char*>ns.prefix, "xml") == 0:  # bound by XML itself, never declared
+        return
+    listed.insert(ns)
+    outside.push_back(ns)
+
+
 cdef bint serialize(xmlNode* root, string& out) noexcept:
-    """``etree.tostring(root, encoding="UTF-8", with_tail=False)``, written straight into ``out``; False (with
-    ``out`` as it was) for what this does not write as libxml2 would: lxml's tostring() is then used."""
+    """``reference.audit_payload(root)`` (lxml's tostring() of a copy of the message), written straight into ``out``;
+    False (with ``out`` as it was) for what this does not write as libxml2 would: Python's is then used."""
     cdef size_t mark = out.size()
     cdef xmlNode* node = root
     cdef xmlNs* ns
-    cdef xmlNs* declared
-    cdef xmlNode* ancestor
     cdef xmlAttr* attribute
     cdef const char* value
-    cdef bint listed
+    cdef vector[xmlNs*] outside
+    cdef size_t i
     while True:
         if node.type == XML_ELEMENT_NODE:
             out.push_back(b'<')
@@ -434,26 +485,12 @@ cdef bint serialize(xmlNode* root, string& out) noexcept:
                     return False
                 ns = ns.next
             if node == root:
-                # lxml declares on the element the namespaces its ancestors declare, unless it redeclares the prefix
-                ancestor = root.parent
-                while ancestor != NULL and ancestor.type == XML_ELEMENT_NODE:
-                    ns = ancestor.nsDef
-                    while ns != NULL:
-                        listed = False
-                        declared = root.nsDef
-                        while declared != NULL and not listed:
-                            listed = (declared.prefix == NULL and ns.prefix == NULL) or (
-                                declared.prefix != NULL and ns.prefix != NULL and strcmp(<const char*>declared.prefix, <const char*>ns.prefix) == 0
-                            )
-                            declared = declared.next
-                        if not listed:
-                            listed = ns.prefix != NULL and strcmp(<const char*>ns.prefix, "xml") == 0
-                        if not listed and not has_declared_earlier(root, ancestor, ns):
-                            if not put_namespace(out, ns):
-                                out.resize(mark)
-                                return False
-                        ns = ns.next
-                    ancestor = ancestor.parent
+                # Of the declarations in force around the message, those it uses (not every one its batch root makes)
+                namespaces_from_outside(root, outside)
+                for i in range(outside.size()):
+                    if not put_namespace(out, outside[i]):
+                        out.resize(mark)
+                        return False
             attribute = node.properties
             while attribute != NULL:
                 value = attribute_text(attribute)
@@ -489,24 +526,8 @@ cdef bint serialize(xmlNode* root, string& out) noexcept:
         node = node.next
 
 
-cdef bint has_declared_earlier(xmlNode* root, xmlNode* ancestor, xmlNs* ns) noexcept:
-    """Whether a nearer ancestor (between ``root`` and ``ancestor``) already declared ``ns``'s prefix."""
-    cdef xmlNode* nearer = root.parent
-    cdef xmlNs* declared
-    while nearer != ancestor:
-        declared = nearer.nsDef
-        while declared != NULL:
-            if (declared.prefix == NULL and ns.prefix == NULL) or (
-                declared.prefix != NULL and ns.prefix != NULL and strcmp(<const char*>declared.prefix, <const char*>ns.prefix) == 0
-            ):
-                return True
-            declared = declared.next
-        nearer = nearer.parent
-    return False
-
-
 def serialize_as_tostring(_Element element):
-    """The C serializer's output, or None where it leaves the element to lxml (for tests against tostring)."""
+    """The C serializer's output, or None where it leaves the element to Python (for tests against audit_payload)."""
     cdef string out
     if not serialize(element._c_node, out):
         return None
@@ -520,13 +541,17 @@ cdef class Scope:
 
     cdef vector[string] strings
     cdef vector[cbool] has_string
-    cdef vector[vector[xmlNode*]] sets
+    # Node sets are shared by the scopes copied from the one that bound them (a drug's assessments, by each of
+    # its reaction rows): a copy costs the number of variables, not the size of the sets
+    cdef vector[shared_ptr[Nodes]] sets
+    cdef vector[long long] set_ids  # a number per binding, never reused: what keyed paths' indexes are kept by
     cdef vector[cbool] has_set
 
     def __cinit__(self, int count=0):
         self.strings.resize(count)
         self.has_string.resize(count, False)
         self.sets.resize(count)
+        self.set_ids.resize(count, 0)
         self.has_set.resize(count, False)
 
     cdef Scope copy(self):
@@ -534,8 +559,18 @@ cdef class Scope:
         other.strings = self.strings
         other.has_string = self.has_string
         other.sets = self.sets
+        other.set_ids = self.set_ids
         other.has_set = self.has_set
         return other
+
+    cdef Nodes* bind_set(self, int variable) noexcept:
+        """A new, empty node set bound to ``variable``, to be filled."""
+        global SET_SERIAL
+        SET_SERIAL += 1
+        self.sets[variable] = make_shared[Nodes]()
+        self.set_ids[variable] = SET_SERIAL
+        self.has_set[variable] = True
+        return self.sets[variable].get()
 
 
 # -- document order -----------------------------------------------------------------------------
@@ -573,11 +608,78 @@ cdef bint before(xmlNode* a, xmlNode* b) noexcept:
     return False
 
 
+# Large node sets are ordered by each element's rank in a preorder walk of the message, computed once per message
+# when first needed: ordering them with before() walks siblings per comparison, quadratic in the message's size
+cdef unordered_map[NodePointer, size_t] RANKS
+cdef xmlNode* RANKED_ROOT = NULL  # the message being staged (NULL: none, rank nothing)
+cdef bint RANKED = False
+cdef size_t SMALL_SET = 16  # up to this many nodes, insertion by before() is cheaper than ranking the message
+
+
+cdef long long MESSAGE_SERIAL = 0  # keyed paths drop their indexes when it changes
+cdef long long VISITS = 0  # nodes looked at by steps and walks: the work of mapping, for tests that it grows linearly
+
+
+def node_visits():
+    """How many nodes the core's steps and walks have looked at in this process."""
+    return VISITS
+cdef long long SET_SERIAL = 0
+
+
+cdef void begin_ranking(xmlNode* message) noexcept:
+    """A new message (or none): the ranks and indexes of the last one are dropped, its nodes may be freed."""
+    global RANKED_ROOT, RANKED, MESSAGE_SERIAL
+    MESSAGE_SERIAL += 1
+    RANKS.clear()
+    RANKED_ROOT = message
+    RANKED = False
+
+
+cdef bint document_ranks(const vector[xmlNode*]& nodes, vector[pair[size_t, size_t]]& ranked) noexcept:
+    """(rank, index) of each node; False when some node lies outside the message being staged."""
+    global RANKED
+    cdef xmlNode* node
+    cdef size_t i, rank = 0
+    cdef unordered_map[NodePointer, size_t].iterator found
+    if RANKED_ROOT == NULL:
+        return False
+    if not RANKED:
+        node = RANKED_ROOT
+        while True:
+            if is_element(node):
+                RANKS[node] = rank
+                rank += 1
+                if node.children != NULL:
+                    node = node.children
+                    continue
+            while node != RANKED_ROOT and node.next == NULL:
+                node = node.parent
+            if node == RANKED_ROOT:
+                break
+            node = node.next
+        RANKED = True
+    ranked.clear()
+    for i in range(nodes.size()):
+        found = RANKS.find(nodes[i])
+        if found == RANKS.end():
+            return False
+        ranked.push_back(pair[size_t, size_t](deref(found).second, i))
+    return True
+
+
 cdef void in_document_order(vector[xmlNode*]& nodes) noexcept:
-    """Sort and deduplicate (unions, the ancestor axis)."""
+    """Sort and deduplicate (unions, the ancestor axis, steps from nested nodes)."""
     cdef vector[xmlNode*] ordered
+    cdef vector[pair[size_t, size_t]] ranked
     cdef size_t i, j
     cdef xmlNode* node
+    if nodes.size() > SMALL_SET and document_ranks(nodes, ranked):
+        std_sort(ranked.begin(), ranked.end())
+        for i in range(ranked.size()):
+            if i == 0 or ranked[i].first != ranked[i - 1].first:
+                ordered.push_back(nodes[ranked[i].second])
+        nodes.swap(ordered)
+        return
     for i in range(nodes.size()):
         node = nodes[i]
         j = 0
@@ -587,22 +689,6 @@ cdef void in_document_order(vector[xmlNode*]& nodes) noexcept:
             continue
         ordered.insert(ordered.begin() + j, node)
     nodes.swap(ordered)
-
-
-cdef void unique_in_order(vector[xmlNode*]& nodes) noexcept:
-    """Drop repeats, keeping first occurrences (descendants reached from nested parents)."""
-    cdef vector[xmlNode*] kept
-    cdef size_t i, j
-    cdef bint seen
-    for i in range(nodes.size()):
-        seen = False
-        for j in range(kept.size()):
-            if kept[j] == nodes[i]:
-                seen = True
-                break
-        if not seen:
-            kept.push_back(nodes[i])
-    nodes.swap(kept)
 
 
 # -- predicates ---------------------------------------------------------------------------------
@@ -744,9 +830,11 @@ cdef class Step:
         cdef int count = 0
         cdef vector[xmlNode*] up
         cdef Py_ssize_t i
+        global VISITS
         if self.axis == CHILD:
             node = parent.children
             while node != NULL:
+                VISITS += 1
                 if is_element(node) and element_named(node, self.name) and self.passes(node, scope):
                     count += 1
                     if self.position == 0 or count == self.position:
@@ -755,6 +843,7 @@ cdef class Step:
         elif self.axis == DESCENDANT:
             node = parent.children
             while node != NULL:
+                VISITS += 1
                 if is_element(node):
                     if element_named(node, self.name) and self.passes(node, scope):
                         out.push_back(node)
@@ -769,6 +858,7 @@ cdef class Step:
         else:
             node = parent.parent
             while node != NULL and is_element(node):
+                VISITS += 1
                 if element_named(node, self.name) and self.passes(node, scope):
                     up.push_back(node)
                 node = node.parent
@@ -790,6 +880,14 @@ cdef class Path:
     cdef vector[xmlNode*] following
     cdef vector[xmlNode*] selected
     cdef string value
+    # A keyed path (paths.KeyedPath): one [key_path = $key_variable] on the start's filters (keyed_step -1) or on
+    # step keyed_step (NOT_KEYED: none); its index of candidates by key value is built once per anchor
+    cdef int keyed_step
+    cdef Path key_path
+    cdef int key_variable
+    cdef list others  # the start's other filters (Predicate), or [the keyed step without the key (Step)]
+    cdef unordered_map[size_t, KeyIndex] indexes  # anchor (a node, or a node set's id) -> index
+    cdef long long indexes_serial
 
     def __init__(self, int start, int variable, filters, union, steps, attribute):
         self.start = start
@@ -798,8 +896,100 @@ cdef class Path:
         self.union = list(union)
         self.steps = list(steps)
         self.attribute = Name(attribute) if attribute is not None else None
+        self.keyed_step = NOT_KEYED
+
+    def set_key(self, int keyed_step, Path key_path, int key_variable, others):
+        self.keyed_step, self.key_path, self.key_variable, self.others = keyed_step, key_path, key_variable, list(others)
 
     cdef int select(self, xmlNode* context, Scope scope, vector[xmlNode*]& out) except -1:
+        if self.keyed_step != NOT_KEYED:
+            return self.select_keyed(context, scope, out)
+        return self.select_steps(context, scope, out)
+
+    cdef int select_keyed(self, xmlNode* context, Scope scope, vector[xmlNode*]& out) except -1:
+        """``select`` by the index of the path's anchor: what the key selects for the variable's value."""
+        cdef xmlNode* anchor = context
+        cdef Nodes* source = NULL
+        cdef Nodes reached, following
+        cdef size_t key, j
+        cdef Py_ssize_t i, first = 0
+        cdef Step step
+        out.clear()
+        if self.keyed_step < 0:
+            if self.variable < 0 or not scope.has_set[self.variable]:
+                return 0
+            source = scope.sets[self.variable].get()
+            key = <size_t>scope.set_ids[self.variable]
+        else:
+            step = <Step>self.steps[0]
+            if step.axis == ANCESTOR:
+                step.candidates(context, scope, reached)
+                if reached.size() != 1:
+                    return self.select_steps(context, scope, out)
+                anchor, first = reached[0], 1
+            key = <size_t>anchor
+        if self.indexes_serial != MESSAGE_SERIAL:
+            self.indexes.clear()
+            self.indexes_serial = MESSAGE_SERIAL
+        cdef unordered_map[size_t, KeyIndex].iterator built = self.indexes.find(key)
+        if built == self.indexes.end():
+            self.build_index(anchor, source, first, scope, self.indexes[key])
+            built = self.indexes.find(key)
+        if self.key_variable < 0 or not scope.has_string[self.key_variable]:
+            return 0
+        cdef KeyIndex.iterator found = deref(built).second.find(scope.strings[self.key_variable])
+        if found == deref(built).second.end():
+            return 0
+        out = deref(found).second
+        for i in range(self.keyed_step + 1, len(self.steps)):  # child steps: in document order, each node once
+            step = <Step>self.steps[i]
+            following.clear()
+            for j in range(out.size()):
+                step.candidates(out[j], scope, following)
+            out.swap(following)
+        return 0
+
+    cdef int build_index(self, xmlNode* anchor, Nodes* source, Py_ssize_t first, Scope scope, KeyIndex& index) except -1:
+        """The keyed step's nodes (or the set's members) that pass the other predicates, by their key values."""
+        cdef Nodes current, following, candidates
+        cdef vector[string] values
+        cdef Py_ssize_t i, k
+        cdef size_t j, v, w
+        cdef bint kept
+        cdef Step step
+        if source != NULL:
+            for j in range(source.size()):
+                kept = True
+                for k in range(len(self.others)):
+                    if not (<Predicate>self.others[k]).test(source[0][j], scope):
+                        kept = False
+                        break
+                if kept:
+                    candidates.push_back(source[0][j])
+        else:
+            current.push_back(anchor)
+            for i in range(first, self.keyed_step):
+                step = <Step>self.steps[i]
+                following.clear()
+                for j in range(current.size()):
+                    step.candidates(current[j], scope, following)
+                current.swap(following)
+            step = <Step>self.others[0]
+            for j in range(current.size()):
+                step.candidates(current[j], scope, candidates)
+        for j in range(candidates.size()):
+            self.key_path.strings(candidates[j], scope, values)
+            for v in range(values.size()):
+                kept = True
+                for w in range(v):  # a node once per value
+                    if values[w] == values[v]:
+                        kept = False
+                        break
+                if kept:
+                    index[values[v]].push_back(candidates[j])
+        return 0
+
+    cdef int select_steps(self, xmlNode* context, Scope scope, vector[xmlNode*]& out) except -1:
         """The elements the path's steps select (its trailing attribute aside), in document order."""
         cdef vector[xmlNode*]* source
         cdef vector[xmlNode*] current, following
@@ -807,6 +997,7 @@ cdef class Path:
         cdef size_t j
         cdef Step step
         cdef bint kept
+        cdef bint nested = self.start != START_CONTEXT  # whether some node of ``current`` may lie inside another
         current.swap(self.current)
         following.swap(self.following)
         current.clear()
@@ -815,7 +1006,7 @@ cdef class Path:
             current.push_back(context)
         elif self.start == START_VARIABLE:
             if self.variable >= 0 and scope.has_set[self.variable]:
-                source = &scope.sets[self.variable]
+                source = scope.sets[self.variable].get()
                 for j in range(source.size()):
                     kept = True
                     for k in range(len(self.filters)):
@@ -836,11 +1027,11 @@ cdef class Path:
             following.clear()
             for j in range(current.size()):
                 step.candidates(current[j], scope, following)
-            if current.size() > 1:
-                if step.axis == DESCENDANT:
-                    unique_in_order(following)
-                elif step.axis == ANCESTOR:
-                    in_document_order(following)
+            # From nested nodes a step's results interleave (a child of an outer node may follow the children of an
+            # inner one) and repeat (descendants): XPath gives them in document order, once each
+            if current.size() > 1 and (nested or step.axis == ANCESTOR):
+                in_document_order(following)
+            nested = nested or step.axis != CHILD
             current.swap(following)
         out.swap(current)
         current.clear()
@@ -945,11 +1136,13 @@ cdef int walk(xmlNode* node, Level level, Scope scope, Selection& found) except 
     cdef TagGroup group
     cdef Branch branch
     cdef Step step
+    global VISITS
     if level.groups:
         for g in range(level.counters):
             counts[g] = 0
         child = node.children
         while child != NULL:
+            VISITS += 1
             if is_element(child):
                 for g in range(len(level.groups)):
                     group = <TagGroup>level.groups[g]
@@ -1022,14 +1215,15 @@ cdef class Field:
     cdef bytes strip_prefix
     cdef int number  # for the Python mapper's code of this field
     cdef int role
+    cdef int max_bytes  # an indexed text: longer values get the Python mapper's verdict (0: unbounded)
 
     def __init__(self, int mode, int slot, Path path, int variable, int kind, attribute, bint null_flavor, bint code_system,
-                 bint join_all, strip_prefix, int number, int role):
+                 bint join_all, strip_prefix, int number, int role, int max_bytes=0):
         self.mode, self.slot, self.path, self.variable, self.kind = mode, slot, path, variable, kind
         self.attribute = Name(attribute) if attribute is not None else None
         self.null_flavor, self.code_system, self.join_all = null_flavor, code_system, join_all
         self.strip_prefix = strip_prefix.encode("utf-8") if strip_prefix else None
-        self.number, self.role = number, role
+        self.number, self.role, self.max_bytes = number, role, max_bytes
 
 
 cdef class Bind:
@@ -1151,7 +1345,7 @@ cdef bint parse_timestamp(const string& text, Instant* utc, int* parts_found) no
     """``values.parse_ts`` on ASCII input: the UTC instant and the precision (1 year .. 6 second); False when the
     Python parser must decide (not ASCII, not a date, out of range)."""
     cdef const char* s = text.data()
-    cdef int n = text.size(), i = 0, run = 0, parts, offset_minutes = 0, sign = 1, fraction_digits = 0
+    cdef int n = text.size(), i = 0, run = 0, parts, offset_minutes = 0, sign = 1, fraction_digits = 0, offset_digits
     cdef long long year, month = 1, day = 1, hour = 0, minute = 0, second = 0, micro = 0, days, total
     while run < n and 48 <= s[run] <= 57:
         run += 1
@@ -1171,24 +1365,36 @@ cdef bint parse_timestamp(const string& text, Instant* utc, int* parts_found) no
         second = digits(s + 12, 2)
     i = run
     if i < n and s[i] == b'.':
+        if run != 14:  # a fraction of a second only
+            return False
         i += 1
-        while i < n and 48 <= s[i] <= 57 and fraction_digits < 7:
-            micro = micro * 10 + (s[i] - 48)
+        while i < n and 48 <= s[i] <= 57:
+            if fraction_digits < 6:  # digits past microseconds are kept in the text only
+                micro = micro * 10 + (s[i] - 48)
             fraction_digits += 1
             i += 1
-        if fraction_digits == 0 or fraction_digits > 6:
+        if fraction_digits == 0:
             return False
         while fraction_digits < 6:
             micro *= 10
             fraction_digits += 1
     if i < n:
-        if n - i != 5 or (s[i] != b'+' and s[i] != b'-'):
+        offset_digits = n - i - 1
+        if offset_digits < 1 or offset_digits > 4 or (s[i] != b'+' and s[i] != b'-'):
             return False
         for run in range(i + 1, n):
             if not 48 <= s[run] <= 57:
                 return False
         sign = 1 if s[i] == b'+' else -1
-        offset_minutes = digits(s + i + 1, 2) * 60 + digits(s + i + 3, 2)
+        # values.offset_minutes: H, HH, HMM or HHMM
+        if offset_digits <= 2:
+            offset_minutes = digits(s + i + 1, offset_digits) * 60
+        else:
+            if digits(s + n - 2, 2) > 59:
+                return False
+            offset_minutes = digits(s + i + 1, offset_digits - 2) * 60 + digits(s + n - 2, 2)
+        if offset_minutes > 14 * 60:
+            return False
     if year < 1 or not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
         return False
     if hour > 23 or minute > 59 or second > 59:
@@ -1354,6 +1560,7 @@ cdef class Core:
         self.has_created = False
         self.nullification = False
         self.positions.clear()
+        begin_ranking(message._c_node)
         try:
             self.map_table(self.master, message._c_node, Scope(self.variables), NULL, position)
             self.check_message()
@@ -1364,6 +1571,7 @@ cdef class Core:
             raise
         finally:
             self.document = None
+            begin_ranking(NULL)
         for i in range(self.buffers.size()):
             self.counts[i] += self.message_rows[i]
         format_iso(self.most_recent, self.scratch)
@@ -1385,10 +1593,7 @@ cdef class Core:
         if not self.has_case_id:
             raise self.message_error("the message has no safety report identifier", element="C.1.1")
         case_id = self.case_id.decode("utf-8")
-        if len(case_id) > self.max_case_id:
-            raise self.message_error(
-                f"the safety report identifier has {len(case_id):,} characters, more than {self.max_case_id}", element="C.1.1"
-            )
+        self.fallbacks.check_case_id(case_id)  # the Python mapper's rule
         if not self.has_most_recent:
             raise self.message_error("the message has no date of most recent information", element="C.1.5", case_id=case_id)
         return 0
@@ -1478,8 +1683,7 @@ cdef class Core:
                     row_scope.strings[bind.variable] = text
                     row_scope.has_string[bind.variable] = True
                 else:
-                    bind.path.select(node, row_scope, row_scope.sets[bind.variable])
-                    row_scope.has_set[bind.variable] = True
+                    bind.path.select(node, row_scope, row_scope.bind_set(bind.variable)[0])
             table.trie.select(node, row_scope, table.selection)
             self.write_row(table, node, row_scope, i + 1, message_position)
             if table.repeated:
@@ -1495,6 +1699,7 @@ cdef class Core:
         cdef vector[xmlNode*] nodes, owners
         cdef vector[string] texts
         cdef vector[size_t] order
+        cdef vector[pair[size_t, size_t]] ranked
         cdef string value
         cdef Path path
         cdef Py_ssize_t p
@@ -1506,11 +1711,16 @@ cdef class Core:
                 if get_attribute(nodes[i], path.attribute, value):
                     owners.push_back(nodes[i])
                     texts.push_back(value)
-        for i in range(owners.size()):  # stable: the union's own order for values of one element
-            j = order.size()
-            while j > 0 and before(owners[i], owners[order[j - 1]]):
-                j -= 1
-            order.insert(order.begin() + j, i)
+        if owners.size() > SMALL_SET and document_ranks(owners, ranked):
+            std_sort(ranked.begin(), ranked.end())  # (rank, index): stable, the union's own order for one element
+            for i in range(ranked.size()):
+                order.push_back(ranked[i].second)
+        else:
+            for i in range(owners.size()):
+                j = order.size()
+                while j > 0 and before(owners[i], owners[order[j - 1]]):
+                    j -= 1
+                order.insert(order.begin() + j, i)
         cdef dict seen = {}
         cdef bytes key
         for i in range(order.size()):
@@ -1553,7 +1763,7 @@ cdef class Core:
             if scope.has_string[i]:
                 variables[names[i]] = scope.strings[i].decode("utf-8")
             elif scope.has_set[i]:
-                variables[names[i]] = [self.proxy(scope.sets[i][j]) for j in range(scope.sets[i].size())]
+                variables[names[i]] = [self.proxy(deref(scope.sets[i])[j]) for j in range(deref(scope.sets[i]).size())]
         return variables
 
     cdef int write_encoded(self, list fields) except -1:
@@ -1636,6 +1846,7 @@ cdef class Core:
         cdef int parts = 0
         cdef const char* precision
         cdef long long integer
+        cdef double number
         if field.role == ROLE_CASE_ID:
             self.has_case_id = has_raw and raw.size() > 0
             self.case_id.clear()
@@ -1647,6 +1858,8 @@ cdef class Core:
                 row.null()
                 row.null()
             return 0
+        if field.max_bytes and raw.size() > <size_t>field.max_bytes:  # too long to index: the Python mapper's MappingError
+            return self.write_encoded(self.fallbacks.convert(field.number, raw.decode("utf-8"))[0])
         if field.kind == KIND_TEXT:
             row.text(raw)
             return 0
@@ -1684,8 +1897,10 @@ cdef class Core:
                 row.boolean(False)
                 return 0
         elif field.kind == KIND_NUMBER and simple_decimal(self.scratch, False):
-            row.float8(PyOS_string_to_double(self.scratch.c_str(), NULL, NULL))
-            return 0
+            number = PyOS_string_to_double(self.scratch.c_str(), NULL, NULL)
+            if isfinite(number):  # 1e400 is infinite: Python refuses it, naming the element
+                row.float8(number)
+                return 0
         elif field.kind == KIND_INTEGER and simple_decimal(self.scratch, True):
             integer = strtoll(self.scratch.c_str(), NULL, 10)
             if -2147483648 <= integer <= 2147483647:

@@ -22,6 +22,27 @@ ATTACHMENT_SUFFIXES = {
 }
 
 
+# Columns analysts filter and join by, beyond every MedDRA code column (schema.py indexes them). Child tables need
+# none for the case: their primary key leads with the case key and the positions of their parents
+ANALYST_INDEXED = {
+    # source_file_sha256: the checks of a run find the cases its files brought without scanning the table
+    "icsr_master": ("most_recent_info_date_utc", "source_file_sha256"),
+    "drugs": ("medicinal_product",),
+    "drug_substances": ("substance_name",),
+}
+# A text value the database indexes (above, and the signal statistics' keys made of them) or joins by (XML ids)
+# must fit one PostgreSQL btree entry: 2,704 bytes, a case key (C.1.1, at most MAX_CASE_ID_BYTES) included. A longer
+# one rejects its message, naming the element, on every dialect: E2B(R3) allows 250 characters for G.k.2.2 and
+# G.k.2.3.r.1, 8 digits for a MedDRA code, so only a broken or hostile file meets the limit.
+MAX_INDEXED_BYTES = 1000
+MAX_CASE_ID_BYTES = 1000
+
+
+def indexed_text(table: str, column: str) -> bool:
+    """Whether the text of ``table.column`` is indexed or a join key, and so bounded by MAX_INDEXED_BYTES."""
+    return column.endswith(("_meddra_code", "_xml_id")) or column in ANALYST_INDEXED.get(table, ())
+
+
 class ColumnType(str, Enum):
     TEXT = "text"
     TIMESTAMP = "timestamp"  # UTC instant

@@ -11,7 +11,8 @@ A few paths go further: unions, the ``ancestor::`` axis, node sets bound to a va
 ``string()``. :func:`parse_expression` reads those too, for the compiled mapper (``_core.pyx``),
 which evaluates the same dataclasses in C; the Python mapper leaves them to lxml's XPath, so the
 two mappers are checked against an independent implementation. Anything else raises
-:class:`UnsupportedPath`.
+:class:`UnsupportedPath`. Paths that join on a variable (:func:`keyed_path`) are looked up in an
+index built once per message by both mappers (``tests/test_paths.py`` checks them against XPath).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from lxml import etree
 
@@ -487,6 +488,8 @@ class PathTrie:
     def add(self, path: StepPath) -> int:
         if not path.is_plain:
             raise UnsupportedPath("only paths from the row node with child and descendant steps are walked")
+        if keyed_path(path) is not None:  # a walk per row would scan what the key selects from: looked up instead
+            raise UnsupportedPath("a keyed path is looked up, not walked")
         slot, self.size = self.size, self.size + 1
         level = self.root
         for step in path.steps:
@@ -536,3 +539,115 @@ def _found(node: etree._Element, level: Level, variables: Variables, found: Sele
             selected.append(node)
     if level.children or level.descendants:
         _walk(node, level, variables, found)
+
+
+# -- keyed paths: a join on a variable, evaluated once per anchor -----------------------------------
+#
+# ``$drug_assessments[...][subject1/.../@root = $reaction_id]`` or ``outboundRelationship1[...][actReference/id/@root
+# = $reaction_id]/pauseQuantity``, read once per drug-reaction row, scan every assessment (interval) of the drug
+# for each of its reactions: quadratic in the size of the message (4,000 assessed reactions took minutes). A path
+# whose one variable reference is such a key is evaluated instead once per anchor (the row node, the node its
+# leading ``ancestor::`` step reaches, or the bound node set) into an index of the keyed step's nodes by their
+# key values; each row then looks its value up. Both mappers follow :func:`keyed_path`.
+
+KeyMemo = dict[tuple[int, int], tuple[object, dict[Any, Any]]]  # per message: (path, anchor) -> (anchor, index)
+
+
+def _references(item: object) -> int:
+    """How many variable references ``item`` (a path, start or predicate) holds."""
+    if isinstance(item, StepPath):
+        return _references(item.start) + sum(_references(p) for s in item.steps for p in (*s.keys, *s.tests))
+    if isinstance(item, VariableStart):
+        return 1 + sum(_references(p) for p in item.filters)
+    if isinstance(item, Union):
+        return sum(_references(p) for p in item.paths)
+    if isinstance(item, Equals):
+        return (item.variable is not None) + _references(item.path)
+    if isinstance(item, Exists | StartsWith):
+        return _references(item.path)
+    if isinstance(item, Not):
+        return _references(item.term)
+    if isinstance(item, AllOf | AnyOf):
+        return sum(_references(t) for t in item.terms)
+    return 0  # AttributeKey, None
+
+
+def _keys(predicates: tuple[Predicate, ...]) -> list[Equals]:
+    """The ``[plain path = $variable]`` among ``predicates``."""
+    return [p for p in predicates if isinstance(p, Equals) and p.variable is not None and _references(p.path) == 0 and p.path.is_plain]
+
+
+@dataclass(frozen=True)
+class KeyedPath:
+    """A path whose only variable reference (besides a start ``$set``) is one ``[path = $variable]`` key."""
+
+    path: StepPath
+    key: Equals
+    keyed_step: int  # index in path.steps of the step the key filters; -1: the key filters the ``$set`` start
+    others: tuple[Predicate, ...]  # the keyed step's (or the start's) predicates but the key
+
+    def select(self, context: etree._Element, variables: Variables, memo: KeyMemo) -> list[etree._Element] | None:
+        """The elements the path selects (its trailing attribute aside), in document order; None when an
+        ``ancestor::`` step reaches more than one node (then XPath decides)."""
+        steps, first = self.path.steps, 0
+        anchor: object = context
+        if self.keyed_step < 0:
+            assert isinstance(self.path.start, VariableStart)
+            source = variables.get(self.path.start.name)
+            if not isinstance(source, list):
+                return []
+            anchor = source
+        elif steps[0].axis == ANCESTOR:
+            reached = [a for a in context.iterancestors(steps[0].tag) if steps[0].passes(a, variables, {})]
+            if len(reached) != 1:
+                return None
+            anchor, first = reached[0], 1
+        entry = memo.get((id(self), id(anchor)))
+        if entry is None:  # the anchor is kept in the entry: its id stays its own for the message
+            entry = memo[(id(self), id(anchor))] = (anchor, self._index(anchor, steps[first : max(self.keyed_step, 0)]))
+        value = variables.get(self.key.variable or "")
+        nodes = entry[1].get(value, []) if isinstance(value, str) else []
+        after = steps[self.keyed_step + 1 :] if self.keyed_step >= 0 else ()
+        return [n for node in nodes for n in select(node, after, {})] if after else list(nodes)
+
+    def _index(self, anchor: object, before: tuple[Step, ...]) -> dict[str, list[etree._Element]]:
+        """The keyed step's nodes (or the set's members) that pass the other predicates, by their key values."""
+        if isinstance(anchor, list):
+            candidates = [n for n in anchor if all(p.test(n, {}) for p in self.others)]
+        else:
+            assert isinstance(anchor, etree._Element)
+            keyed = self.path.steps[self.keyed_step]
+            parents = select(anchor, before, {})
+            candidates = [c for parent in parents for c in parent.iterchildren(keyed.tag) if all(p.test(c, {}) for p in self.others)]
+        index: dict[str, list[etree._Element]] = {}
+        for node in candidates:
+            for value in dict.fromkeys(string_values(node, self.key.path, {})):
+                index.setdefault(value, []).append(node)
+        return index
+
+
+def keyed_path(expression: Expression) -> KeyedPath | None:
+    """The keyed form of ``expression``, or None when it is not a path of that shape: one key (a top-level
+    ``[plain path = $variable]``) on a ``$set`` start without steps, or on a child step of a path from the row
+    node whose steps are child steps (after one leading ``ancestor::`` step at most) and have no position."""
+    if not isinstance(expression, StepPath) or _references(expression) != (2 if isinstance(expression.start, VariableStart) else 1):
+        return None
+    path = expression
+    if isinstance(path.start, VariableStart):
+        keys = _keys(path.start.filters)
+        if path.steps or len(keys) != 1:
+            return None
+        return KeyedPath(path, keys[0], -1, tuple(p for p in path.start.filters if p is not keys[0]))
+    if path.start is not None:
+        return None
+    for number, step in enumerate(path.steps):
+        if step.axis == ANCESTOR and number == 0:
+            continue
+        if step.axis != CHILD or step.position is not None:
+            return None
+    for number, step in enumerate(path.steps):
+        keys = _keys(step.tests)
+        if keys and step.axis == CHILD:
+            others = (*step.keys, *(p for p in step.tests if p is not keys[0]))
+            return KeyedPath(path, keys[0], number, others)
+    return None

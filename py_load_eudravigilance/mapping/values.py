@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-# HL7 TS: YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]
+# HL7 TS (datatypes-base.xsd: ``[0-9]{1,8}|([0-9]{9,14}|[0-9]{14,14}\.[0-9]+)([+\-][0-9]{1,4})?``), read in whole
+# components: YYYY[MM[DD[HH[MM[SS[.S+]]]]]] and a UTC offset of 1 to 4 digits. ASCII digits only: ``\d``
+# would take any script's digits, which int() then reads as if they were ASCII.
 _TS_PATTERN = re.compile(
-    r"^(?P<year>\d{4})(?P<month>\d{2})?(?P<day>\d{2})?(?P<hour>\d{2})?(?P<minute>\d{2})?"
-    r"(?P<second>\d{2})?(?:\.(?P<fraction>\d{1,6}))?(?P<offset>[+-]\d{4})?$"
+    r"(?P<year>[0-9]{4})(?:(?P<month>[0-9]{2})(?:(?P<day>[0-9]{2})(?:(?P<hour>[0-9]{2})"
+    r"(?:(?P<minute>[0-9]{2})(?:(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?)?)?)?)?)?"
+    r"(?:(?P<sign>[+-])(?P<offset>[0-9]{1,4}))?"
 )
 _PRECISION_BY_PART = ("year", "month", "day", "hour", "minute", "second")
+# XML Schema's own bound for a time zone (xs:dateTime): at most 14:00 either side of UTC
+MAX_OFFSET_MINUTES = 14 * 60
 
 
 class InvalidValueError(ValueError):
@@ -27,13 +33,26 @@ class ParsedTimestamp:
     precision: str
 
 
+def offset_minutes(digits: str) -> int:
+    """A TS zone offset's digits as minutes: ``H``, ``HH``, ``HMM`` or ``HHMM`` (``930`` is 09:30)."""
+    hours, minutes = (digits, "0") if len(digits) <= 2 else (digits[:-2], digits[-2:])
+    if int(minutes) > 59:
+        raise InvalidValueError(f"a UTC offset with {minutes} minutes")
+    total = int(hours) * 60 + int(minutes)
+    if total > MAX_OFFSET_MINUTES:
+        raise InvalidValueError(f"a UTC offset beyond 14 hours ({digits})")
+    return total
+
+
 def parse_ts(text: str) -> ParsedTimestamp:
-    """Parse an HL7 TS value such as ``20240201230000-0500``.
+    """Parse an HL7 TS value such as ``20240201230000-0500`` or ``20120720100001+09``.
 
     A value without a UTC offset is taken as UTC (E2B(R3) leaves the zone to the sender;
     taking UTC makes ordering deterministic). Partial dates denote the start of their period.
+    Fractions of a second beyond microseconds are kept in the text and truncated in the instant.
     """
-    match = _TS_PATTERN.match(text.strip())
+    stripped = text.strip()
+    match = _TS_PATTERN.fullmatch(stripped)
     if not match:
         raise InvalidValueError(f"not an HL7 date/time (TS): {text!r}")
     parts = match.groupdict()
@@ -49,19 +68,18 @@ def parse_ts(text: str) -> ParsedTimestamp:
             int(parts["hour"] or 0),
             int(parts["minute"] or 0),
             int(parts["second"] or 0),
-            int((parts["fraction"] or "0").ljust(6, "0")),
+            int((parts["fraction"] or "0")[:6].ljust(6, "0")),
         )
-    except ValueError as exc:
+        offset = offset_minutes(parts["offset"]) if parts["offset"] else 0
+    except (ValueError, InvalidValueError) as exc:
         raise InvalidValueError(f"not a valid calendar date/time: {text!r} ({exc})") from None
-    offset = parts["offset"]
     if offset:
-        sign = 1 if offset[0] == "+" else -1
-        delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
+        sign = 1 if parts["sign"] == "+" else -1
         try:
-            local = local - sign * delta
+            local = local - sign * timedelta(minutes=offset)
         except OverflowError:
             raise InvalidValueError(f"outside the years 1 to 9999 once its UTC offset is applied: {text!r}") from None
-    return ParsedTimestamp(text=text.strip(), utc=local.replace(tzinfo=timezone.utc), precision=precision)
+    return ParsedTimestamp(text=stripped, utc=local.replace(tzinfo=timezone.utc), precision=precision)
 
 
 def parse_bool(text: str) -> bool:
@@ -73,11 +91,20 @@ def parse_bool(text: str) -> bool:
     raise InvalidValueError(f"not an HL7 boolean (BL): {text!r}")
 
 
+# HL7 REAL and PQ.value (xs:decimal or xs:double) and INT (xs:integer), in ASCII digits. Python's float()
+# and int() also take other scripts' digits, underscores, inf and nan: none of them is an HL7 number.
+_REAL_PATTERN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INT_PATTERN = re.compile(r"[+-]?[0-9]+")
+
+
 def parse_number(text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise InvalidValueError(f"not a number: {text!r}") from None
+    stripped = text.strip()
+    if not _REAL_PATTERN.fullmatch(stripped):
+        raise InvalidValueError(f"not a number (HL7 REAL, ASCII digits): {text!r}")
+    value = float(stripped)
+    if not math.isfinite(value):
+        raise InvalidValueError(f"a number too large for a database column: {text!r}")
+    return value
 
 
 # Integer columns are 32-bit in every bundled database
@@ -85,10 +112,10 @@ INT_RANGE = range(-(2**31), 2**31)
 
 
 def parse_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise InvalidValueError(f"not an integer: {text!r}") from None
+    stripped = text.strip()
+    if not _INT_PATTERN.fullmatch(stripped):
+        raise InvalidValueError(f"not an integer (HL7 INT, ASCII digits): {text!r}")
+    value = int(stripped)
     if value not in INT_RANGE:
         raise InvalidValueError(f"an integer outside the 32-bit range a database column holds: {text!r}")
     return value

@@ -21,7 +21,7 @@ from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping import _core  # type: ignore[attr-defined]
 from py_load_eudravigilance.mapping.catalog import CASE_KEY, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
-from py_load_eudravigilance.mapping.mapper import MAX_CASE_ID_LENGTH, CaseMapper, CompiledField, CompiledTable
+from py_load_eudravigilance.mapping.mapper import MAX_CASE_ID_LENGTH, CaseMapper, CompiledField, CompiledTable, check_case_id
 from py_load_eudravigilance.mapping.paths import (
     ANCESTOR,
     DESCENDANT,
@@ -41,6 +41,7 @@ from py_load_eudravigilance.mapping.paths import (
     Union,
     UnsupportedPath,
     VariableStart,
+    keyed_path,
     parse_expression,
 )
 from py_load_eudravigilance.mapping.spec import Kind
@@ -72,6 +73,8 @@ class Fallbacks:
         row: dict[str, Any] = {}
         self.fields[number].read(node, variables, row, selected)
         return [encode_value(row.get(column), family) for column, family in zip(self.columns[number], self.families[number], strict=True)]
+
+    check_case_id = staticmethod(check_case_id)
 
     def convert(self, number: int, raw: str) -> tuple[list[bytes], int | None]:
         """The main column of ``raw`` (a date's: with its UTC instant and precision, and that instant in
@@ -128,7 +131,17 @@ class PlanBuilder:
             filters = [self.predicate(p) for p in path.start.filters]
         elif isinstance(path.start, Union):
             start, union = CODES["start_union"], [self.path(p) for p in path.start.paths]
-        return _core.Path(start, variable, filters, union, [self.step(s) for s in path.steps], path.attribute)
+        compiled = _core.Path(start, variable, filters, union, [self.step(s) for s in path.steps], path.attribute)
+        keyed = keyed_path(path)
+        if keyed is not None:  # looked up by the key's value in an index built once per anchor, as the Python mapper does
+            assert keyed.key.variable is not None
+            if keyed.keyed_step < 0:
+                others = [self.predicate(p) for p in keyed.others]
+            else:
+                step = path.steps[keyed.keyed_step]
+                others = [_core.Step(CODES["child"], step.tag, [self.predicate(p) for p in keyed.others], None)]
+            compiled.set_key(keyed.keyed_step, self.path(keyed.key.path), self.variable(keyed.key.variable), others)
+        return compiled
 
     def trie(self, trie: PathTrie) -> Any:
         return _core.Trie(self.level(trie.root), trie.size)
@@ -170,9 +183,8 @@ class PlanBuilder:
                 expression = None
             if isinstance(expression, StepPath):
                 mode, path, attribute = CODES["field_expression"], self.path(expression), expression.attribute
-        return _core.Field(
-            mode, slot, path, variable, kind, attribute, spec.null_flavor, spec.code_system, spec.join_all, spec.strip_prefix, number, role
-        )
+        options = (spec.null_flavor, spec.code_system, spec.join_all, spec.strip_prefix)
+        return _core.Field(mode, slot, path, variable, kind, attribute, *options, number, role, compiled.max_bytes)
 
     def table(self, compiled: CompiledTable, is_master: bool = False) -> Any:
         spec = compiled.spec

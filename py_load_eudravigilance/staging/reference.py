@@ -7,6 +7,7 @@ Both keep each table's rows in a buffer that the batch writer empties into the t
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from lxml import etree
@@ -21,8 +22,16 @@ VERSION_COUNT = STAGED_COLUMNS["icsr_master"].index("version_count")
 
 
 def audit_payload(message: etree._Element) -> bytes:
-    """The message as received: every element, attribute and text node, with the namespaces it uses."""
-    return etree.tostring(message, encoding="UTF-8", with_tail=False)
+    """The message as received: every element, attribute and text node, with the namespaces it uses.
+
+    tostring() of the message in its batch would declare on it every namespace the batch root declares
+    (thousands, if the sender wants), in an order that depends on which the message element uses. A copy
+    of the message declares, after the message's own declarations, only the namespaces its elements and
+    attributes use, in order of first use; the compiled core writes the same bytes.
+    """
+    if message.getparent() is None:  # a file holding one bare message: nothing declared around it
+        return etree.tostring(message, encoding="UTF-8", with_tail=False)
+    return etree.tostring(copy.deepcopy(message), encoding="UTF-8", with_tail=False)
 
 
 class ReferenceCore:
