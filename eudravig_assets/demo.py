@@ -22,6 +22,13 @@ from py_load_eudravigilance.signals import STATISTICS_TABLE
 from py_load_eudravigilance.sources import list_objects, parse_location, partition_key_for
 
 
+def database_client(dsn: str) -> str:
+    """How to open the database to look at it: its own client; never the DSN as given, which may hold a password."""
+    if dsn.startswith("sqlite:///"):
+        return f"sqlite3 {dsn.removeprefix('sqlite:///')}"
+    return f"(your client on {redact_dsn(dsn)})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eudravig_assets.demo", description=__doc__)
     parser.add_argument("source", help="folder of E2B(R3) files")
@@ -75,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  messages: {meta['messages']} read, {meta['messages_rejected']} rejected ({meta['cases_per_second']} ICSRs/s)")
     print(f"  checks:   {len(checks) - len(failed_checks)} passed, {len(failed_checks)} failed {' '.join(failed_checks)}".rstrip())
     if signals:
-        print(f"  signals:  {signals['pairs'].value} drug-event pairs, {signals['signals'].value} signals (table {STATISTICS_TABLE})")
+        changed = f"{signals['changed_pairs'].value} changed, {signals['signals_among_changed_pairs'].value} of them signals"
+        print(f"  signals:  {signals['pairs'].value} drug-event pairs, {changed} (view {STATISTICS_TABLE})")
     else:
         print(f"  signals:  {STATISTICS_TABLE} failed to refresh; see its run in the Dagster UI")
     print("  rows per table:")
@@ -84,10 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {table:<28} {count}")
     print("Look at it:")
     print("  make ui                         # Dagster UI on http://localhost:3000 with this run, assets and checks")
-    database_file = args.dsn.removeprefix("sqlite:///")
-    print(f"  sqlite3 {database_file} 'select safetyreportid, is_nullified from icsr_master limit 5'")
+    client = database_client(args.dsn)
+    print(f"  {client} 'select safetyreportid, is_nullified from icsr_master limit 5'")
     top = f"select drug, reaction_meddra_code, a, prr, ic025, signal from {STATISTICS_TABLE} order by ic025 desc limit 5"
-    print(f"  sqlite3 {database_file} '{top}'")
+    print(f"  {client} '{top}'")
     return 0 if result.success and statistics.success else 2
 
 

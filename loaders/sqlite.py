@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from loaders.base import SQLAlchemyLoader
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+
+log = logging.getLogger(__name__)
+# Each attempt at the write lock waits this long inside SQLite; attempts go on until LOCK_WAIT_SECONDS have passed
+BUSY_TIMEOUT_MS = 60_000
+LOCK_WAIT_SECONDS = 24 * 3600.0
 
 
 class SQLiteLoader(SQLAlchemyLoader):
@@ -31,7 +39,7 @@ def _configure_connection(dbapi_connection, _record) -> None:  # type: ignore[no
     # Let SQLAlchemy issue BEGIN itself (BEGIN IMMEDIATE below), and wait for other writers
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode = WAL")
     try:
         cursor.execute("SELECT ln(1.0), exp(0.0), sqrt(1.0)")
@@ -54,5 +62,23 @@ def _null_safe(function: Callable[[float], float]) -> Callable[[float | None], f
 
 
 def _begin_immediate(conn: Connection) -> None:
-    # Take the write lock up front: concurrent loads then run one after another, never interleaved
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Take the write lock up front: concurrent loads then run one after another, never interleaved. A load that
+    finds the database held by another waits for it, however long that one takes, up to LOCK_WAIT_SECONDS."""
+    started = time.monotonic()
+    told = False
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+                raise
+            waited = time.monotonic() - started
+            database = conn.engine.url.database or "(in memory)"
+            if waited >= LOCK_WAIT_SECONDS:
+                raise sqlite3.OperationalError(
+                    f"another load has held the SQLite database {database} for {waited:,.0f} s; run again once it has finished"
+                ) from None
+            if not told:
+                log.warning("another load holds the SQLite database %s: waiting for it to finish", database)
+                told = True

@@ -23,7 +23,11 @@ class E2BError(Exception):
         self.element = element
 
     def __str__(self) -> str:
-        where = [f"file {self.file}" if self.file else None]
+        return self.described()
+
+    def described(self, *, with_file: bool = True) -> str:
+        """The reason after where it happened; ``with_file=False`` for a report that names the file already."""
+        where = [f"file {self.file}" if self.file and with_file else None]
         if self.position is not None:
             where.append(f"message #{self.position}")
         if self.case_id:

@@ -105,25 +105,34 @@ def _find(directory: Path, file_name: str) -> Path | None:
     return None
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _records(path: Path, encoding: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """The ``$``-separated fields of each non-blank line, with its number. UTF-8 (MedDRA's encoding) unless ``encoding``
+    says otherwise: bytes that are not UTF-8 stop the read, never become wrong letters (cp1252, Shift-JIS...)."""
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:  # releases before UTF-8 were Latin-1
-        text = data.decode("latin-1")
+        text = data.decode(encoding or "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        hint = f"it is not {encoding}" if encoding else "give --encoding (e.g. latin-1, cp1252, shift_jis) for a release in another one"
+        raise MeddraReleaseError(f"{path.name} line {line}: byte 0x{data[exc.start]:02x} is not {encoding or 'UTF-8'}; {hint}") from None
+    except LookupError:
+        raise MeddraReleaseError(f"unknown encoding {encoding!r}") from None
     for number, line in enumerate(text.splitlines(), start=1):
+        if "\x00" in line:  # no database text holds it (PostgreSQL refuses it)
+            raise MeddraReleaseError(f"{path.name} line {number}: a NUL byte; the file is damaged")
         if line.strip():
             yield number, line.rstrip("\r\n").split("$")
 
 
-def read_release(directory: Path, version: str | None = None) -> Release:
-    """Read a MedDRA ASCII release; ``version`` overrides ``meddra_release.asc`` (required without it)."""
+def read_release(directory: Path, version: str | None = None, encoding: str | None = None) -> Release:
+    """Read a MedDRA ASCII release; ``version`` overrides ``meddra_release.asc`` (required without it); ``encoding``
+    reads files that are not UTF-8."""
     if not directory.is_dir():
         raise MeddraReleaseError(f"{directory}: not a directory holding a MedDRA ASCII release")
     language = None
     release_file = _find(directory, RELEASE_FILE)
     if release_file is not None:
-        first = next(_records(release_file), None)
+        first = next(_records(release_file, encoding), None)
         if first is not None:
             version = version or first[1][0].strip()
             language = first[1][1].strip() if len(first[1]) > 1 else None
@@ -136,15 +145,23 @@ def read_release(directory: Path, version: str | None = None) -> Release:
             raise MeddraReleaseError(f"{directory}: {term_file.file_name} is missing from the MedDRA release")
         needed = max(term_file.fields.values()) + 1
         table_rows = []
-        for number, fields in _records(path):
+        first_seen: dict[tuple[object, ...], int] = {}
+        for number, fields in _records(path, encoding):
             if len(fields) < needed:
                 raise MeddraReleaseError(f"{path.name} line {number}: {len(fields)} $-separated fields, expected at least {needed}")
             row: dict[str, object] = {VERSION: version}
             for name, index in term_file.fields.items():
                 value = fields[index].strip()
                 row[name] = (value == "Y") if name == "primary_soc" else (value or None)
-            if not all(row[key] for key in term_file.primary_key):
+            key = tuple(row[name] for name in term_file.primary_key)
+            if not all(key):
                 raise MeddraReleaseError(f"{path.name} line {number}: empty code")
+            if key in first_seen:
+                codes = "$".join(str(code) for code in key)
+                raise MeddraReleaseError(f"{path.name} line {number}: {codes} again (first on line {first_seen[key]}); the file is damaged")
+            first_seen[key] = number
             table_rows.append(row)
+        if not table_rows:
+            raise MeddraReleaseError(f"{path.name}: no terms; the release is incomplete")
         rows[term_file.table] = table_rows
     return Release(version, language, rows)

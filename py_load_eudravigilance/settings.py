@@ -17,14 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+# The names live in a module of their own, which the command line's help reads without importing this one
+from py_load_eudravigilance.environment import CONFIG_ENV, DEFAULT_DSN, DSN_ENV, ENV_PREFIX, QUARANTINE_ENV, SOURCE_ENV  # noqa: F401
 from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES
 
-ENV_PREFIX = "PY_LOAD_EUDRAVIGILANCE_"
-DSN_ENV = f"{ENV_PREFIX}DATABASE__DSN"
-SOURCE_ENV = f"{ENV_PREFIX}SOURCE_URI"
-QUARANTINE_ENV = f"{ENV_PREFIX}QUARANTINE_URI"
-CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
-DEFAULT_DSN = "sqlite:///eudravig.db"
+# Variables with the prefix that are not settings: the file's path, and the mapper choice that
+# staging/cores.py reads itself (in every worker process, where no Settings exist)
+NOT_SETTINGS = frozenset({CONFIG_ENV, f"{ENV_PREFIX}MAPPER"})
 DEFAULT_SOURCE = "data/incoming"
 DEFAULT_CONFIG_FILE = Path("config.yaml")
 
@@ -43,9 +42,11 @@ class DatabaseSettings(BaseModel):
     @classmethod
     def _parsable(cls, value: str) -> str:
         try:
-            make_url(value)
-        except ArgumentError:
+            url = make_url(value)
+        except (ArgumentError, ValueError):  # never the parser's message: it quotes the DSN, password included
             raise ValueError("not a SQLAlchemy URL (dialect+driver://user:password@host:port/database)") from None
+        if url.host and "@" in url.host:  # the password's tail would be taken for the host, and shown in errors
+            raise ValueError("the user or password holds an '@': write it as %40 (percent-encoded)")
         return value
 
 
@@ -119,7 +120,7 @@ def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
     """``PY_LOAD_EUDRAVIGILANCE_DATABASE__DSN=x`` -> ``{"database": {"dsn": "x"}}``."""
     tree: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
         node = tree

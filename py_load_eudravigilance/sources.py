@@ -137,6 +137,16 @@ def object_size(location: SourceLocation, key: str, client: Any | None = None) -
         return None  # reading it will fail with the reason, for this file alone
 
 
+# Characters that end or rewrite a line on a terminal or in a log: C0 and C1 controls, DEL, Unicode's separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, as a report shows it: each control character escaped (``\\n``, ``\\x1b``), so that a
+    file name or a value (stored exactly as sent) cannot forge lines of the report or drive the terminal."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def object_name(location: SourceLocation, key: str) -> str:
     """The name a file is known by in the database: its key, or the file name of a single file. A local name that
     is not UTF-8 (Python holds its bytes as surrogates) shows each such byte as \\xNN, so it can be stored and read."""
@@ -192,9 +202,9 @@ def _contained_key(key: str) -> str:
 
 
 def quarantine_file(quarantine: SourceLocation, key: str, data_path: Path | None, reason: str, client: Any | None = None) -> str:
-    """Copy a rejected file (if readable) and a ``.reason.txt`` beside it; returns where it went."""
+    """Copy a rejected file (if readable) and a ``.reason.txt`` beside it (the file's key, then why); returns where it went."""
     safe_key = _contained_key(key)
-    note = reason if reason.endswith("\n") else reason + "\n"
+    note = f"{key}: {reason.rstrip()}\n"
     if quarantine.is_s3:
         client = client or s3_client()
         target = quarantine.root + safe_key
@@ -207,7 +217,18 @@ def quarantine_file(quarantine: SourceLocation, key: str, data_path: Path | None
     if root not in target_path.parents:
         raise ValueError(f"quarantine target escapes {root}: {key!r}")
     target_path.parent.mkdir(parents=True, exist_ok=True)
-    if data_path is not None and data_path.exists():
-        target_path.write_bytes(data_path.read_bytes())
-    target_path.with_name(target_path.name + ".reason.txt").write_text(note, encoding="utf-8")
+    if data_path is not None and data_path.is_symlink():
+        # A link may lead anywhere (a key, a password file): its target is never copied out of where it lives
+        note = f"{key}: {reason.rstrip()} (a symbolic link to elsewhere: not copied)\n"
+    elif data_path is not None and data_path.exists():
+        _write_private(target_path, data_path.read_bytes())
+    _write_private(target_path.with_name(target_path.name + ".reason.txt"), note.encode("utf-8"))
     return str(target_path)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only (rejected files hold patients' data), never through a symbolic link."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a copy left by an earlier run keeps no wider mode
+        handle.write(data)

@@ -64,4 +64,4 @@ def test_mutated_files_fail_only_with_clear_errors(document: bytes) -> None:
         staged = stage_file(path, Path(scratch) / "stage").files[0]  # anything but the project's errors escapes and fails
     assert staged.messages_rejected <= staged.messages_total
     if staged.error:
-        assert staged.error.startswith("file fuzzed.xml")
+        assert staged.error and not staged.error.startswith("file ")  # the file's outcome names the file, once

@@ -86,7 +86,7 @@ def test_hostile_xml_is_refused_without_expanding_or_fetching_anything(name: str
 
     staged = stage_file(path, tmp_path / "stage").files[0]
 
-    assert staged.error and f"{name}.xml" in staged.error and expected in staged.error
+    assert staged.error and expected in staged.error and staged.file_name == f"{name}.xml"  # the outcome names the file
     assert staged.messages_total == 0 or name.startswith(("deep", "huge"))
     staged_text = "".join(p.read_text() for p in (tmp_path / "stage").glob("*.csv"))
     assert "root:" not in staged_text and "haha" not in staged_text  # no entity was ever expanded
@@ -170,7 +170,7 @@ def test_cli_reports_broken_files_in_one_line_each_without_tracebacks(tmp_path: 
     )
     assert result.returncode == 1  # files failed
     assert "Traceback" not in result.stdout + result.stderr
-    assert "failed: random.xml: file random.xml" in result.stdout
+    assert "failed: random.xml: " in result.stdout and "file random.xml" not in result.stdout  # named once
 
 
 @pytest.mark.parametrize("key", ["../../outside.xml", "a/../../../outside.xml", "/etc/outside.xml", "..\\..\\outside.xml"])

@@ -172,6 +172,9 @@ def test_a_killed_worker_fails_its_file_clearly_and_the_others_load(
 
     assert summary.failures == [("doomed.xml", pipeline.WORKER_DIED)]
     assert query(sqlite_dsn, "SELECT safetyreportid FROM icsr_master ORDER BY 1") == [("a.xml-1",), ("c.xml-1",)]
+    # The history holds every file the run tried: the one whose worker died too, failed with the reason
+    history = {name: (status, error) for name, status, error in query(sqlite_dsn, "SELECT file_name, status, error FROM etl_file_history")}
+    assert history == {"a.xml": ("completed", None), "c.xml": ("completed", None), "doomed.xml": ("failed", pipeline.WORKER_DIED)}
 
 
 def test_a_killed_run_leaves_no_staging_folder_behind(tmp_path: Path) -> None:
@@ -196,7 +199,7 @@ def test_the_command_line_lists_rejected_messages_and_counts_a_failed_file_as_fa
 
     assert result.returncode == 1, result.stdout + result.stderr  # a file failed
     assert "files: 2 found, 0 skipped (already loaded), 0 completed, 1 partial, 1 failed" in result.stdout
-    assert "failed: a-garbage.xml: file a-garbage.xml, message #1: not well-formed XML" in result.stdout
+    assert "failed: a-garbage.xml: message #1: not well-formed XML" in result.stdout  # the file named once
     assert "partial: b-mixed.xml: 7 of 8 messages rejected" in result.stdout
     assert "  rejected: message #2, case BAD-0, element C.1.5: not an HL7 date/time (TS): '2024-01-15'" in result.stdout
     assert "  ... and 2 more (every one is in etl_quarantine)" in result.stdout

@@ -2,7 +2,9 @@
 
 Accepts ``MCCI_IN200100UV01`` batches and single ``PORR_IN049016UV`` messages, pretty-printed or
 on one line. Messages are yielded one at a time and freed once the caller is done with them, so
-memory stays flat however large the file. DTDs and entities are refused, nothing is fetched.
+memory stays flat however large the file. Every other element where a message belongs (another
+namespace, a misspelled name, anything between the messages, a message inside a message) is yielded
+too, with why it is not a message, and freed the same way. DTDs and entities are refused, nothing is fetched.
 """
 
 from __future__ import annotations
@@ -27,53 +29,169 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 BATCH_TAG = f"{{{HL7_NS}}}MCCI_IN200100UV01"
 MESSAGE_TAG = f"{{{HL7_NS}}}PORR_IN049016UV"
+# The batch wrapper's own elements (N.1 and the HL7 transmission wrapper): every other child of a batch
+# stands where a message belongs, so it is either a message or rejected as one
+HEADER_TAGS = frozenset(
+    f"{{{HL7_NS}}}{name}"
+    for name in (
+        "realmCode typeId templateId id creationTime securityText versionCode interactionId profileId processingCode"
+        " processingModeCode acceptAckCode responseModeCode name batchComment transmissionQuantity batchTotalNumber"
+        " attentionLine receiver respondTo sender"
+    ).split()
+)
+# Header elements kept for the N.1 row; more than this many cannot be a header and count as strays (memory stays flat)
+MAX_HEADER_ELEMENTS = 64
+# An unfinished element that is not a message keeps at most this many finished children per level
+PRUNE_CHILDREN = 1024
+# Reasons worked out once per tag of the elements that are not messages (a hostile file may use endless tags)
+MAX_CACHED_PROBLEMS = 64
 
 
 class BatchReader:
-    """Iterate over the messages of one file; afterwards ``root`` holds the batch header."""
+    """Iterate over the elements at the message positions of one file; afterwards ``root`` holds the batch header.
+
+    A message position is the root of a single-message file or any child of a batch that is not a header
+    element. Each is yielded once, in document order, then freed: whatever sits between the messages, memory
+    holds only the header, the current element and one chunk of read-ahead.
+    """
 
     def __init__(self, source: IO[bytes], file_name: str) -> None:
         self.source = source
         self.file_name = file_name
         self.root: etree._Element | None = None
         self.is_batch = False
+        self._headers = 0  # header children kept at the front of the root
+        self._ended: set[etree._Element] = set()  # messages at a message position whose end tag was read
+        self._nested: set[etree._Element] = set()  # elements at a message position holding a PORR_IN049016UV
+        self._pruned: set[etree._Element] = set()  # stray elements whose finished content was dropped
+        self._stray_problems: dict[str, str] = {}  # tag -> why an element of that tag is not a message
 
     def messages(self) -> Iterator[tuple[int, etree._Element]]:
-        """Yield ``(position, message)``; a message is cleared when the caller resumes."""
-        context = etree.iterparse(
-            self.source,
-            events=("start", "end"),
-            tag=(BATCH_TAG, MESSAGE_TAG),
-            remove_comments=True,
-            remove_pis=True,
-            **HARDENED,
+        """Yield ``(position, message)`` for the E2B(R3) messages only (see :meth:`entries` for the others)."""
+        for position, element, problem in self.entries():
+            if problem is None:
+                yield position, element
+
+    def entries(self) -> Iterator[tuple[int, etree._Element, str | None]]:
+        """Yield ``(position, element, problem)`` for every element at a message position: ``problem`` is None for
+        a message, else why the element is not one. An element is cleared when the caller resumes."""
+        parser = etree.XMLPullParser(
+            events=("start", "end"), tag=(BATCH_TAG, MESSAGE_TAG), remove_comments=True, remove_pis=True, **HARDENED
         )
         position = 0
         try:
-            for event, element in context:
-                if self.root is None:
-                    self._check_prolog(element)
-                if event != "end" or element.tag != MESSAGE_TAG:
-                    continue
-                position += 1
-                yield position, element
-                parent = element.getparent()
-                element.clear()
-                if parent is not None:
-                    parent.remove(element)
+            while True:
+                chunk = self.source.read(READ_CHUNK)
+                if chunk:
+                    parser.feed(chunk)
+                else:
+                    root = parser.close()
+                    if self.root is None:
+                        found = etree.QName(root).localname if root is not None else "nothing"
+                        raise NotE2BError(
+                            f"not an E2B(R3) file: root element is {found}, expected MCCI_IN200100UV01 or PORR_IN049016UV",
+                            file=self.file_name,
+                        )
+                for event, element in parser.read_events():
+                    if self.root is None:
+                        self._check_prolog(element)
+                    if event == "end" and element.tag == MESSAGE_TAG:
+                        self._message_ended(element)
+                for entry in self._finished(final=not chunk):
+                    position += 1
+                    yield position, *entry
+                if not chunk:
+                    return
         except (OSError, EOFError) as exc:  # a damaged gzip stream
             raise MalformedXMLError(f"unreadable compressed data: {exc}", file=self.file_name, position=position + 1) from None
         except etree.XMLSyntaxError as exc:
+            if self.root is None:  # the root's start tag may have been read before the error: a DOCTYPE says why
+                for _event, element in parser.read_events():
+                    refuse_doctype(element, self.file_name)
+                    break
             if "ntity" in str(exc) or "DOCTYPE" in str(exc):
                 raise HostileXMLError(f"refused XML feature: {exc.msg}", file=self.file_name) from None
             raise MalformedXMLError(f"not well-formed XML: {exc.msg}", file=self.file_name, position=position + 1) from None
-        if self.root is None:
-            root = getattr(context, "root", None)
-            found = etree.QName(root).localname if root is not None else "nothing"
-            raise NotE2BError(
-                f"not an E2B(R3) file: root element is {found}, expected MCCI_IN200100UV01 or PORR_IN049016UV",
-                file=self.file_name,
-            )
+
+    def _message_ended(self, message: etree._Element) -> None:
+        """A message at a message position is complete; one inside another marks the outer one."""
+        outermost = message
+        if self.is_batch:
+            while (parent := outermost.getparent()) is not None and parent is not self.root:
+                outermost = parent
+        else:
+            outermost = self.root  # type: ignore[assignment]
+        if outermost is message:
+            self._ended.add(message)
+        else:
+            self._nested.add(outermost)
+
+    def _finished(self, final: bool) -> Iterator[tuple[etree._Element, str | None]]:
+        """The elements at message positions that are complete, each with its problem, freed after the caller's turn."""
+        root = self.root
+        if root is None:
+            return
+        if not self.is_batch:
+            if final:
+                yield root, self._problem(root)
+            return
+        try:
+            element: etree._Element | None = root[self._headers]
+        except IndexError:
+            return
+        while element is not None:
+            following, tag = element.getnext(), element.tag
+            if tag in HEADER_TAGS and self._headers < MAX_HEADER_ELEMENTS:
+                self._headers += 1  # kept (its content may still be arriving) for the N.1 row
+                element = following
+                continue
+            if following is None and not final and element not in self._ended:
+                self._prune(element)  # perhaps unfinished: wait for its end, holding only what is still open
+                return
+            if tag == MESSAGE_TAG:
+                yield element, self._problem(element)
+                self._ended.discard(element)
+                self._nested.discard(element)
+            elif element in self._pruned:
+                yield element, self._problem(element)
+                self._pruned.discard(element)
+            else:  # strays come by the million in a hostile file: their reason is worked out once per tag
+                problem = self._stray_problems.get(tag)
+                if problem is None:
+                    problem = self._problem(element)
+                    if len(self._stray_problems) < MAX_CACHED_PROBLEMS:
+                        self._stray_problems[tag] = problem
+                yield element, problem
+            element.clear()
+            root.remove(element)
+            element = following
+
+    def _prune(self, stray: etree._Element) -> None:
+        """Drop the finished content of an unfinished element that is not a message, where it grows beyond
+        PRUNE_CHILDREN at a level: a stray can be of any size, its quarantined copy is then only its outline."""
+        if stray.tag == MESSAGE_TAG:
+            return
+        node = stray
+        while len(node):
+            *done, last = node
+            if len(done) >= PRUNE_CHILDREN:
+                self._pruned.add(stray)
+                for child in done:
+                    node.remove(child)
+            node = last
+
+    def _problem(self, element: etree._Element) -> str | None:
+        """None for an E2B(R3) message, else why the element at a message position is not one."""
+        if element.tag == MESSAGE_TAG:
+            if element in self._nested:
+                return "a PORR_IN049016UV message holds another PORR_IN049016UV: one message per message position"
+            return None
+        name = etree.QName(element)
+        where = f"namespace {name.namespace}" if name.namespace else "no namespace"
+        dropped = " (its content was too large to keep)" if element in self._pruned else ""
+        if name.localname == "PORR_IN049016UV":
+            return f"a PORR_IN049016UV in {where}, not {HL7_NS}: not an E2B(R3) message{dropped}"
+        return f"element {name.localname} ({where}) where a PORR_IN049016UV message belongs: not an E2B(R3) message{dropped}"
 
     def _check_prolog(self, element: etree._Element) -> None:
         refuse_doctype(element, self.file_name)
