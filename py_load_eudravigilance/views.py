@@ -69,8 +69,8 @@ def current_cases(master: Table) -> ColumnElement[bool]:
 def causality(matrix: Table, assessments: Table) -> Select:
     """Each drug-reaction pair's assessments as one text: ``source / method / result``, ``; ``-separated."""
 
-    def part(name: str) -> ColumnElement:
-        return func.coalesce(assessments.c[name], literal(""))
+    def part(name: str) -> ColumnElement:  # an EU assessment (G.k.9.i.2.r.*.EU.1) shows its codes
+        return func.coalesce(assessments.c[name], assessments.c[f"eu_{name}"], literal(""))
 
     assessment = (
         part("source_of_assessment") + literal(" / ") + part("method_of_assessment") + literal(" / ") + part("result_of_assessment")

@@ -1,4 +1,4 @@
-"""The fixed code lists of ICH E2B(R3) (and the FDA regional elements) that coded data elements use.
+"""The fixed code lists of ICH E2B(R3) (and the FDA and EU regional elements) that coded data elements use.
 
 One source: schema creation fills the table ``e2b_code_lists`` from it (views show ``_label``
 columns from that table), and the data-quality checks (``quality.py``) take the allowed codes from
@@ -18,6 +18,7 @@ DURATION_UNITS = {"s": "Second", "min": "Minute", "h": "Hour", "d": "Day", "wk":
 GESTATION_UNITS = {"mo": "Month", "wk": "Week", "d": "Day", "{Trimester}": "Trimester"}
 
 CODE_LISTS: dict[str, dict[str, str]] = {
+    "N.1.1": {"1": "ichicsr"},
     "C.1.3": {"1": "Spontaneous report", "2": "Report from study", "3": "Other", "4": "Not available to sender (unknown)"},
     "C.1.8.2": {"1": "Regulator", "2": "Other"},
     "C.1.11.1": {"1": "Nullification", "2": "Amendment"},
@@ -158,6 +159,10 @@ CODE_LISTS: dict[str, dict[str, str]] = {
         "8": "Modification or adjustment",
         "9": "Other",
     },
+    # EU regional elements (EU ICSR implementation guide): EU message types, code system 2.16.840.1.113883.3.989.5.1.1.5.1;
+    # a masterichicsr batch holds EMA's master cases from duplicate management. The EU causality lists
+    # (G.k.9.i.2.r.*.EU.1) are not listed: their codes could not be confirmed from a public source (docs/eu-regional.md)
+    "N.1.1.EU": {"1": "backlog", "2": "masterichicsr"},
     # HL7 null flavours, in every <column>_null_flavor column
     "nullFlavor": {
         "NI": "No information",

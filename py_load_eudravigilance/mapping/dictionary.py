@@ -3,8 +3,9 @@ XPath (relative to its repeat) that reads it.
 
 This module is the single source of truth: the database schema (``schema.py``), the mapper and
 ``eudravigloader dictionary`` are all generated from it. Element numbers are written exactly as in
-the ICH E2B(R3) implementation guide (and the FDA regional guide for ``FDA.*`` elements).
-Paths are written without the HL7 namespace prefix; :func:`hl7_xpath` adds it.
+the ICH E2B(R3) implementation guide, the FDA regional guide for ``FDA.*`` elements and the EU ICSR
+implementation guide (EMA/51938/2013) for ``*.EU.*`` elements: :func:`element_source` tells the three
+sources apart. Paths are written without the HL7 namespace prefix; :func:`hl7_xpath` adds it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ MEDDRA = "2.16.840.1.113883.6.163"
 FDA_OBS_CODES = "2.16.840.1.113883.3.989.5.1.2.2.1.3"
 FDA_ADDITIONAL_INFO_CODES = "2.16.840.1.113883.3.989.5.1.2.1.1.7"
 FDA_DEVICE_OPERATOR_CODES = "2.16.840.1.113883.3.989.5.1.2.1.1.6"
+# The EU regional code systems (EU ICSR implementation guide): N.1.1 message types and EU causality
+EU_MESSAGE_TYPE_CODES = "2.16.840.1.113883.3.989.5.1.1.5.1"
+EU_METHOD_OF_ASSESSMENT_CODES = "2.16.840.1.113883.3.989.5.1.1.5.2"
+EU_RESULT_OF_ASSESSMENT_CODES = "2.16.840.1.113883.3.989.5.1.1.5.3"
+EU_SOURCE_OF_ASSESSMENT_CODES = "2.16.840.1.113883.3.989.5.1.1.5.4"
 # The IDMP PhPID code system; until ISO IDMP assigns it, senders use this ICH placeholder
 PHPID_CODE_SYSTEM = "2.16.840.1.113883.3.989.2.1.3.16"
 
@@ -40,6 +46,15 @@ _TOKEN = re.compile(
     r"""|([@$]?)([A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)(\s*(?:\(|::))?"""
 )
 _OPERATORS = {"and", "or", "div", "mod"}
+
+
+def element_source(element: str) -> str:
+    """The guide that defines an element: ``FDA`` (``FDA.*``), ``EU`` (``*.EU.*``) or ``ICH``."""
+    if element.startswith("FDA."):
+        return "FDA"
+    if ".EU." in element or element.endswith(".EU"):
+        return "EU"
+    return "ICH"
 
 
 def hl7_xpath(path: str) -> str:
@@ -146,6 +161,49 @@ def product_identifier_fields(mpid: tuple[str, str], phpid: tuple[str, str]) -> 
     )
 
 
+# EU name parts of a medicinal product (G.k.2.2.EU.1-8, D.8.r.1.EU.1-8, D.10.8.r.1.EU.1-8), in the guide's order,
+# with the HL7 EntityNamePartQualifier of each part (the pharmaceutical qualifiers of ISO IDMP's name parts)
+EU_NAME_PARTS = (
+    ("invented", "INV", "Invented name"),
+    ("scientific", "SCI", "Scientific name"),
+    ("trademark", "TMK", "Trademark name"),
+    ("strength", "STR", "Strength name"),
+    ("form", "FRM", "Form name"),
+    ("container", "CON", "Container name"),
+    ("device", "DEV", "Device name"),
+    ("intended_use", "USE", "Intended use name"),
+)
+# The HL7 v3 (R1) name part element that carries the qualifier: which of the five (delimiter, family, given, prefix,
+# suffix) EudraVigilance uses is not confirmed from a public source (docs/eu-regional.md). A suffix is HL7's part for
+# qualified parts of non-person names; reading all five as a union would cost about a third more mapping time.
+NAME_PART_ELEMENT = "suffix"
+
+
+def eu_name_part_fields(number: str) -> tuple[Field, ...]:
+    """``<number>.EU.1-8``: the parts of the product name at ``{PRODUCT}/name`` (``number`` names the whole name)."""
+    return tuple(
+        Field(
+            f"eu_{stem}_name",
+            f"{number}.EU.{position}",
+            f"Name part - {label}",
+            f"{PRODUCT}/name/{NAME_PART_ELEMENT}[@qualifier='{qualifier}']",
+        )
+        for position, (stem, qualifier, label) in enumerate(EU_NAME_PARTS, start=1)
+    )
+
+
+def substance_fields(number: str) -> tuple[Field, ...]:
+    """A product's substance and strength: G.k.2.3.r (ICH), D.8.r.EU.r and D.10.8.r.EU.r (EU past drugs)."""
+    n = number
+    return (
+        Field("substance_name", f"{n}.1", "Substance / Specified Substance Name", "ingredientSubstance/name"),
+        Field("substance_termid_version", f"{n}.2a", "Substance/Specified Substance TermID Version Date/Number", "ingredientSubstance/code/@codeSystemVersion"),
+        Field("substance_termid", f"{n}.2b", "Substance/Specified Substance TermID", "ingredientSubstance/code/@code", Kind.CODE, code_system=True),
+        Field("strength", f"{n}.3a", "Strength (number)", "quantity/numerator/@value", Kind.NUMBER),
+        Field("strength_unit", f"{n}.3b", "Strength (unit)", "quantity/numerator/@unit", Kind.CODE),
+    )
+
+
 def past_drug_table(name: str, number: str, description: str) -> TableSpec:
     """D.8.r for the patient, D.10.8.r for the parent."""
     n = number
@@ -162,6 +220,17 @@ def past_drug_table(name: str, number: str, description: str) -> TableSpec:
             Field("end_date", f"{n}.r.5", "End Date", "effectiveTime/high/@value", Kind.DATE, null_flavor=True),
             *meddra_fields("indication", f"outboundRelationship2[@typeCode='RSON']/{obs('19')}/value", f"{n}.r.6a", f"{n}.r.6b", "Indication"),
             *meddra_fields("reaction", f"outboundRelationship2[@typeCode='CAUS']/{obs('29')}/value", f"{n}.r.7a", f"{n}.r.7b", "Reaction"),
+            *eu_name_part_fields(f"{n}.r.1"),
+        ),
+        children=(
+            TableSpec(
+                name=f"eu_{name}_substances",
+                element=f"{n}.r.EU.r",
+                description=f"EU regional: substances and strength of a drug of {description[0].lower()}{description[1:-1]}.",
+                rows=f"{PRODUCT}/ingredient",
+                position_column="substance_seq",
+                fields=substance_fields(f"{n}.r.EU.r"),
+            ),
         ),
     )
 
@@ -198,6 +267,23 @@ DRUG_REACTION_ASSESSMENTS = TableSpec(
         Field("source_of_assessment", "G.k.9.i.2.r.1", "Source of Assessment", "author/assignedEntity/code/originalText"),
         Field("method_of_assessment", "G.k.9.i.2.r.2", "Method of Assessment", "methodCode/originalText"),
         Field("result_of_assessment", "G.k.9.i.2.r.3", "Result of Assessment", "value"),
+        *(
+            field
+            for stem, number, label, path, system in (
+                ("source", "1", "Source", "author/assignedEntity/code", EU_SOURCE_OF_ASSESSMENT_CODES),
+                ("method", "2", "Method", "methodCode", EU_METHOD_OF_ASSESSMENT_CODES),
+                ("result", "3", "Result", "value", EU_RESULT_OF_ASSESSMENT_CODES),
+            )
+            for field in (
+                Field(f"eu_{stem}_of_assessment", f"G.k.9.i.2.r.{number}.EU.1", f"EU {label} of Assessment", f"{path}[@codeSystem='{system}']/@code", Kind.CODE),
+                Field(
+                    f"eu_{stem}_of_assessment_version",
+                    f"G.k.9.i.2.r.{number}.EU.1.CSV",
+                    f"EU {label} of Assessment Code System Version",
+                    f"{path}[@codeSystem='{system}']/@codeSystemVersion",
+                ),
+            )
+        ),
     ),
 )
 
@@ -292,6 +378,21 @@ FDA_DRUG_DEVICES = TableSpec(
     ),
 )
 
+EU_DEVICE_COMPONENTS = TableSpec(
+    name="eu_drug_device_components",
+    element="G.k.2.2.EU.9.r",
+    description="EU regional: device components of a drug (name, term ID, lot or serial number).",
+    # The guide places them in the product instance of a dosage (G.k.4.r), next to its batch / lot number (G.k.4.r.7)
+    rows="outboundRelationship2[@typeCode='COMP']/substanceAdministration/consumable/instanceOfKind/productInstanceInstance/part/partDeviceInstance",
+    position_column="component_seq",
+    fields=(
+        Field("device_component_name", "G.k.2.2.EU.9.r.1", "Device Component Name (free text)", "asInstanceOfKind/kindOfMaterialKind/name"),
+        Field("device_component_termid_version", "G.k.2.2.EU.9.r.2", "Device Component TermID Version Date/Number", "asInstanceOfKind/kindOfMaterialKind/code/@codeSystemVersion"),
+        Field("device_component_termid", "G.k.2.2.EU.9.r.3", "Device Component TermID", "asInstanceOfKind/kindOfMaterialKind/code/@code", Kind.CODE, code_system=True),
+        Field("device_batch_lot_number", "G.k.2.2.EU.9.r.4", "Device Batch / Lot / Serial Number", "lotNumberText"),
+    ),
+)
+
 CAUSALITY_ROLE = f"$drug_assessments[code[@code='20'][@codeSystem='{OBS_CODES}']]"
 
 DRUGS = TableSpec(
@@ -311,6 +412,7 @@ DRUGS = TableSpec(
         Field("fda_other_drug_role", "FDA.G.k.1.a", "FDA Other Characterisation of Drug Role", f"{CAUSALITY_ROLE}/value[not(@codeSystem='2.16.840.1.113883.3.989.2.1.1.13')]/@code", Kind.CODE),
         *product_identifier_fields(("G.k.2.1.1a", "G.k.2.1.1b"), ("G.k.2.1.2a", "G.k.2.1.2b")),
         Field("medicinal_product", "G.k.2.2", "Medicinal Product Name as Reported by the Primary Source", f"{PRODUCT}/name"),
+        *eu_name_part_fields("G.k.2.2"),
         Field("obtain_drug_country", "G.k.2.4", "Identification of the Country Where the Drug Was Obtained", "consumable/instanceOfKind/subjectOf/productEvent/performer/assignedEntity/representedOrganization/addr/country"),
         Field("investigational_product_blinded", "G.k.2.5", "Investigational Product Blinded", f"outboundRelationship2/{obs('6')}/value/@value", Kind.BOOL),
         Field("authorisation_number", "G.k.3.1", "Authorisation / Application Number", f"{APPROVAL}/id/@extension"),
@@ -332,13 +434,7 @@ DRUGS = TableSpec(
             description="Active substances of a drug, with strength.",
             rows=f"{PRODUCT}/ingredient",
             position_column="substance_seq",
-            fields=(
-                Field("substance_name", "G.k.2.3.r.1", "Substance / Specified Substance Name", "ingredientSubstance/name"),
-                Field("substance_termid_version", "G.k.2.3.r.2a", "Substance/Specified Substance TermID Version Date/Number", "ingredientSubstance/code/@codeSystemVersion"),
-                Field("substance_termid", "G.k.2.3.r.2b", "Substance/Specified Substance TermID", "ingredientSubstance/code/@code", Kind.CODE, code_system=True),
-                Field("strength", "G.k.2.3.r.3a", "Strength (number)", "quantity/numerator/@value", Kind.NUMBER),
-                Field("strength_unit", "G.k.2.3.r.3b", "Strength (unit)", "quantity/numerator/@unit", Kind.CODE),
-            ),
+            fields=substance_fields("G.k.2.3.r"),
         ),
         DRUG_DOSAGES,
         TableSpec(
@@ -362,6 +458,7 @@ DRUGS = TableSpec(
             fields=(Field("additional_info_code", "G.k.10.r", "Additional Information on Drug (coded)", "@code", Kind.CODE),),
         ),
         FDA_DRUG_DEVICES,
+        EU_DEVICE_COMPONENTS,
     ),
 )
 
@@ -627,7 +724,15 @@ ICSR_MASTER = TableSpec(
                 Field("reporter_organisation", "C.2.r.2.1", "Reporter's Organisation", f"{REPORTER}/representedOrganization/assignedEntity/representedOrganization/name", null_flavor=True),
                 Field("reporter_department", "C.2.r.2.2", "Reporter's Department", f"{REPORTER}/representedOrganization/name", null_flavor=True),
                 *address_fields("reporter", REPORTER, ("C.2.r.2.3", "C.2.r.2.4", "C.2.r.2.5", "C.2.r.2.6"), "Reporter"),
-                Field("reporter_telephone", "C.2.r.2.7", "Reporter's Telephone", f"{REPORTER}/{telecom('tel:')}", strip_prefix="tel:"),
+                # Masked (GVP Module VI Addendum II) or otherwise null, the telephone is a telecom with a nullFlavor and no value
+                Field(
+                    "reporter_telephone",
+                    "C.2.r.2.7",
+                    "Reporter's Telephone",
+                    f"{REPORTER}/telecom[starts-with(@value, 'tel:') or @nullFlavor]/@value",
+                    null_flavor=True,
+                    strip_prefix="tel:",
+                ),
                 Field("fda_reporter_email", "FDA.C.2.r.2.8", "Reporter's Email", f"{REPORTER}/{telecom('mailto:')}", strip_prefix="mailto:"),
                 Field("reporter_country", "C.2.r.3", "Reporter's Country Code", f"{REPORTER}/assignedPerson/asLocatedEntity/location/code/@code", Kind.CODE, null_flavor=True),
                 Field("qualification", "C.2.r.4", "Qualification", f"{REPORTER}/assignedPerson/asQualifiedEntity/code/@code", Kind.CODE, null_flavor=True, code_system=True),
@@ -676,7 +781,10 @@ BATCH_HEADER = TableSpec(
     description="ICH ICSR transmission identification (batch wrapper), one row per loaded file.",
     rows=".",
     fields=(
-        Field("batch_message_type", "N.1.1", "Types of Message in Batch", "name/@code", Kind.CODE),
+        # ICH and EU message types share the element and are told apart by code system (EMA's master cases: EU type 2)
+        Field("batch_message_type", "N.1.1", "Types of Message in Batch", f"name[not(@codeSystem='{EU_MESSAGE_TYPE_CODES}')]/@code", Kind.CODE),
+        Field("eu_batch_message_type", "N.1.1.EU", "EU Types of Message in Batch", f"name[@codeSystem='{EU_MESSAGE_TYPE_CODES}']/@code", Kind.CODE),
+        Field("eu_batch_message_type_version", "N.1.1.EU.CSV", "EU Types of Message in Batch Code System Version", f"name[@codeSystem='{EU_MESSAGE_TYPE_CODES}']/@codeSystemVersion"),
         Field("batch_number", "N.1.2", "Batch Number", "id/@extension"),
         Field("batch_sender_id", "N.1.3", "Batch Sender Identifier", "sender/device/id/@extension"),
         Field("batch_receiver_id", "N.1.4", "Batch Receiver Identifier", "receiver/device/id/@extension"),
