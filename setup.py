@@ -22,7 +22,15 @@ def compiled_core() -> list[Extension]:
         extra_compile_args=["-O2"],
         optional=True,  # a failed compile leaves the Python mapper, not a failed install
     )
-    return cythonize([extension], language_level=3, quiet=True)
+    unmapped = Extension(  # the unmapped-value count's walk (mapping/unmapped.py)
+        "py_load_eudravigilance.mapping._unmapped",
+        ["py_load_eudravigilance/mapping/_unmapped.pyx"],
+        include_dirs=lxml.get_include(),
+        language="c++",
+        extra_compile_args=["-O2"],
+        optional=True,
+    )
+    return cythonize([extension, unmapped], language_level=3, quiet=True)
 
 
 setup(ext_modules=compiled_core())

@@ -138,6 +138,8 @@ class StagedFile:
     error: str | None = None
     parse_seconds: float = 0.0
     rejections: list[tuple[int | None, str | None, str | None, str]] = field(default_factory=list)  # the first few
+    unmapped_values: int = 0  # values of the staged messages no column holds
+    unmapped_paths: list[str] = field(default_factory=list)  # their first distinct paths
 
 
 @dataclass
