@@ -12,11 +12,9 @@ from contextlib import contextmanager
 from logging.handlers import BufferingHandler
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from loaders.readback import TableReader
 from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
@@ -184,7 +182,7 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     path.write_text(build_batch(messages)[:-300])  # and a file-level error at the end
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 7)  # on PostgreSQL, each shard is loaded in parts as it is parsed
-    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
 
     sharded = run_load(path, dsn, workers=3)
     state = snapshot(dsn)
@@ -216,7 +214,7 @@ def test_a_mid_size_file_is_mapped_by_every_worker_when_other_workers_would_idle
     from py_load_eudravigilance import pipeline
 
     monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small files stand for mid-size daily batches
-    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # the compiled mapper never shards: parsing is most of its cost
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
     daily = write_batch("a-daily.xml", *[CaseSpec(f"DAY-{n}") for n in range(6)])
     with load_plan() as alone:
         assert not run_load(daily, dsn, workers=2).failures
@@ -241,7 +239,7 @@ def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: 
     path.write_text(build_batch([build_message(CaseSpec(f"PART-{n:03d}")) for n in range(cases)]))
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 5)
-    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
     return path
 
 
@@ -302,19 +300,6 @@ def test_a_large_file_loaded_in_parts_that_fails_leaves_nothing_and_a_rerun_comp
     assert again.files_skipped == 1 and not again.outcomes and not again.failures
 
 
-def test_a_table_read_in_parts_equals_the_table_read_at_once(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
-    cases = [version(1, reactions=[HEADACHE, NAUSEA])] + [CaseSpec(f"CASE-{n}", reactions=[NAUSEA]) for n in range(2, 8)]
-    path = write_batch("cases.xml", *cases)
-    load(dsn, path)
-    reader = TableReader(create_engine(dsn))
-
-    parts = list(reader.iter_frames("reactions", [path.name], frame_bytes=1, first_rows=3))
-
-    assert [len(part) for part in parts] == [3, 3, 2]  # the checks of a large run never hold a whole table
-    pd.testing.assert_frame_equal(pd.concat(parts), reader.read_frame("reactions", [path.name]))
-    assert list(reader.iter_frames("reactions", ["another-file.xml"])) == []
-
-
 def test_the_latest_audit_view_agrees_with_the_master_when_a_version_lacks_its_creation_time(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
     dated = write_batch("dated.xml", version(1, reactions=[HEADACHE]))
     undated = write_batch("undated.xml", version(1, reactions=[NAUSEA], message_created=""))  # same C.1.5, no N.2.r.4
@@ -335,7 +320,7 @@ def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: 
     client.put_object(Bucket=bucket, Key="in/large.xml", Body=path.read_bytes())
     monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
     monkeypatch.setattr(pipeline, "PART_MESSAGES", 4)
-    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
 
     with load_plan() as planned:  # the key comes as from a Dagster partition: its size from a HEAD request
         summary = run_load(f"s3://{bucket}/in/", dsn, mode="full", workers=2, keys=["large.xml"])
@@ -354,7 +339,7 @@ def test_s3_keys_a_run_names_are_sized_so_its_last_file_is_sharded(sqlite_dsn: s
         body = build_batch([build_message(CaseSpec(f"{name}-{n}")) for n in range(3)])
         client.put_object(Bucket=bucket, Key=f"in/{name}", Body=body.encode())
     monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small objects stand for mid-size batches
-    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # only the Python mapper shards
+    monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
 
     with load_plan() as plan:  # keys as a Dagster run names them: no listing, so no sizes but HEAD's
         summary = run_load(f"s3://{bucket}/in/", sqlite_dsn, workers=2, keys=["a.xml", "b.xml", "c.xml"])

@@ -20,6 +20,7 @@ from lxml import etree
 
 from py_load_eudravigilance.errors import E2BError, MappingError
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.mapping.unmapped import REPORTED_PATHS, counter_for
 from py_load_eudravigilance.parsing.reader import BatchReader, open_source
 from py_load_eudravigilance.schema import MESSAGE_POSITION, QUARANTINE_TABLE
 from py_load_eudravigilance.staging.layout import (
@@ -33,6 +34,7 @@ from py_load_eudravigilance.staging.layout import (
     published_parts,
     table_file,
 )
+from py_load_eudravigilance.staging.split import SplitFailed, layout_of, open_piece
 
 __all__ = [
     "STAGED_COLUMNS",
@@ -40,6 +42,7 @@ __all__ = [
     "MessageKey",
     "Share",
     "ShardsDisagree",
+    "SplitFailed",
     "StagedFile",
     "StagedGroup",
     "StagedMessages",
@@ -57,6 +60,8 @@ HASH_CHUNK = 1 << 20
 FLUSH_BYTES = 4 << 20
 # Rejected messages a file's account lists (reports show them; etl_quarantine holds every one)
 REPORTED_REJECTIONS = 5
+# Elements at message positions that are not messages, quarantined one by one up to this many per file (or shard)
+MAX_QUARANTINED_STRAYS = 1000
 
 
 class StagingCore(Protocol):
@@ -121,10 +126,13 @@ class _BatchWriter:
                 handle = self.handles[table] = table_file(self._current(), table).open("wb")
             handle.write(data)
 
-    def message_done(self) -> None:
-        self.messages_in_part += 1
+    def flush_if_full(self) -> None:
         if self.core.buffered() >= FLUSH_BYTES:
             self.flush()
+
+    def message_done(self) -> None:
+        self.messages_in_part += 1
+        self.flush_if_full()
         if self.part_messages and self.messages_in_part >= self.part_messages:
             self._publish()
             self._begin()
@@ -155,10 +163,12 @@ class _BatchWriter:
 
 @dataclass(frozen=True)
 class Share:
-    """Shard ``index`` of ``count``: the messages at positions index+1, index+1+count, ... of a file.
+    """Shard ``index`` of ``count`` of one file; shard 0 also keeps the batch header and any file-level error.
 
-    Parsing is cheap next to mapping, so each worker parses the whole file and maps its share;
-    shard 0 also keeps the batch header and any file-level error.
+    Where :mod:`.split` can cut the file into byte ranges of whole messages, each shard parses only
+    its range (with the file's header around it). Otherwise, with the Python mapper, each parses the
+    whole file and maps the messages at positions index+1, index+1+count, ...; with the compiled
+    one, whose cost is mostly parsing, shard 0 stages the whole file.
     """
 
     index: int
@@ -166,6 +176,9 @@ class Share:
 
     def owns(self, position: int) -> bool:
         return (position - 1) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"shard {self.index + 1} of {self.count}"
 
 
 def stage_files(
@@ -209,30 +222,78 @@ def _stage_into(out: _BatchWriter, path: Path, staged: StagedFile, share: Share 
     name, core = staged.file_name, out.core
     first_shard = share is None or share.index == 0
     out.begin_file(name, staged.file_sha256)
+    strays = 0
+    unmapped = counter_for(core.name)
+    layout = layout_of(path, share.count) if share is not None else None
+    if share is not None and layout is None and core.name != "python":
+        # Not cut: the compiled mapper's cost is mostly parsing, which every shard would repeat; shard 0 takes it all
+        if share.index > 0:
+            return staged
+        share = None
+    piece = layout.pieces[share.index] if layout is not None and share is not None else None
     try:
-        with open_source(path, name) as source:
+        opened = open_piece(path, name, layout, piece) if layout is not None and piece is not None else open_source(path, name)
+        with opened as source:
             reader = BatchReader(source, name)
-            for position, message in reader.messages():
-                if share is not None and not share.owns(position):
+            for position, message, problem in reader.entries():
+                if piece is not None:
+                    if position > piece.messages:
+                        raise SplitFailed(f"{name}: {share} read more than the {piece.messages} messages of its range")
+                    position += piece.before
+                elif share is not None and not share.owns(position):
                     continue
                 staged.messages_total += 1
+                if problem is not None:  # an element where a message belongs: rejected like a message
+                    strays += 1
+                    if strays > MAX_QUARANTINED_STRAYS:  # counted, not stored one by one (memory stays flat)
+                        staged.messages_rejected += 1
+                        continue
                 try:
+                    if problem is not None:
+                        raise MappingError(problem, element=etree.QName(message).localname)
                     core.stage_message(message, position)
+                    _add_unmapped(staged, *unmapped(message))
                 except MappingError as exc:
                     exc.file, exc.position = name, position
                     exc.case_id = exc.case_id or _case_id_of(message)
                     _quarantine(core, staged, exc, etree.tostring(message, encoding="unicode", with_tail=False))
+                    out.flush_if_full()
                     continue
                 out.message_done()
+            if strays > MAX_QUARANTINED_STRAYS:
+                more = strays - MAX_QUARANTINED_STRAYS
+                summary = f"{more:,} more elements where messages belong were not E2B(R3) messages (rejected, not stored one by one)"
+                _quarantine(core, staged, E2BError(summary, file=name), None)
+            if piece is not None and staged.messages_total != piece.messages:
+                raise SplitFailed(f"{name}: {share} read {staged.messages_total} of the {piece.messages} messages of its range")
             if reader.is_batch and reader.root is not None and first_shard:
                 core.stage_batch_header(reader.root)
     except E2BError as exc:
+        if piece is not None:  # perhaps from the cut itself: only the whole file tells
+            raise SplitFailed(f"{name}: {share} could not read its range ({exc})") from exc
         if first_shard:
             exc.file = name
-            staged.error = str(exc)
+            staged.error = exc.described(with_file=False)  # the file's outcome names the file
             _quarantine(core, staged, exc, None)
+    except SplitFailed:
+        raise
+    except Exception as exc:
+        if piece is None:
+            raise
+        raise SplitFailed(f"{name}: {share} failed in its range ({type(exc).__name__}: {exc}); the whole file tells") from exc
     staged.parse_seconds = time.perf_counter() - started
     return staged
+
+
+def _add_unmapped(staged: StagedFile, values: int, paths: list[str]) -> None:
+    """Count a staged message's unmapped values into its file's account, which lists the first distinct paths."""
+    staged.unmapped_values += values
+    listed = staged.unmapped_paths
+    for path in paths:
+        if len(listed) >= REPORTED_PATHS:
+            break
+        if path not in listed:
+            listed.append(path)
 
 
 def _case_id_of(message: etree._Element) -> str | None:
@@ -286,4 +347,7 @@ def add_up_shards(shards: list[StagedGroup]) -> StagedFile | None:
         target.messages_rejected += part.messages_rejected
         target.parse_seconds = max(target.parse_seconds, part.parse_seconds)
         target.rejections = sorted(target.rejections + part.rejections, key=lambda r: r[0] or 0)[:REPORTED_REJECTIONS]
+        _add_unmapped(target, part.unmapped_values, part.unmapped_paths)
+    # In the order staging the file in one piece lists them
+    target.row_counts = {table: target.row_counts[table] for table in STAGED_TABLES if table in target.row_counts}
     return target
