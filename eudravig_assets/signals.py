@@ -3,7 +3,11 @@
 Its automation condition (eager) requests a run of it whenever the case tables it reads have been
 materialized; ``signal_statistics_after_loads``, an automation sensor on by default like the
 arrival sensors, evaluates it. It can also be materialized from the UI, and ``eudravigloader
-signals`` refreshes the same table.
+signals`` refreshes the same statistics.
+
+A refresh recounts only the cases loaded since the last one, so its reports cover what it changed:
+the totals kept with the counts (pairs, n), and the top rows and the check of the pairs whose ``a``
+it changed (every pair after a rebuild). Nothing here reads the whole table.
 """
 
 from dagster import (
@@ -24,18 +28,20 @@ from eudravig_assets.assets import table_metadata
 from eudravig_assets.resources import EudravigDatabase
 from eudravig_assets.sensors import SENSOR_INTERVAL_SECONDS
 from py_load_eudravigilance.settings import SignalSettings, load_settings
-from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, markdown_table, top_pairs
+from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, changed_statistics, markdown_table, top_pairs
 
 SOURCE_TABLES = ("icsr_master", "drugs", "drug_substances", "reactions")
 TOP_SIGNALS = 20
 CELLS_CHECK = "cells_add_up_to_n"
-CELLS_CHECK_DESCRIPTION = "Every row's 2x2 table is whole: a >= 1, no cell below zero, a + b + c + d = n"
+CELLS_CHECK_DESCRIPTION = "The 2x2 table of every pair the refresh changed is whole: a >= 1, no cell below zero, a + b + c + d = n"
 
 
 class StatisticsConfig(Config):
-    """Which G.k.1 drug roles count (default: the ``signals.drug_roles`` setting, suspect and interacting)."""
+    """Which G.k.1 drug roles count (default: the ``signals.drug_roles`` setting, suspect and interacting), and whether
+    to recount every case instead of those loaded since the last refresh."""
 
     drug_roles: list[str] | None = None
+    rebuild: bool = False
 
 
 @asset(
@@ -46,23 +52,30 @@ class StatisticsConfig(Config):
     check_specs=[AssetCheckSpec(CELLS_CHECK, asset=STATISTICS_TABLE, description=CELLS_CHECK_DESCRIPTION)],
     description=(
         "Drug-event disproportionality (PRR, ROR, chi-square, IC with their intervals, and the signal flag) over the "
-        "current, non-nullified cases; recomputed in the database after each load."
+        "current, non-nullified cases; kept up to date in the database after each load, from the cases it wrote."
     ),
 )
 def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) -> MaterializeResult:
     # Roles given in the run's config are checked as the setting is (G.k.1 codes); none given: the setting
     roles = SignalSettings(drug_roles=config.drug_roles).drug_roles if config.drug_roles is not None else load_settings().signals.drug_roles
-    summary = database.loader().refresh_drug_event_statistics(roles)
-    reader = database.reader()
-    table = reader.table(STATISTICS_TABLE)
-    with reader.engine.connect() as conn:
-        top = conn.execute(top_pairs(table, TOP_SIGNALS)).mappings().all()
-        rows, failing = conn.execute(cells_check_query(table)).one()
+    loader = database.loader()
+    summary = loader.refresh_drug_event_statistics(roles, rebuild=config.rebuild)
+    # The rows of the pairs this refresh changed (of the last refresh, should another one have run since), read by key
+    changed = changed_statistics(database.reader().table).subquery("changed")
+    with loader.engine.begin() as conn:
+        if not summary.rebuilt:
+            loader.keyed_lookups(conn)
+        top = conn.execute(top_pairs(changed, TOP_SIGNALS)).mappings().all()
+        rows, failing = conn.execute(cells_check_query(changed)).one()
     return MaterializeResult(
         metadata={
             **table_metadata(database, STATISTICS_TABLE, summary.pairs),
             "pairs": summary.pairs,
-            "signals": summary.signals,
+            "cases": summary.cases,
+            "rebuilt": summary.rebuilt,
+            "cases_recounted": summary.cases_recounted,
+            "changed_pairs": summary.changed_pairs,
+            "signals_among_changed_pairs": summary.changed_pair_signals,
             "drug_roles": ", ".join(roles),
             "top_signals": MetadataValue.md(markdown_table(top)),
         },

@@ -1,19 +1,29 @@
 """Drug-event disproportionality: the 2x2 counts and signal statistics of every drug and reaction.
 
-The table ``drug_event_statistics`` is computed in the database, by one ``INSERT ... SELECT`` built
-here with SQLAlchemy Core, over the current versions of the cases that are not nullified. Counts
+``drug_event_statistics`` is a view over counts the database keeps up to date case by case. Counts
 are of distinct cases among the ``n`` cases that have at least one counted drug and one coded
-reaction: ``a`` with the drug and the reaction, ``b`` the drug without the reaction, ``c`` the
-reaction without the drug, ``d`` neither. Each statistic is built as a small expression below
-(read them as the formulas in docs/signals.md); one whose formula divides by zero or takes the
-logarithm of zero is NULL.
+reaction (the population): ``a`` with the drug and the reaction, ``b`` the drug without the
+reaction, ``c`` the reaction without the drug, ``d`` neither. Each statistic is built as a small
+expression below (read them as the formulas in docs/signals.md); one whose formula divides by zero
+or takes the logarithm of zero is NULL.
+
+Kept incrementally: every load queues the cases it wrote (``drug_event_pending_cases``, in its own
+transaction). A refresh takes the queued cases, reads what each contributed to the counts (its
+counted drugs and coded reactions, kept per case) and what it contributes now, and applies the
+difference (:func:`count_changes`, pure) to the pair counts ``a``, the cases per drug, the cases
+per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. Its cost
+follows the queued cases, not the database. A full rebuild recomputes everything from the current
+cases; :func:`recomputed_statistics` (the former one-query computation) is the oracle the tests
+compare both with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -21,7 +31,8 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Double,
-    Insert,
+    FromClause,
+    Integer,
     MetaData,
     Select,
     Table,
@@ -29,22 +40,46 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    exists,
     false,
     func,
+    inspect,
     literal,
     or_,
     select,
+    true,
+    tuple_,
+    union_all,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateView
 
+from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.views import TableNamed, count_where, current_cases
 
-STATISTICS_TABLE = "drug_event_statistics"
+logger = logging.getLogger(__name__)
+
+STATISTICS_TABLE = "drug_event_statistics"  # a view since the counts are kept incrementally
+PENDING_CASES = "drug_event_pending_cases"
+CASE_DRUGS = "drug_event_case_drugs"
+CASE_REACTIONS = "drug_event_case_reactions"
+PAIR_COUNTS = "drug_event_pair_counts"
+DRUG_COUNTS = "drug_event_drug_counts"
+REACTION_COUNTS = "drug_event_reaction_counts"
+COUNTS_STATE = "drug_event_counts_state"
+CHANGED_PAIRS = "drug_event_changed_pairs"
+REACTION = "reaction_meddra_code"
 # G.k.1 drug roles counted by default: suspect (1) and interacting (3)
 DEFAULT_DRUG_ROLES = ("1", "3")
 COUNTS = ("a", "b", "c", "d", "n")
 STATISTICS = ("prr", "prr_lower95", "prr_upper95", "ror", "ror_lower95", "ror_upper95", "chi_square", "ic", "ic025", "ic975")
 Z95 = 1.96
+# The one row of the counts' state
+STATE_ID = 1
+# Queued rows above which a refresh rebuilds instead: the rebuild reads the same cases in SQL, without holding them in
+# memory (a queue nobody refreshed for long, or the first load of a large database)
+MOST_QUEUED_ROWS = 500_000
 
 # Whitespace runs collapse to one space with three REPLACEs that every SQL dialect has: each space
 # becomes a pair of markers, every marker pair between two spaces of a run drops out, the pair left
@@ -187,8 +222,16 @@ def statistics(counts: Select) -> Select:
     def interval(estimate: ColumnElement, se: ColumnElement, sign: float) -> ColumnElement[float]:
         return func.exp(log(estimate) + sign * Z95 * se)
 
-    evans = and_(e.a >= 3, e.prr >= 2.0, e.chi_square >= 4.0)
-    signal = case((or_(evans, ic025 > 0.0), True), else_=false())
+    evans = and_(e.a >= rules.EVANS_MIN_CASES, e.prr >= rules.EVANS_MIN_PRR, e.chi_square >= rules.EVANS_MIN_CHI_SQUARE)
+    ror_lower95 = interval(e.ror, e.ror_se, -1)
+    # EMA's SDR at the threshold of substances not under additional monitoring (EMA/849944/2016, 4.1), events
+    # judged without the IME list (docs/signal-rules.md)
+    ema_sdr = and_(e.a >= rules.EMA_MIN_CASES, ror_lower95 > rules.EMA_MIN_ROR_LOWER)
+
+    def flag(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        return case((condition, True), else_=false())
+
+    signal = flag(or_(evans, ic025 > 0.0))
     return select(
         e.drug,
         e.reaction_meddra_code,
@@ -197,78 +240,499 @@ def statistics(counts: Select) -> Select:
         interval(e.prr, e.prr_se, -1).label("prr_lower95"),
         interval(e.prr, e.prr_se, 1).label("prr_upper95"),
         e.ror,
-        interval(e.ror, e.ror_se, -1).label("ror_lower95"),
+        ror_lower95.label("ror_lower95"),
         interval(e.ror, e.ror_se, 1).label("ror_upper95"),
         e.chi_square,
         ic.label("ic"),
         ic025.label("ic025"),
         ic975.label("ic975"),
         signal.label("signal"),
+        flag(evans).label("meets_evans_prr"),
+        flag(ic025 > 0.0).label("meets_ic025"),
+        flag(ema_sdr).label("meets_ema_sdr"),
     )
 
 
-def refresh_statements(table: TableNamed, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES) -> tuple[object, Insert]:
-    """The two statements of a refresh, run in one transaction: empty the table, compute it again."""
-    target = table(STATISTICS_TABLE)
-    query = statistics(contingency_counts(table, drug_roles))
-    return target.delete(), target.insert().from_select([column.name for column in query.selected_columns], query)
+def recomputed_statistics(table: TableNamed, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES) -> Select:
+    """Every row of ``drug_event_statistics`` computed from scratch in one query: the oracle of the kept counts."""
+    return statistics(contingency_counts(table, drug_roles))
 
 
-def top_pairs(target: Table, top: int, drug: str | None = None) -> Select:
-    """The rows to show first: signals, then by the lower bound of the IC (the most robust disproportionality)."""
-    order = (target.c.signal.desc(), target.c.ic025.desc(), target.c.a.desc(), target.c.drug, target.c.reaction_meddra_code)
+# -- the counts, kept incrementally ---------------------------------------------------------------------------------
+
+
+class Contribution(NamedTuple):
+    """What one case adds to the counts: its distinct counted drugs and coded reactions (both empty outside the
+    population)."""
+
+    drugs: frozenset[str]
+    reactions: frozenset[str]
+
+
+NOTHING = Contribution(frozenset(), frozenset())
+
+
+def contribution(drugs: Iterable[str | None], reactions: Iterable[str | None]) -> Contribution:
+    """A case's contribution from its counted drug names and coded reactions (blanks and NULLs named nothing): nothing
+    unless it has at least one of each."""
+    named = frozenset(drug for drug in drugs if drug)
+    coded = frozenset(reaction for reaction in reactions if reaction)
+    return Contribution(named, coded) if named and coded else NOTHING
+
+
+@dataclass(frozen=True)
+class CountChanges:
+    """How the counts change: ``a`` per (drug, reaction), cases per drug, cases per reaction and ``n``. Only keys whose
+    count changes are present."""
+
+    pairs: dict[tuple[str, str], int]
+    drugs: dict[str, int]
+    reactions: dict[str, int]
+    cases: int
+
+
+def count_changes(before: Mapping[str, Contribution], after: Mapping[str, Contribution]) -> CountChanges:
+    """The change of every count when the cases of ``before`` contribute ``after`` instead (a case absent from one
+    side contributes nothing there)."""
+    pairs: Counter[tuple[str, str]] = Counter()
+    drugs: Counter[str] = Counter()
+    reactions: Counter[str] = Counter()
+    cases = 0
+    for case_id in before.keys() | after.keys():
+        old, new = before.get(case_id, NOTHING), after.get(case_id, NOTHING)
+        if old == new:
+            continue
+        for sign, part in ((-1, old), (1, new)):
+            if part == NOTHING:
+                continue
+            cases += sign
+            for drug in part.drugs:
+                drugs[drug] += sign
+                for reaction in part.reactions:
+                    pairs[drug, reaction] += sign
+            for reaction in part.reactions:
+                reactions[reaction] += sign
+
+    def changed(counter: Counter) -> dict:
+        return {key: change for key, change in counter.items() if change}
+
+    return CountChanges(changed(pairs), changed(drugs), changed(reactions), cases)
+
+
+Key = TypeVar("Key", bound=Hashable)
+
+
+class CountsOutOfStep(ValueError):
+    """A kept count would fall below zero: the counts no longer match the contributions they were built from."""
+
+
+def updated(held: Mapping[Key, int], changes: Mapping[Key, int]) -> dict[Key, int]:
+    """The new count of every changed key (0: its row goes), from the counts held (absent: 0)."""
+    values = {key: held.get(key, 0) + change for key, change in changes.items()}
+    negative = [key for key, value in values.items() if value < 0]
+    if negative:
+        raise CountsOutOfStep(f"{len(negative)} counts would fall below zero, e.g. {negative[0]!r}")
+    return values
+
+
+def role_key(drug_roles: Sequence[str]) -> str:
+    """The drug roles the counts were built with, as the state row keeps them: ``1,3`` whatever their order."""
+    return ",".join(sorted({role.strip() for role in drug_roles}))
+
+
+def stored_counts(table: TableNamed, changed_only: bool = False) -> Select:
+    """a, b, c, d and n of every pair from the kept counts (``changed_only``: of the pairs the last refresh changed)."""
+    pairs, drugs, reactions, state = table(PAIR_COUNTS), table(DRUG_COUNTS), table(REACTION_COUNTS), table(COUNTS_STATE)
+    # The state row by its key, so that the planner knows it is one row (a table it has no statistics of yet is guessed
+    # at a thousand, and PostgreSQL spent seconds compiling the view with its JIT for the rows that guess promised)
+    one_row = select(state.c.cases).where(state.c.id == STATE_ID).subquery("state")
+    n = one_row.c.cases
+    joined = pairs.join(drugs, drugs.c.drug == pairs.c.drug).join(reactions, reactions.c[REACTION] == pairs.c[REACTION])
+    counts = select(
+        pairs.c.drug,
+        pairs.c[REACTION],
+        pairs.c.a,
+        (drugs.c.cases - pairs.c.a).label("b"),
+        (reactions.c.cases - pairs.c.a).label("c"),
+        (n - drugs.c.cases - reactions.c.cases + pairs.c.a).label("d"),
+        n.label("n"),
+    ).select_from(joined.join(one_row, true()))
+    return counts.where(among_changed_pairs(table)) if changed_only else counts
+
+
+def among_changed_pairs(table: TableNamed) -> ColumnElement[bool]:
+    """Pair counts of the pairs ``drug_event_changed_pairs`` names. An IN over the pair key, which PostgreSQL (with
+    :meth:`keyed_lookups`) and SQLite both drive from the changed pairs through the primary key; SQLite would scan the
+    pair counts for a join."""
+    pairs, changed = table(PAIR_COUNTS), table(CHANGED_PAIRS)
+    return tuple_(pairs.c.drug, pairs.c[REACTION]).in_(select(changed.c.drug, changed.c[REACTION]))
+
+
+def changed_statistics(table: TableNamed) -> Select:
+    """The rows of ``drug_event_statistics`` whose ``a`` the last refresh changed (every row after a rebuild)."""
+    return statistics(stored_counts(table, changed_only=True))
+
+
+class RefreshHooks(Protocol):
+    """What a refresh needs of the loader: its tables and the dialect hooks of the load."""
+
+    def table(self, name: str) -> Table: ...
+
+    def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]: ...
+
+    def insert_records(self, conn: Connection, table: Table, records: list[dict[str, Any]]) -> None: ...
+
+    def lock_for_refresh(self, conn: Connection, table: Table) -> None: ...
+
+    def keyed_lookups(self, conn: Connection) -> None: ...
+
+
+@dataclass(frozen=True)
+class StatisticsSummary:
+    """What a refresh left and what it changed. Nothing here scans the statistics: the totals are kept with the counts,
+    the rest is counted over the pairs the refresh changed."""
+
+    pairs: int  # drug-event pairs in drug_event_statistics
+    cases: int  # n: cases with a counted drug and a coded reaction
+    rebuilt: bool  # recomputed in full (first refresh, after a full reload, other drug roles, or asked for)
+    cases_recounted: int  # cases whose contribution was read again (every case of the population after a rebuild)
+    changed_pairs: int  # pairs whose a changed (added, changed or gone; every pair after a rebuild)
+    changed_pair_signals: int  # signals among the changed pairs still present
+
+
+def refresh(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str], rebuild: bool = False) -> StatisticsSummary:
+    """Bring the counts up to date in ``conn``'s transaction: incrementally from the queued cases, or in full when
+    asked, when no counts exist yet, after a full reload, when they were built for other drug roles, or when more
+    than :data:`MOST_QUEUED_ROWS` cases are queued.
+
+    Concurrent loads are never lost: the queued cases are taken off the queue before their data is read, so a load
+    committing meanwhile either is seen by that read or leaves its queue rows for the next refresh (recounting a
+    case is idempotent)."""
+    state = hooks.table(COUNTS_STATE)
+    hooks.lock_for_refresh(conn, state)
+    held = conn.execute(select(state).where(state.c.id == STATE_ID)).mappings().first()
+    if rebuild or held is None or held["rebuild"] or held["drug_roles"] != role_key(drug_roles):
+        return rebuild_counts(conn, hooks, drug_roles)
+    if queued_rows(conn, hooks, up_to=MOST_QUEUED_ROWS + 1) > MOST_QUEUED_ROWS:
+        return rebuild_counts(conn, hooks, drug_roles)
+    try:
+        # In a savepoint: when the counts are out of step, its writes and its planner settings go before the rebuild
+        with conn.begin_nested():
+            return update_counts(conn, hooks, drug_roles, held)
+    except CountsOutOfStep as error:
+        logger.warning("drug-event counts out of step with their cases (%s): rebuilding them", error)
+        return rebuild_counts(conn, hooks, drug_roles)
+
+
+def queued_rows(conn: Connection, hooks: RefreshHooks, up_to: int) -> int:
+    """Rows in the queue, counted up to ``up_to`` (reads no more of a long queue)."""
+    pending = hooks.table(PENDING_CASES)
+    return int(conn.scalar(select(func.count()).select_from(select(pending.c[CASE_KEY]).limit(up_to).subquery())))
+
+
+def take_pending_cases(conn: Connection, hooks: RefreshHooks) -> list[str]:
+    """The queued cases, taken off the queue (only the rows read: those of loads committing meanwhile stay)."""
+    pending = hooks.table(PENDING_CASES)
+    cases = sorted(set(conn.scalars(select(pending.c[CASE_KEY]))))
+    for clause in hooks.case_filters(pending.c[CASE_KEY], cases):
+        conn.execute(pending.delete().where(clause))
+    return cases
+
+
+def stored_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str]) -> dict[str, Contribution]:
+    """What ``cases`` contribute to the kept counts."""
+    drugs_of: dict[str, set[str]] = defaultdict(set)
+    reactions_of: dict[str, set[str]] = defaultdict(set)
+    for name, column, found in ((CASE_DRUGS, "drug", drugs_of), (CASE_REACTIONS, REACTION, reactions_of)):
+        kept = hooks.table(name)
+        for clause in hooks.case_filters(kept.c[CASE_KEY], cases):
+            for case_id, value in conn.execute(select(kept.c[CASE_KEY], kept.c[column]).where(clause)):
+                found[case_id].add(value)
+    return {case_id: contribution(drugs_of[case_id], reactions_of[case_id]) for case_id in cases}
+
+
+def current_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str], drug_roles: Sequence[str]) -> dict[str, Contribution]:
+    """What ``cases`` contribute now, by the queries of the full computation restricted to them: drugs and reactions
+    in one statement, so that both come from the same version of a case."""
+    master = hooks.table("icsr_master")
+    drugs_of: dict[str, list[str]] = defaultdict(list)
+    reactions_of: dict[str, list[str]] = defaultdict(list)
+    for clause in hooks.case_filters(master.c[CASE_KEY], cases):
+        drugs = counted_drugs(hooks.table, drug_roles).where(clause).add_columns(literal(True).label("is_drug"))
+        reactions = coded_reactions(hooks.table).where(clause).add_columns(literal(False).label("is_drug"))
+        for case_id, value, is_drug in conn.execute(union_all(drugs, reactions)):
+            (drugs_of if is_drug else reactions_of)[case_id].append(value)
+    return {case_id: contribution(drugs_of[case_id], reactions_of[case_id]) for case_id in cases}
+
+
+def held_counts(conn: Connection, hooks: RefreshHooks, name: str, key: str, keys: list[str]) -> dict[str, int]:
+    counts = hooks.table(name)
+    held: dict[str, int] = {}
+    for clause in hooks.case_filters(counts.c[key], keys):
+        held.update((value, cases) for value, cases in conn.execute(select(counts.c[key], counts.c.cases).where(clause)))
+    return held
+
+
+def update_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str], held: Mapping[str, Any]) -> StatisticsSummary:
+    """Apply the changes of the queued cases; raises :class:`CountsOutOfStep` before writing any count that would
+    fall below zero."""
+    table = hooks.table
+    hooks.keyed_lookups(conn)  # every statement below reads or writes the rows of a few keys
+    cases = take_pending_cases(conn, hooks)
+    before = stored_contributions(conn, hooks, cases)
+    after = current_contributions(conn, hooks, cases, drug_roles)
+    changes = count_changes(before, after)
+    # The changed pairs, kept for the reports of this refresh, also name the pair counts to read and replace
+    pairs, changed = table(PAIR_COUNTS), table(CHANGED_PAIRS)
+    conn.execute(changed.delete())
+    hooks.insert_records(conn, changed, [{"drug": drug, REACTION: reaction} for drug, reaction in sorted(changes.pairs)])
+    held_pairs = {
+        (drug, reaction): a
+        for drug, reaction, a in conn.execute(select(pairs.c.drug, pairs.c[REACTION], pairs.c.a).where(among_changed_pairs(table)))
+    }
+    new_pairs = updated(held_pairs, changes.pairs)
+    new_drugs = updated(held_counts(conn, hooks, DRUG_COUNTS, "drug", list(changes.drugs)), changes.drugs)
+    new_reactions = updated(held_counts(conn, hooks, REACTION_COUNTS, REACTION, list(changes.reactions)), changes.reactions)
+
+    # The cases' contributions, then the counts: rows of changed keys deleted, their non-zero values inserted
+    changed_cases = [case_id for case_id in cases if before[case_id] != after[case_id]]
+    for name, column, values in ((CASE_DRUGS, "drug", "drugs"), (CASE_REACTIONS, REACTION, "reactions")):
+        kept = table(name)
+        for clause in hooks.case_filters(kept.c[CASE_KEY], changed_cases):
+            conn.execute(kept.delete().where(clause))
+        rows = [{CASE_KEY: case_id, column: value} for case_id in changed_cases for value in sorted(getattr(after[case_id], values))]
+        hooks.insert_records(conn, kept, rows)
+    conn.execute(pairs.delete().where(among_changed_pairs(table)))
+    hooks.insert_records(conn, pairs, [{"drug": d, REACTION: r, "a": a} for (d, r), a in sorted(new_pairs.items()) if a])
+    for name, key, values in ((DRUG_COUNTS, "drug", new_drugs), (REACTION_COUNTS, REACTION, new_reactions)):
+        counts = table(name)
+        for clause in hooks.case_filters(counts.c[key], list(values)):
+            conn.execute(counts.delete().where(clause))
+        hooks.insert_records(conn, counts, [{key: value, "cases": cases_} for value, cases_ in sorted(values.items()) if cases_])
+
+    added = sum(1 for pair, a in new_pairs.items() if a and not held_pairs.get(pair))
+    gone = sum(1 for pair, a in new_pairs.items() if not a and held_pairs.get(pair))
+    total_pairs, total_cases = held["pairs"] + added - gone, held["cases"] + changes.cases
+    state = table(COUNTS_STATE)
+    conn.execute(state.update().where(state.c.id == STATE_ID).values(pairs=total_pairs, cases=total_cases))
+    return StatisticsSummary(
+        pairs=total_pairs,
+        cases=total_cases,
+        rebuilt=False,
+        cases_recounted=len(cases),
+        changed_pairs=len(changes.pairs),
+        changed_pair_signals=changed_signal_count(conn, table),
+    )
+
+
+def changed_signal_count(conn: Connection, table: TableNamed) -> int:
+    changed = changed_statistics(table).subquery("changed")
+    return int(conn.scalar(select(count_where(changed.c.signal))))
+
+
+def rebuild_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str]) -> StatisticsSummary:
+    """Recompute the contributions and the counts from every current case; empties the queue."""
+    table = hooks.table
+    # First off the queue: a load committing later is either seen by the statements below or stays queued
+    conn.execute(table(PENDING_CASES).delete())
+    case_drugs, case_reactions = table(CASE_DRUGS), table(CASE_REACTIONS)
+    pairs, drugs, reactions, changed, state = (
+        table(name) for name in (PAIR_COUNTS, DRUG_COUNTS, REACTION_COUNTS, CHANGED_PAIRS, COUNTS_STATE)
+    )
+    for emptied in (case_drugs, case_reactions, pairs, drugs, reactions, changed, state):
+        conn.execute(emptied.delete())
+    counted = counted_drugs(table, drug_roles).subquery("counted_drug")
+    coded = coded_reactions(table).subquery("coded_reaction")
+    with_reaction = select(coded.c[CASE_KEY])
+    conn.execute(
+        case_drugs.insert().from_select(
+            [CASE_KEY, "drug"],
+            select(counted.c[CASE_KEY], counted.c.drug).where(counted.c.drug != "", counted.c[CASE_KEY].in_(with_reaction)).distinct(),
+        )
+    )
+    conn.execute(
+        case_reactions.insert().from_select(
+            [CASE_KEY, REACTION],
+            select(coded.c[CASE_KEY], coded.c[REACTION]).where(coded.c[CASE_KEY].in_(select(case_drugs.c[CASE_KEY]))).distinct(),
+        )
+    )
+    # Each statement reads the cases as committed when it starts: a case that lost its last reaction in between
+    # leaves the population (its load queued it for the next refresh)
+    reacted = exists().where(case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
+    conn.execute(case_drugs.delete().where(~reacted))
+    together = case_drugs.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
+    conn.execute(
+        pairs.insert().from_select(
+            ["drug", REACTION, "a"],
+            select(case_drugs.c.drug, case_reactions.c[REACTION], func.count())
+            .select_from(together)
+            .group_by(case_drugs.c.drug, case_reactions.c[REACTION]),
+        )
+    )
+    for counts, kept, key in ((drugs, case_drugs, "drug"), (reactions, case_reactions, REACTION)):
+        conn.execute(counts.insert().from_select([key, "cases"], select(kept.c[key], func.count()).group_by(kept.c[key])))
+    conn.execute(changed.insert().from_select(["drug", REACTION], select(pairs.c.drug, pairs.c[REACTION])))
+    total_cases = int(conn.scalar(select(func.count(case_drugs.c[CASE_KEY].distinct()))))
+    total_pairs = int(conn.scalar(select(func.count()).select_from(pairs)))
+    conn.execute(state.insert().values(id=STATE_ID, drug_roles=role_key(drug_roles), cases=total_cases, pairs=total_pairs, rebuild=False))
+    return StatisticsSummary(
+        pairs=total_pairs,
+        cases=total_cases,
+        rebuilt=True,
+        cases_recounted=total_cases,
+        changed_pairs=total_pairs,
+        changed_pair_signals=changed_signal_count(conn, table),
+    )
+
+
+def queue_cases(conn: Connection, hooks: RefreshHooks, case_ids: Iterable[str]) -> None:
+    """Queue cases a load wrote for the next refresh, in the load's transaction (bulk, through the loader's hook)."""
+    hooks.insert_records(conn, hooks.table(PENDING_CASES), [{CASE_KEY: case_id} for case_id in case_ids])
+
+
+def rebuild_on_next_refresh(conn: Connection, table: TableNamed) -> None:
+    """After a full reload: the next refresh recomputes the counts in full (the view shows the old ones until then)."""
+    state = table(COUNTS_STATE)
+    conn.execute(state.update().values(rebuild=True))
+
+
+def retire_statistics_table(conn: Connection, schema: str | None) -> None:
+    """A database made before the counts were kept incrementally holds ``drug_event_statistics`` as a table: drop it,
+    so that the view takes its name (the first refresh rebuilds the counts)."""
+    inspector = inspect(conn)
+    if inspector.has_table(COUNTS_STATE, schema=schema):
+        return  # made by this release: nothing to retire
+    if STATISTICS_TABLE in inspector.get_table_names(schema=schema):
+        Table(STATISTICS_TABLE, MetaData(schema=schema)).drop(conn)
+
+
+# The rules the view flags (meets_<rule>); EB05 needs the EBGM prior, fitted over all pairs when asked
+FLAGGED_RULES = (rules.EVANS_PRR, rules.IC025, rules.EMA_SDR)
+
+
+def top_pairs(target: FromClause, top: int | None, drug: str | None = None, rule: str | None = None) -> Select:
+    """The rows to show first: signals, then by the lower bound of the IC (the most robust disproportionality);
+    only the pairs meeting ``rule`` (one of :data:`FLAGGED_RULES`) when given."""
+    order = (target.c.signal.desc(), target.c.ic025.desc(), target.c.a.desc(), target.c.drug, target.c[REACTION])
     query = select(target).order_by(*order)
     if drug is not None:
         # Normalized by the same SQL as the stored names, so that both agree on every dialect
         query = query.where(target.c.drug == drug_name(literal(drug)))
-    return query.limit(top)
+    if rule is not None:
+        query = query.where(target.c[f"meets_{rule}"])
+    return query if top is None else query.limit(top)
+
+
+def rules_of(row: Mapping[str, Any]) -> str:
+    """The rules a row of the view (with ``eb05`` when EBGM was computed) meets, comma-separated."""
+    met = [rule for rule in FLAGGED_RULES if row.get(f"meets_{rule}")]
+    if row.get("eb05") is not None and row["eb05"] >= rules.EB05_THRESHOLD:
+        met.append(rules.EB05)
+    return ", ".join(met) or "-"
 
 
 # The columns a reader scans first, as the CLI and the Dagster metadata show them
-SHOWN_COLUMNS = ("drug", "reaction_meddra_code", "a", "b", "c", "d", "prr", "prr_lower95", "ror", "chi_square", "ic025", "signal")
+SHOWN_COLUMNS = ("drug", "reaction_meddra_code", "a", "b", "c", "d", "prr", "ror", "ror_lower95", "chi_square", "ic025", "signal", "rules")
+EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``rows`` of the table as a Markdown table of :data:`SHOWN_COLUMNS` (statistics to 2 decimals, NULL as -)."""
+    """``rows`` of the table as a Markdown table of :data:`SHOWN_COLUMNS` (with EBGM's when computed; statistics to 2
+    decimals, NULL as -)."""
+    columns = SHOWN_COLUMNS + (EBGM_COLUMNS if rows and "eb05" in rows[0] else ())
 
-    def shown(value: Any) -> str:
+    def shown(row: Mapping[str, Any], name: str) -> str:
+        value = rules_of(row) if name == "rules" else row[name]
         if value is None:
             return "-"
         if isinstance(value, bool):
             return "yes" if value else "no"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(SHOWN_COLUMNS) + " |", "|" + "---|" * len(SHOWN_COLUMNS)]
-    lines += ["| " + " | ".join(shown(row[name]) for name in SHOWN_COLUMNS) + " |" for row in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(shown(row, name) for name in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def cells_check_query(target: Table) -> Select:
+def with_ebgm(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
+    """Every pair's EBGM, EB05 and EB95 added to ``rows`` (all pairs of the view: the prior is fitted over them by
+    maximum likelihood, DuMouchel's gamma-Poisson shrinker), and the fitted prior."""
+    from py_load_eudravigilance import ebgm
+
+    if not rows:
+        return [], None
+    a = [row["a"] for row in rows]
+    expected = ebgm.expected_count([row["a"] + row["b"] for row in rows], [row["a"] + row["c"] for row in rows], [row["n"] for row in rows])
+    fit = ebgm.fit_prior(a, expected)
+    geometric_mean, lower, upper = ebgm.scores(a, expected, fit.prior)
+    scored = [
+        {**row, "ebgm": float(g), "eb05": float(low), "eb95": float(high)}
+        for row, g, low, high in zip(rows, geometric_mean, lower, upper, strict=True)
+    ]
+    return scored, fit
+
+
+def cells_check_query(target: FromClause) -> Select:
     """Rows, and rows whose 2x2 table is broken: a cell below zero (``a`` below one), or cells not adding up to ``n``."""
     cells = (target.c.a, target.c.b, target.c.c, target.c.d)
     whole = and_(target.c.a >= 1, *(cell >= 0 for cell in cells[1:]), sum(cells[1:], cells[0]) == target.c.n)
-    return select(func.count(), count_where(~whole))
+    return select(func.count(), count_where(~whole)).select_from(target)
 
 
-def summary_query(target: Table) -> Select:
-    """Pairs and signals in the table."""
-    return select(func.count(), count_where(target.c.signal))
+def summary_query(target: FromClause) -> Select:
+    """Pairs and signals in ``target`` (a scan of it)."""
+    return select(func.count(), count_where(target.c.signal)).select_from(target)
 
 
-@dataclass(frozen=True)
-class StatisticsSummary:
-    pairs: int
-    signals: int
+def add_tables(metadata: MetaData) -> None:
+    """The kept counts, their queue and state, and the ``drug_event_statistics`` view over them."""
+    drug = "Active substance (G.k.2.3.r.1), else product name (G.k.2.2); normalized"
+    reaction = "E.i.2.1b MedDRA code as reported"
 
+    def key(name: str, comment: str) -> Column:
+        return Column(name, Text, primary_key=True, comment=comment)
 
-def add_table(metadata: MetaData) -> None:
+    def cases(comment: str) -> Column:
+        return Column("cases", BigInteger, nullable=False, comment=comment)
+
     Table(
-        STATISTICS_TABLE,
+        PENDING_CASES,
         metadata,
-        Column("drug", Text, primary_key=True, comment="Active substance (G.k.2.3.r.1), else product name (G.k.2.2); normalized"),
-        Column("reaction_meddra_code", Text, primary_key=True, comment="E.i.2.1b MedDRA code as reported"),
-        *(Column(name, BigInteger, nullable=False) for name in COUNTS),
-        *(Column(name, Double) for name in STATISTICS),
-        Column("signal", Boolean, nullable=False, comment="a >= 3, PRR >= 2 and chi-square >= 4 (Evans), or IC025 > 0"),
-        comment="Drug-event disproportionality over current, non-nullified cases (eudravigloader signals; docs/signals.md)",
+        Column(CASE_KEY, Text, nullable=False),
+        comment="Cases loads wrote since the last refresh of the drug-event counts (a case may be queued more than once)",
     )
+    population = "of each case with a counted drug and a coded reaction, as the drug-event counts hold them"
+    Table(CASE_DRUGS, metadata, key(CASE_KEY, "Case"), key("drug", drug), comment=f"The counted drugs {population}")
+    Table(CASE_REACTIONS, metadata, key(CASE_KEY, "Case"), key(REACTION, reaction), comment=f"The coded reactions {population}")
+    Table(
+        PAIR_COUNTS,
+        metadata,
+        key("drug", drug),
+        key(REACTION, reaction),
+        Column("a", BigInteger, nullable=False, comment="Cases with the drug and the reaction"),
+        comment="a of every drug-event pair reported together (drug_event_statistics derives the rest)",
+    )
+    Table(DRUG_COUNTS, metadata, key("drug", drug), cases("Cases with the drug (a + b)"), comment="Cases per drug")
+    Table(REACTION_COUNTS, metadata, key(REACTION, reaction), cases("Cases with the reaction (a + c)"), comment="Cases per reaction")
+    Table(
+        COUNTS_STATE,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("drug_roles", Text, nullable=False, comment="G.k.1 roles the counts were built with, e.g. 1,3"),
+        cases("n: cases with a counted drug and a coded reaction"),
+        Column("pairs", BigInteger, nullable=False, comment="Rows of drug_event_pair_counts"),
+        Column("rebuild", Boolean, nullable=False, comment="A full reload emptied the cases: the next refresh rebuilds"),
+        comment="The drug-event counts' one state row; no row: the next refresh builds them in full",
+    )
+    Table(
+        CHANGED_PAIRS,
+        metadata,
+        key("drug", drug),
+        key(REACTION, reaction),
+        comment="The pairs whose a the last refresh changed (all pairs after a rebuild): what its reports cover",
+    )
+
+    def table(name: str) -> Table:
+        return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
+
+    CreateView(statistics(stored_counts(table)), STATISTICS_TABLE, metadata=metadata, schema=metadata.schema)

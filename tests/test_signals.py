@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import math
+import random
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, literal, select, union_all
+from sqlalchemy import create_engine, func, inspect, literal, select, text, union_all
 
 from loaders.registry import get_loader
-from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
+from py_load_eudravigilance import signals
+from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message
 from py_load_eudravigilance.pipeline import run_load
-from py_load_eudravigilance.signals import STATISTICS, STATISTICS_TABLE, cells_check_query, statistics
+from py_load_eudravigilance.signal_rules import PairStatistics, rules_met
+from py_load_eudravigilance.signals import (
+    COUNTS,
+    COUNTS_STATE,
+    DRUG_COUNTS,
+    FLAGGED_RULES,
+    NOTHING,
+    PENDING_CASES,
+    REACTION_COUNTS,
+    STATISTICS,
+    STATISTICS_TABLE,
+    Contribution,
+    CountChanges,
+    CountsOutOfStep,
+    cells_check_query,
+    contribution,
+    count_changes,
+    recomputed_statistics,
+    statistics,
+    updated,
+)
 from tests.support.db import query
 from tests.test_analyst import current_case_ids, rows
 from tests.test_cli import run_cli
@@ -98,6 +123,9 @@ def assert_equal_statistics(actual: dict[Pair, dict], expected: dict[Pair, dict]
         got = actual[pair]
         assert {k: got[k] for k in ("a", "b", "c", "d", "n")} == {k: want[k] for k in ("a", "b", "c", "d", "n")}, pair
         assert bool(got["signal"]) == want["signal"], pair
+        # The view's rule flags are the pure rules of signal_rules applied to the same statistics
+        judged = PairStatistics(want["a"], want["prr"], want["chi_square"], want["ror_lower95"], want["ic025"])
+        assert {rule for rule in FLAGGED_RULES if got[f"meets_{rule}"]} == rules_met(judged), pair
         for name in STATISTICS:
             if want[name] is None:
                 assert got[name] is None, (pair, name)
@@ -106,10 +134,11 @@ def assert_equal_statistics(actual: dict[Pair, dict], expected: dict[Pair, dict]
 
 
 def test_every_column_equals_a_brute_force_computation(analyst_dsn: str) -> None:
-    summary = get_loader(analyst_dsn).refresh_drug_event_statistics()
+    summary = get_loader(analyst_dsn).refresh_drug_event_statistics(rebuild=True)
     expected = brute_force(analyst_dsn)
-    assert summary.pairs == len(expected) > 20
-    assert summary.signals == sum(row["signal"] for row in expected.values())
+    assert summary.rebuilt and summary.pairs == summary.changed_pairs == len(expected) > 20
+    assert summary.changed_pair_signals == sum(row["signal"] for row in expected.values())
+    assert summary.cases == next(iter(expected.values()))["n"]
     assert_equal_statistics(table_rows(analyst_dsn), expected)
 
 
@@ -227,8 +256,13 @@ def test_signals_command_refreshes_and_prints_the_top_pairs(sqlite_dsn: str, wri
     assert "4 drug-event pairs, 2 signals" in result.stdout
     want = expected_statistics(6, 1, 1, 6)
     line = next(line for line in result.stdout.splitlines() if line.startswith("| PARACETAMOL | 10019211 |"))
-    assert line.startswith(f"| PARACETAMOL | 10019211 | 6 | 1 | 1 | 6 | {want['prr']:.2f} | {want['prr_lower95']:.2f} |")
-    assert line.endswith("| yes |")
+    shown = f"| PARACETAMOL | 10019211 | 6 | 1 | 1 | 6 | {want['prr']:.2f} | {want['ror']:.2f} | {want['ror_lower95']:.2f} |"
+    assert line.startswith(shown)
+    assert line.endswith("| yes | evans_prr, ema_sdr |")  # IC025 is below 0 in so few cases
+    ema = run_cli("signals", "--dsn", sqlite_dsn, "--rule", "ema_sdr", "--ebgm")
+    table = [line.split(" | ")[:2] for line in ema.stdout.splitlines() if line.startswith("| ") and line[2:6] not in ("drug", "---|")]
+    assert ema.returncode == 0 and sorted(table) == [["| IBUPROFEN", "10028813"], ["| PARACETAMOL", "10019211"]]
+    assert "EBGM prior (two-gamma mixture" in ema.stdout and "| ebgm | eb05 | eb95 |" in ema.stdout
     assert not any(line.startswith("| IBUPROFEN") for line in result.stdout.splitlines())  # --drug keeps one drug
     refused = run_cli("signals", "--dsn", sqlite_dsn, "--drug-roles", "5")
     assert refused.returncode == 1 and "signals.drug_roles" in refused.stderr
@@ -239,8 +273,226 @@ def test_the_cells_check_reports_a_broken_two_by_two(sqlite_dsn: str, write_batc
     run_load(write_batch("cases.xml", *cases).parent, sqlite_dsn, workers=1)
     loader = get_loader(sqlite_dsn)
     loader.refresh_drug_event_statistics()
-    table = loader.table(STATISTICS_TABLE)
+    view, reactions = loader.table(STATISTICS_TABLE), loader.table(REACTION_COUNTS)
     with loader.engine.begin() as conn:
-        assert tuple(conn.execute(cells_check_query(table)).one()) == (2, 0)
-        conn.execute(table.update().where(table.c.reaction_meddra_code == "10028813").values(c=-1, d=2))  # sums to n, one cell < 0
-        assert tuple(conn.execute(cells_check_query(table)).one()) == (2, 1)
+        assert tuple(conn.execute(cells_check_query(view)).one()) == (2, 0)
+        # A reaction count below its pair's a: c = -1 and d one more, so the cells still sum to n but one is below zero
+        conn.execute(reactions.update().where(reactions.c.reaction_meddra_code == "10028813").values(cases=0))
+        assert tuple(conn.execute(cells_check_query(view)).one()) == (2, 1)
+
+
+# -- kept incrementally ---------------------------------------------------------------------------------------------
+
+
+def counts_from_scratch(contributions: dict[str, Contribution]) -> tuple[Counter, Counter, Counter, int]:
+    """Pair counts, cases per drug, cases per reaction and n, counted plainly from every case's contribution."""
+    counted = [part for part in contributions.values() if part != NOTHING]
+    pairs = Counter((drug, reaction) for part in counted for drug in part.drugs for reaction in part.reactions)
+    return pairs, Counter(d for part in counted for d in part.drugs), Counter(r for part in counted for r in part.reactions), len(counted)
+
+
+def test_a_case_contributes_only_with_a_named_drug_and_a_coded_reaction() -> None:
+    assert contribution(["WARFARIN", "WARFARIN", None, ""], ["R1", ""]) == Contribution(frozenset({"WARFARIN"}), frozenset({"R1"}))
+    assert contribution(["WARFARIN"], [None, ""]) == NOTHING  # no coded reaction: outside the population
+    assert contribution(["", None], ["R1"]) == NOTHING
+
+
+def test_count_changes_of_inserts_follow_ups_and_nullifications() -> None:
+    both = contribution(["D1", "D2"], ["R1"])
+    inserted = count_changes({}, {"C1": both})
+    assert inserted == CountChanges(pairs={("D1", "R1"): 1, ("D2", "R1"): 1}, drugs={"D1": 1, "D2": 1}, reactions={"R1": 1}, cases=1)
+    # A follow-up that swaps a reaction and keeps the drugs: the drugs' and n's counts do not change
+    swapped = count_changes({"C1": both}, {"C1": contribution(["D1", "D2"], ["R2"])})
+    assert swapped.pairs == {("D1", "R1"): -1, ("D2", "R1"): -1, ("D1", "R2"): 1, ("D2", "R2"): 1}
+    assert (swapped.drugs, swapped.reactions, swapped.cases) == ({}, {"R1": -1, "R2": 1}, 0)
+    nullified = count_changes({"C1": both}, {"C1": NOTHING})
+    assert nullified == CountChanges(pairs={("D1", "R1"): -1, ("D2", "R1"): -1}, drugs={"D1": -1, "D2": -1}, reactions={"R1": -1}, cases=-1)
+    assert count_changes({"C1": both}, {"C1": both}) == CountChanges({}, {}, {}, 0)  # reloaded unchanged: nothing
+
+
+def test_counts_kept_by_changes_equal_counts_from_scratch() -> None:
+    """Random histories of contributions: the counts kept by applying each step's changes are always those counted
+    from scratch."""
+    rng = random.Random(5)
+    drugs, reactions = ["D1", "D2", "D3", "D4", ""], ["R1", "R2", "R3", ""]
+    for _ in range(20):
+        current: dict[str, Contribution] = {}
+        kept: list[dict] = [{}, {}, {}]
+        n = 0
+        for _ in range(15):
+            cases = rng.sample([f"C{i}" for i in range(8)], rng.randint(1, 4))
+            new = {c: contribution(rng.sample(drugs, rng.randint(0, 3)), rng.sample(reactions, rng.randint(0, 2))) for c in cases}
+            changes = count_changes({c: current.get(c, NOTHING) for c in cases}, new)
+            for held, change in zip(kept, (changes.pairs, changes.drugs, changes.reactions), strict=True):
+                held.update(updated(held, change))
+                for key in [key for key, value in held.items() if value == 0]:
+                    del held[key]
+            n += changes.cases
+            current.update(new)
+            pairs, with_drug, with_reaction, cases_counted = counts_from_scratch(current)
+            assert (kept[0], kept[1], kept[2], n) == (dict(pairs), dict(with_drug), dict(with_reaction), cases_counted)
+
+
+def test_a_count_below_zero_is_refused() -> None:
+    assert updated({"D1": 2}, {"D1": -2, "D2": 1}) == {"D1": 0, "D2": 1}  # 0: the row goes
+    with pytest.raises(CountsOutOfStep):
+        updated({"D1": 1}, {"D1": -2})
+
+
+CODES = ("10019211", "10028813", "10012735", "10047700", "")
+DRUG_CHOICES = (
+    ("Coumadin", "  warfarin\tsodium ", "1"),
+    ("Marevan", "WARFARIN   SODIUM", "1"),
+    (" Herbal   tea ", "", "3"),
+    ("Aspirin", "ASPIRIN", "2"),  # concomitant: not counted by default
+    ("Paracetamol", "PARACETAMOL", "1"),
+    ("Ibuprofen", "IBUPROFEN", "3"),
+)
+
+
+def random_version(rng: random.Random, case_id: str, day: date) -> CaseSpec:
+    """A version of a case: any drugs (none, or only uncounted ones, included) and reactions (none or uncoded
+    included), now and then a nullification; dated ``day``."""
+    dated = {"most_recent_info": day.strftime("%Y%m%d"), "message_created": day.strftime("%Y%m%d") + "120000+0000"}
+    if rng.random() < 0.1:
+        return CaseSpec(case_id, nullification=True, **dated)
+    drugs = [DrugSpec(name=name, substance=substance, role=role) for name, substance, role in rng.sample(DRUG_CHOICES, rng.randint(0, 3))]
+    reactions = [ReactionSpec(meddra_code=code) for code in rng.sample(CODES, rng.randint(0, 3))]
+    return CaseSpec(case_id, drugs=drugs, reactions=reactions, **dated)
+
+
+def statistics_rows(loader, query) -> dict[Pair, dict]:  # type: ignore[no-untyped-def]
+    with loader.engine.connect() as conn:
+        return {(row.pop("drug"), row.pop("reaction_meddra_code")): row for row in map(dict, conn.execute(query).mappings())}
+
+
+def assert_same_rows(kept: dict[Pair, dict], oracle: dict[Pair, dict]) -> None:
+    assert kept.keys() == oracle.keys()
+    for pair, want in oracle.items():
+        got = kept[pair]
+        assert {k: got[k] for k in COUNTS} == {k: want[k] for k in COUNTS}, pair
+        assert bool(got["signal"]) == bool(want["signal"]), pair
+        for name in STATISTICS:
+            assert got[name] == (None if want[name] is None else pytest.approx(want[name], rel=1e-12)), (pair, name)
+
+
+def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn: str, tmp_path: Path) -> None:
+    """A random history of loads (new cases, follow-ups that add and drop drugs and reactions, older versions,
+    nullifications), with a file loaded again, the same messages in a file of another name, two loads before one
+    refresh and a full reload: after each refresh every row of the view equals the one-query computation, and the
+    refresh changed exactly the pairs whose a differs."""
+    rng = random.Random(3)
+    loader = get_loader(dsn)
+    view = loader.table(STATISTICS_TABLE)
+    files: list[Path] = []
+    shown = {}  # the oracle's rows at the last refresh
+    full_reload_at = 6
+    for step in range(9):
+        folder = tmp_path / f"step{step}"
+        folder.mkdir()
+        if step == 3:
+            # The same messages again in a file whose name sorts first: they win the ties, and nothing changes
+            (folder / "again.xml").write_bytes(files[2].read_bytes())
+        day = date(2024, 2, 1) + timedelta(days=step * 2 - rng.randint(0, 3))  # now and then older than what is held
+        cases = [random_version(rng, f"CASE-{i}", day) for i in rng.sample(range(14), rng.randint(3, 7))]
+        path = folder / f"step{step}.xml"
+        path.write_text(build_batch([build_message(case) for case in cases], batch_number=path.name), encoding="utf-8")
+        files.append(path)
+        run_load(folder, loader, mode="full" if step == full_reload_at else "delta")
+        if step == 4:
+            run_load(files[1].parent, loader)  # a file loaded before: skipped, changes nothing
+        if step in (2, 7):
+            continue  # the next refresh takes the cases of two loads
+        summary = loader.refresh_drug_event_statistics()
+        oracle = statistics_rows(loader, recomputed_statistics(loader.table))
+        assert_same_rows(statistics_rows(loader, select(view)), oracle)
+        assert summary.pairs == len(oracle)
+        assert summary.cases == (next(iter(oracle.values()))["n"] if oracle else summary.cases)
+        assert summary.rebuilt == (step in (0, full_reload_at))
+        if not summary.rebuilt:
+            changed = {pair for pair in shown.keys() | oracle.keys() if shown.get(pair, {}).get("a") != oracle.get(pair, {}).get("a")}
+            assert summary.changed_pairs == len(changed)
+            assert summary.changed_pair_signals == sum(bool(oracle[pair]["signal"]) for pair in changed if pair in oracle)
+        shown = oracle
+    with loader.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(loader.table(PENDING_CASES))) == 0
+
+
+def test_other_drug_roles_a_long_queue_and_a_request_rebuild(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    aspirin = DrugSpec(name="Aspirin", substance="ASPIRIN", role="2")
+    run_load(write_batch("first.xml", CaseSpec("CASE-A", drugs=[DrugSpec(), aspirin])).parent, dsn)
+    loader = get_loader(dsn)
+    assert loader.refresh_drug_event_statistics().rebuilt  # no counts yet
+    assert not loader.refresh_drug_event_statistics(["3", "1"]).rebuilt  # the same roles in another order
+    with_concomitant = loader.refresh_drug_event_statistics(["1", "2", "3"])
+    assert with_concomitant.rebuilt and with_concomitant.pairs == 2
+    assert loader.refresh_drug_event_statistics(["1", "2", "3"], rebuild=True).rebuilt
+    unchanged = loader.refresh_drug_event_statistics(["1", "2", "3"])
+    assert (unchanged.rebuilt, unchanged.cases_recounted, unchanged.changed_pairs, unchanged.pairs) == (False, 0, 0, 2)
+    monkeypatch.setattr(signals, "MOST_QUEUED_ROWS", 1)
+    run_load(write_batch("second.xml", CaseSpec("CASE-B"), CaseSpec("CASE-C"), folder="second").parent, dsn)
+    long_queue = loader.refresh_drug_event_statistics(["1", "2", "3"])
+    assert long_queue.rebuilt and long_queue.cases == 3
+
+
+def test_a_database_of_an_earlier_release_gets_the_view(dsn: str) -> None:
+    """drug_event_statistics used to be a table: the schema's creation replaces it by the view."""
+    loader = get_loader(dsn)
+    loader.create_all_tables()
+    with loader.engine.begin() as conn:
+        loader.table(STATISTICS_TABLE).drop(conn)
+        loader.table(COUNTS_STATE).drop(conn)
+        conn.execute(text("CREATE TABLE drug_event_statistics (drug TEXT, reaction_meddra_code TEXT, a BIGINT)"))
+    loader.create_all_tables()
+    assert STATISTICS_TABLE in inspect(loader.engine).get_view_names()
+    assert loader.schema_report().ok
+
+
+def test_a_load_committing_during_a_refresh_is_counted_by_the_next(postgres_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    """A load that commits while a refresh runs: the refresh neither waits for it nor takes its cases off the queue,
+    and the next refresh counts them."""
+    run_load(write_batch("first.xml", CaseSpec("CASE-A")).parent, postgres_dsn)
+    refresher, loading = get_loader(postgres_dsn), get_loader(postgres_dsn)
+    refresher.refresh_drug_event_statistics()
+    written, committed = threading.Event(), threading.Event()
+    finish = loading.update_version_counts
+
+    def hold_the_transaction(conn, run):  # type: ignore[no-untyped-def]
+        # Every row of the load is written and its cases queued; its transaction stays open until told
+        written.set()
+        assert committed.wait(60)
+        finish(conn, run)
+
+    loading.update_version_counts = hold_the_transaction  # type: ignore[method-assign]
+    follow_up = CaseSpec("CASE-A", most_recent_info="20240301", reactions=[ReactionSpec(meddra_code="10028813")])
+    folder = write_batch("second.xml", follow_up, CaseSpec("CASE-B"), folder="second").parent
+    load = threading.Thread(target=run_load, args=(folder, loading))
+    load.start()
+    try:
+        assert written.wait(60)
+        during = refresher.refresh_drug_event_statistics()
+    finally:
+        committed.set()
+        load.join()
+    assert (during.rebuilt, during.cases_recounted, during.changed_pairs) == (False, 0, 0)
+    after = refresher.refresh_drug_event_statistics()
+    assert (after.cases_recounted, after.cases) == (2, 2)
+    oracle = statistics_rows(refresher, recomputed_statistics(refresher.table))
+    assert_same_rows(statistics_rows(refresher, select(refresher.table(STATISTICS_TABLE))), oracle)
+    assert set(oracle) == {("PARACETAMOL", "10028813"), ("PARACETAMOL", "10019211")}
+
+
+def test_counts_out_of_step_with_their_cases_are_rebuilt(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    run_load(write_batch("first.xml", CaseSpec("CASE-A"), CaseSpec("CASE-B")).parent, dsn)
+    loader = get_loader(dsn)
+    loader.refresh_drug_event_statistics()
+    drugs = loader.table(DRUG_COUNTS)
+    with loader.engine.begin() as conn:
+        conn.execute(drugs.update().values(cases=0))  # damaged: fewer cases than the pairs hold
+    follow_up = CaseSpec("CASE-A", most_recent_info="20240301", drugs=[DrugSpec(name="Ibuprofen", substance="IBUPROFEN")])
+    run_load(write_batch("second.xml", follow_up, folder="second").parent, dsn)
+    summary = loader.refresh_drug_event_statistics()  # PARACETAMOL's count would fall below zero
+    assert summary.rebuilt and summary.cases == 2
+    assert_same_rows(
+        statistics_rows(loader, select(loader.table(STATISTICS_TABLE))), statistics_rows(loader, recomputed_statistics(loader.table))
+    )
