@@ -11,11 +11,10 @@ as its own events, so partitioning all 37 tables by file made each file cost 74 
 of Dagster bookkeeping per file, whatever its size); this way a file costs two.
 """
 
-import gc
 import os
-from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 from dagster import (
@@ -26,29 +25,33 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     AssetSpec,
     BackfillPolicy,
     Config,
     Failure,
+    MaterializeResult,
     MetadataValue,
-    Output,
     TableColumn,
     TableSchema,
     multi_asset,
 )
+from sqlalchemy import select
 
+from eudravig_assets.batch import LoadBatch
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from loaders.contract import FAILED, LoadOutcome
+from loaders.readback import TableReader
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
-from py_load_eudravigilance.pipeline import COUNTERS, LoadBatch, RunSummary
-from py_load_eudravigilance.quality import Conformance, LoadedCounts, count_loaded_rows, count_table_rows, validate_loaded_table
-from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, CHILD_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
+from py_load_eudravigilance.pipeline import COUNTERS, RunSummary
+from py_load_eudravigilance.quality import CheckScope, check_table, has_value_rules, markdown_rows, parsed_rows, rejected_messages
+from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition, partition_key_for
 
 # A backfill of many files runs as few runs: dynamic partitions are chunked in order of arrival
 FILES_PER_BACKFILL_RUN = 500
-# Failed files named in a failed step's description
+# Failed files named in a failed step's description, file hashes listed in a run's metadata
 MAX_LISTED_FILES = 50
 SECTION_GROUPS = {
     "C": "c_report",
@@ -107,7 +110,10 @@ def _table_specs() -> dict[str, AssetSpec]:
 
 
 TABLE_SPECS = _table_specs()
-SCHEMA_CHECKED = (*CASE_TABLE_NAMES, BATCH_HEADER.name)
+CHECKED_TABLES = (*CASE_TABLE_NAMES, BATCH_HEADER.name)
+# Tables with a rule on their values: on the others the rules left (keys present, column types) are the table's own
+# constraints, which the database enforces on every row, so a check of them could never fail
+CONFORMANCE_CHECKED = tuple(table for table in CHECKED_TABLES if has_value_rules(table))
 
 
 def _check_specs() -> list[AssetCheckSpec]:
@@ -115,19 +121,17 @@ def _check_specs() -> list[AssetCheckSpec]:
         AssetCheckSpec(
             "conforms_to_data_dictionary",
             asset=table,
-            description="pandera: column types, keys present, E2B code lists, 8-digit MedDRA codes, ISO country codes",
+            description="The data dictionary's pandera rules, evaluated in the database over the run's rows: E2B code lists, "
+            "8-digit MedDRA codes, ISO country codes, keys present",
         )
-        for table in SCHEMA_CHECKED
-    ]
-    specs += [
-        AssetCheckSpec("every_row_has_its_case", asset=table, description="Referential integrity: each row's case is in icsr_master")
-        for table in CHILD_TABLE_NAMES
+        for table in CONFORMANCE_CHECKED
     ]
     specs += [
         AssetCheckSpec(
             "rows_match_parser",
             asset=table,
-            description="Rows of the loaded cases equal the rows the parser produced for their current versions",
+            description="Rows of the loaded cases equal the rows the parser produced for their current versions, "
+            "and every row's case is in icsr_master",
         )
         for table in CASE_TABLE_NAMES
     ]
@@ -141,6 +145,8 @@ LOAD_MODE_TAG = "eudravig/load_mode"
 
 class LoadConfig(Config):
     workers: int = os.cpu_count() or 1  # processes parsing files in parallel
+    # A run of the tables alone checks the files loaded since the checks last ran; this checks every row instead
+    check_every_row: bool = False
 
 
 @multi_asset(
@@ -178,30 +184,26 @@ def icsr_tables(context: AssetExecutionContext, config: LoadConfig, source: Eudr
         workers=config.workers,
         quarantine=source.quarantine(),
     )
-    checked_files = batch.file_names if loads_files else None
     # Every table but the file history goes through the IO manager; each file's history partition is reported below
     tables = [name for name in TABLE_SPECS if name in selected and name != FILE_HISTORY_TABLE]
     summary = batch.commit(database.loader()) if loads_files else None
     if summary is not None:
         yield from _file_events(batch, summary, database)
-    # Reading back, counting and validating the loaded rows is work for the database and the CPU:
-    # worker processes do it while Dagster records the other tables' materializations
-    # Forked from this process, the workers freeze the Dagster heap they inherit, as the parsing workers do
-    pool = ProcessPoolExecutor(max_workers=max(1, config.workers), initializer=gc.freeze)
-    try:
-        counts = pool.submit(count_loaded_rows, database.dsn, database.db_schema, checked_files)
-        conformance = {
-            table: pool.submit(validate_loaded_table, database.dsn, database.db_schema, table, checked_files)
-            for table in SCHEMA_CHECKED
-            if _is_selected(context.selected_asset_check_keys, table, "conforms_to_data_dictionary")
-        }
-        # Each table's size after the run (Dagster plots it per materialization): a quick count, waited for
-        totals = count_table_rows(database.dsn, database.db_schema, tables)
+    # The checks cover what the run loaded (a run of the tables alone: every row); they are queries the database
+    # answers while Dagster records the materializations
+    reader = database.reader()
+    if summary is not None:
+        scope = CheckScope.of_files(o.file_sha256 for o in summary.outcomes)
+    else:
+        scope = _tables_run_scope(context, reader, config.check_every_row)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as checking:
+        checks = checking.submit(_run_checks, reader, scope, context.selected_asset_check_keys)
+        totals = reader.row_counts(tables)  # kept exact by the loads: nothing is counted
+        # The op wrote every table in the load's transactions: each is reported, not handed to an IO manager
         for table in tables:
-            yield Output(batch, output_name=table, metadata=table_metadata(database, table, totals[table]))
-        yield from _evaluate_checks(counts.result(), conformance, context.selected_asset_check_keys)
-    finally:
-        pool.shutdown(cancel_futures=True)  # a run stopped midway waits for the tables in progress only
+            metadata = {**table_metadata(database, table, totals[table]), **load_metadata(table, batch.summary, database)}
+            yield MaterializeResult(asset_key=table, metadata=metadata)
+        yield from checks.result()
     if summary is not None and summary.failures:
         # After the other files committed, their partitions and the tables materialized and the checks ran: the step
         # fails, and so do the failed files' partitions (planned, never materialized)
@@ -214,6 +216,42 @@ def table_metadata(database: EudravigDatabase, table: str, rows: int) -> dict[st
     return {"dagster/table_name": database.table_name(table), "dagster/row_count": MetadataValue.int(rows)}
 
 
+# Tables whose materialization also carries what the whole run did
+RUN_LEVEL_TABLES = ("icsr_master", AUDIT_TABLE)
+
+
+def load_metadata(table: str, summary: RunSummary | None, database: EudravigDatabase) -> dict[str, Any]:
+    """What the run's load did to ``table``: the rows the parser produced from its files (all versions: more than the
+    table gains when versions are replaced or skipped), and for the run-level tables the run's counters."""
+    summary = summary or RunSummary()  # a run of the tables alone loaded nothing
+    rows = sum(outcome.row_counts.get(table, 0) for outcome in summary.outcomes)
+    metadata: dict[str, Any] = {"rows_parsed_from_files": rows, "database": database.display_name}
+    if table in RUN_LEVEL_TABLES:
+        metadata.update(summary_metadata(summary))
+    return metadata
+
+
+def summary_metadata(summary: RunSummary) -> dict[str, Any]:
+    """What the load did, for materialization metadata: counts, hashes, speed; never credentials."""
+    totals = summary.totals()
+    hashes = {o.file_name: o.file_sha256 for o in summary.outcomes}
+    listed = dict(list(hashes.items())[:MAX_LISTED_FILES])
+    return {
+        "files_loaded": len(summary.outcomes),
+        "files_skipped_already_loaded": summary.files_skipped,
+        "files_failed": len(summary.failures),
+        "messages": totals["messages_total"],
+        "cases_inserted": totals["cases_inserted"],
+        "cases_updated": totals["cases_updated"],
+        "cases_skipped_older": totals["cases_skipped_older"],
+        "cases_nullified": totals["cases_nullified"],
+        "messages_rejected": totals["messages_rejected"],
+        "file_sha256": MetadataValue.json(listed),
+        "duration_seconds": round(summary.duration_seconds, 3),
+        "cases_per_second": round(summary.cases_per_second, 1),
+    }
+
+
 def _file_events(batch: LoadBatch, summary: RunSummary, database: EudravigDatabase):  # type: ignore[no-untyped-def]
     """Each file's partition: its source file observed, and its history partition materialized with that file's own
     outcome, unless it failed; a file already loaded before counts as loaded."""
@@ -223,6 +261,8 @@ def _file_events(batch: LoadBatch, summary: RunSummary, database: EudravigDataba
         yield AssetMaterialization(asset_key=icsr_source_files.key, partition=partition, metadata={"file_name": name})
         outcome = outcomes.get(name)
         if outcome is not None and outcome.status == FAILED:
+            # Not materialized, so the partition shows failed; the observation puts why on the partition's page
+            yield AssetObservation(asset_key=FILE_HISTORY_TABLE, partition=partition, metadata=file_metadata(name, outcome))
             continue
         metadata = {**file_metadata(name, outcome), **table_metadata(database, FILE_HISTORY_TABLE, 1)}  # the file's one row
         yield AssetMaterialization(asset_key=FILE_HISTORY_TABLE, partition=partition, metadata=metadata)
@@ -237,9 +277,21 @@ def file_metadata(name: str, outcome: LoadOutcome | None) -> dict[str, Any]:
         "status": outcome.status,
         "file_sha256": outcome.file_sha256,
         **{counter: getattr(outcome, counter) for counter in COUNTERS},
+        **({"unmapped_paths": MetadataValue.json(outcome.unmapped_paths)} if outcome.unmapped_paths else {}),
         "duration_seconds": round(outcome.duration_seconds, 3),
         **({"error": outcome.error} if outcome.error else {}),
+        **({"rejected_messages": MetadataValue.md(rejections_table(outcome))} if outcome.rejections else {}),
     }
+
+
+def rejections_table(outcome: LoadOutcome) -> str:
+    """The file's first rejected messages as Markdown (etl_quarantine holds every one)."""
+    rows = [
+        {"position": position, "case_id": case_id, "element": element, "reason": reason}
+        for position, case_id, element, reason in outcome.rejections
+    ]
+    more = outcome.messages_rejected - len(rows)
+    return markdown_rows(rows) + (f"\n\n... and {more} more in etl_quarantine" if more > 0 else "")
 
 
 def _is_selected(selected: AbstractSet[AssetCheckKey], table: str, check: str) -> bool:
@@ -247,42 +299,78 @@ def _is_selected(selected: AbstractSet[AssetCheckKey], table: str, check: str) -
     return AssetCheckKey(AssetKey(table), check) in selected
 
 
-def _evaluate_checks(  # type: ignore[no-untyped-def]
-    counts: LoadedCounts, conformance: Mapping[str, "Future[Conformance]"], selected: AbstractSet[AssetCheckKey]
-):
+def _tables_run_scope(context: AssetExecutionContext, reader: TableReader, every_row: bool) -> CheckScope:
+    """What a run of the tables alone checks (a backfill's last run, whose file runs loaded and left the checks to it):
+    the files whose load finished since a run last evaluated the checks, found through the history's index on
+    ``finished_at``; every row the first time, or when ``every_row`` is asked."""
+    selected = sorted(context.selected_asset_check_keys, key=lambda key: key.to_user_string())
+    if every_row or not selected:
+        return CheckScope.everything()
+    storage = context.instance.event_log_storage
+    previous = [r for r in storage.get_asset_check_execution_history(selected[0], limit=2) if r.run_id != context.run_id]
+    if not previous:
+        return CheckScope.everything()
+    since = datetime.fromtimestamp(previous[0].create_timestamp, timezone.utc)
+    history = reader.table(FILE_HISTORY_TABLE)
+    with reader.engine.connect() as conn:
+        return CheckScope.of_files(conn.scalars(select(history.c.file_sha256).where(history.c.finished_at >= since)))
+
+
+def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[AssetCheckKey]) -> list[AssetCheckResult]:
     """The selected checks' results, each with how many rows it checked and how many failed (Dagster plots numeric
-    check metadata); ``conformance``: each selected table's pandera validation, under way."""
-    for table, (parsed, in_table) in counts.rows.items():
-        if _is_selected(selected, table, "rows_match_parser"):
-            yield AssetCheckResult(
-                check_name="rows_match_parser",
-                asset_key=table,
-                passed=parsed == in_table,
-                metadata={"rows_checked": in_table, "rows_failing": abs(parsed - in_table), "rows_parsed": parsed},
+    check metadata). One query per table answers all of its checks; a check nobody selected costs nothing."""
+    results: list[AssetCheckResult] = []
+    parsed = (
+        parsed_rows(reader.engine, reader.table, scope)
+        if any(_is_selected(selected, table, "rows_match_parser") for table in CASE_TABLE_NAMES)
+        else {}
+    )
+    for table in CHECKED_TABLES:
+        conformance = _is_selected(selected, table, "conforms_to_data_dictionary")
+        matching = _is_selected(selected, table, "rows_match_parser")
+        if not (conformance or matching):
+            continue
+        found = check_table(reader.engine, reader.table, table, scope, with_rules=conformance)
+        if matching:
+            missing_case = found.orphans or 0
+            mismatch = abs(parsed[table] - (found.rows_current or 0))
+            results.append(
+                AssetCheckResult(
+                    check_name="rows_match_parser",
+                    asset_key=table,
+                    passed=mismatch == 0 and missing_case == 0,
+                    metadata={
+                        "rows_checked": found.rows_checked,
+                        "rows_failing": mismatch + missing_case,
+                        "rows_parsed": parsed[table],
+                        "rows_of_current_versions": found.rows_current or 0,
+                        "rows_without_their_case": missing_case,
+                    },
+                )
             )
-    for table, (rows, orphans) in counts.orphans.items():
-        if _is_selected(selected, table, "every_row_has_its_case"):
-            yield AssetCheckResult(
-                check_name="every_row_has_its_case",
-                asset_key=table,
-                passed=orphans == 0,
-                metadata={"rows_checked": rows, "rows_failing": orphans},
-            )
+        if conformance:
+            metadata: dict[str, Any] = {
+                "rows_checked": found.rows_checked,
+                "rows_failing": found.rows_failing,
+                "failure_count": found.failure_count,
+            }
+            if found.rule_failures:
+                metadata["rules_failing"] = MetadataValue.json(found.rule_failures)
+                metadata["failures"] = MetadataValue.md(markdown_rows(found.examples))
+            passed = not found.rule_failures
+            results.append(AssetCheckResult(check_name="conforms_to_data_dictionary", asset_key=table, passed=passed, metadata=metadata))
     if _is_selected(selected, QUARANTINE_TABLE, "no_rejected_messages"):
-        yield AssetCheckResult(
-            check_name="no_rejected_messages",
-            asset_key=QUARANTINE_TABLE,
-            passed=counts.rejected_messages == 0,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"rows_checked": counts.quarantined_rows, "rows_failing": counts.rejected_messages},
+        rejected, listed = rejected_messages(reader.engine, reader.table, scope)
+        metadata = {"rows_checked": rejected, "rows_failing": rejected}
+        if listed:
+            metadata["rejected_messages"] = MetadataValue.md(markdown_rows(listed))
+        results.append(
+            AssetCheckResult(
+                check_name="no_rejected_messages",
+                asset_key=QUARANTINE_TABLE,
+                passed=rejected == 0,
+                severity=AssetCheckSeverity.WARN,
+                metadata=metadata,
+            )
         )
-    for table, validation in conformance.items():
-        result = validation.result()
-        metadata: dict[str, Any] = {
-            "rows_checked": result.rows_checked,
-            "rows_failing": result.rows_failing,
-            "failure_count": result.failure_count,
-        }
-        if not result.passed:
-            metadata["failures"] = MetadataValue.md(result.cases.head(20).to_markdown(index=False))
-        yield AssetCheckResult(check_name="conforms_to_data_dictionary", asset_key=table, passed=result.passed, metadata=metadata)
+    return results

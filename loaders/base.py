@@ -20,6 +20,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from io import IOBase
@@ -27,8 +28,9 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, select, text
+from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, literal, select, text
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine.reflection import ObjectKind
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.type_api import TypeEngine
@@ -43,12 +45,22 @@ from py_load_eudravigilance.meddra import RELEASES_TABLE, TERM_FILES, VERSION, R
 from py_load_eudravigilance.schema import (
     AUDIT_TABLE,
     CASE_TABLE_NAMES,
+    COUNTED_TABLE_NAMES,
     FILE_HISTORY_TABLE,
+    MASTER_TABLE,
     MESSAGE_POSITION,
     QUARANTINE_TABLE,
+    ROW_COUNTS_TABLE,
     build_metadata,
 )
-from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, STATISTICS_TABLE, StatisticsSummary, refresh_statements, summary_query
+from py_load_eudravigilance.signals import (
+    DEFAULT_DRUG_ROLES,
+    StatisticsSummary,
+    queue_cases,
+    rebuild_on_next_refresh,
+    refresh,
+    retire_statistics_table,
+)
 from py_load_eudravigilance.staging import StagedFile, utc_now
 from py_load_eudravigilance.staging.copybinary import decode_rows, encode_row, encode_value
 from py_load_eudravigilance.staging.copytext import decode_lines
@@ -68,7 +80,6 @@ from py_load_eudravigilance.staging.layout import (
 
 log = logging.getLogger(__name__)
 
-MASTER = "icsr_master"
 AUDIT_COLUMN = INDEXED_TABLES.index(AUDIT_TABLE)
 # Rows per executemany() where a driver has no bulk path of its own
 INSERT_CHUNK = 5000
@@ -143,12 +154,55 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         with self.engine.begin() as conn:
             self.acquire_schema_lock(conn)
             self.tune_session(conn)
+            retire_statistics_table(conn, self.schema)
             self.metadata.create_all(conn)
+            self.add_missing_columns(conn)
             # create_all indexes only the tables it creates: a database made by an earlier release gains them here
             for table in self.metadata.sorted_tables:
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
             self.fill_code_lists(conn)
+            self.start_row_counts(conn)
+
+    def add_missing_columns(self, conn: Connection) -> None:
+        """Bring a database an earlier release made up to this schema: columns added since (new E2B elements, history
+        counters) are added empty, and a view whose columns changed is made again. Nothing is dropped or rewritten."""
+        inspector = inspect(conn)
+        reflected = inspector.get_multi_columns(schema=self.schema, kind=ObjectKind.ANY)
+        held = {table: {column["name"] for column in columns} for (_, table), columns in reflected.items()}
+        views = set(inspector.get_view_names(schema=self.schema))
+        for table in self.metadata.sorted_tables:
+            if table.name not in held:
+                continue
+            missing = [column for column in table.columns if column.name not in held[table.name]]
+            if table.is_view:
+                if table.name in views and (missing or held[table.name] - set(table.columns.keys())):
+                    conn.execute(text(f"DROP VIEW {self.qualified(table.name)}"))
+                    self.metadata.create_all(conn, tables=[table])
+                continue
+            for column in missing:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {self.qualified(table.name)} ADD COLUMN {self.quote(column.name)} {kind}"))
+
+    def start_row_counts(self, conn: Connection) -> None:
+        """Count the rows of each counted table that has no count yet, once: a new database, or one an earlier release
+        loaded. From then on every load keeps the counts exact in its own transaction."""
+        counts = self.table(ROW_COUNTS_TABLE)
+        known = set(conn.scalars(select(counts.c.table_name)))
+        missing = [name for name in COUNTED_TABLE_NAMES if name not in known]
+        if missing:
+            rows = [{"table_name": name, "row_count": conn.scalar(select(func.count()).select_from(self.table(name)))} for name in missing]
+            conn.execute(counts.insert(), rows)
+
+    def write_row_counts(self, conn: Connection, changes: dict[str, int], emptied: Iterable[str] = ()) -> None:
+        """Add a load's row changes to ``etl_table_row_counts`` (``emptied`` tables start again from zero), in the load's
+        transaction. Rows are updated in one order, so concurrent loads wait for each other's commit, never deadlock."""
+        counts = self.table(ROW_COUNTS_TABLE)
+        restarted = set(emptied)
+        names = sorted(name for name in COUNTED_TABLE_NAMES if changes.get(name) or name in restarted)
+        for name in names:
+            base = literal(0) if name in restarted else counts.c.row_count
+            conn.execute(counts.update().where(counts.c.table_name == name).values(row_count=base + changes.get(name, 0)))
 
     def fill_code_lists(self, conn: Connection) -> None:
         """Make ``e2b_code_lists`` hold the project's code lists exactly (rewritten only when they differ)."""
@@ -178,16 +232,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             )
         return loaded
 
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES) -> StatisticsSummary:
-        """Compute ``drug_event_statistics`` again, in the database and in one transaction: readers see the old
-        statistics or the new ones, never a half-written table."""
-        statistics = self.table(STATISTICS_TABLE)
+    def refresh_drug_event_statistics(self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES, rebuild: bool = False) -> StatisticsSummary:
+        """Bring ``drug_event_statistics`` up to date in one transaction: from the cases loads wrote since the last
+        refresh, or in full (``rebuild``, or when needed). Readers see the old statistics or the new ones."""
         with self.engine.begin() as conn:
-            self.lock_for_refresh(conn, statistics)
-            for statement in refresh_statements(self.table, drug_roles):
-                conn.execute(statement)
-            pairs, signals = conn.execute(summary_query(statistics)).one()
-        return StatisticsSummary(pairs=int(pairs), signals=int(signals))
+            return refresh(conn, self, drug_roles, rebuild)
 
     def lock_for_refresh(self, conn: Connection, table: Table) -> None:
         """Make concurrent refreshes of ``table`` run one after another (dialect hook; SQLite's write lock does)."""
@@ -241,14 +290,17 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             return set(conn.scalars(select(history.c.file_sha256).where(history.c.status.in_(FINAL_STATUSES))))
 
     # -- dialect hooks ----------------------------------------------------------------------------
-    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
-        """Bulk-load staged rows (binary COPY tuples, ``columns`` of them) into ``table`` (dialect hook; this one: executemany)."""
-        self.execute_inserts(conn, table, python_rows(decode_rows(stream.read(), STAGED_FAMILIES[table.name]), columns))
+    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> int:
+        """Bulk-load staged rows (binary COPY tuples, ``columns`` of them) into ``table``; returns how many (dialect hook;
+        this one: executemany)."""
+        return self.execute_inserts(conn, table, python_rows(decode_rows(stream.read(), STAGED_FAMILIES[table.name]), columns))
 
-    def execute_inserts(self, conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> None:
-        statement = table.insert()
+    def execute_inserts(self, conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> int:
+        statement, inserted = table.insert(), 0
         while chunk := list(islice(rows, INSERT_CHUNK)):
             conn.execute(statement, chunk)
+            inserted += len(chunk)
+        return inserted
 
     def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]:
         """WHERE clauses that together select ``case_ids`` (dialect hook; this one: IN lists of bounded size)."""
@@ -257,7 +309,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
 
     def read_versions(self, conn: Connection, case_ids: list[str]) -> dict[str, Version]:
         """The current version of each of ``case_ids`` present, locked until the transaction ends where the database can."""
-        master = self.table(MASTER).c
+        master = self.table(MASTER_TABLE).c
         held: dict[str, Version] = {}
         for clause in self.case_filters(master[CASE_KEY], case_ids):
             query = (
@@ -304,14 +356,17 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         def attempt(conn: Connection) -> list[LoadOutcome]:
             run = _LoadRun(Ledger())
             self.tune_session(conn)
+            emptied: tuple[str, ...] = ()
             if load_mode == "full":
                 self.empty_tables(conn)
+                emptied = (*CASE_TABLE_NAMES, BATCHES)
             for batch in replay():
                 self._load_batch(conn, batch, run)
             files = staged_files()
             if not files:
                 return []
             self.update_version_counts(conn, run)
+            self.write_row_counts(conn, run.row_changes, emptied)
             if load_mode == "full":
                 self.forget_other_files(conn, [file.file_sha256 for file in files])
             return self._outcomes(files, run.ledger)
@@ -320,6 +375,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
 
     def empty_tables(self, conn: Connection) -> None:
         """A full reload starts from empty case tables."""
+        rebuild_on_next_refresh(conn, self.table)  # first: a refresh under way finishes before the cases go
         for name in (*CASE_TABLE_NAMES, BATCHES):
             conn.execute(self.table(name).delete())
 
@@ -345,10 +401,12 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         for number in logging:
             run.counts[index.keys[number].case_id] += 1
         writes = ledger.offer(versions)
+        queue_cases(conn, self, (version.case_id for version, _, _ in writes))  # the statistics recount them
         replaced = [version.case_id for version, _, had_rows in writes if had_rows]
+        changes = run.row_changes
         if replaced:
             for name in CASE_TABLE_NAMES:
-                self.delete_cases(conn, self.table(name), replaced)
+                changes[name] -= self.delete_cases(conn, self.table(name), replaced)
         winners = sorted(message for _, message, _ in writes)
         # The master rows get their version count written in; the other tables' rows go as staged, run by run
         master: list[Piece] = []
@@ -358,31 +416,36 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             at = index.version_count_at[number]
             master += [(start, at), encode_value(run.counts[case], "integer"), (at + 4, end)]
             run.counted[case] = run.counts[case]
-        self._insert_pieces(conn, directory, MASTER, master, index.size(0))
+        changes[MASTER_TABLE] += self._insert_pieces(conn, directory, MASTER_TABLE, master, index.size(0))
         winning_runs = runs(winners)
         for number, name in enumerate(CASE_TABLE_NAMES[1:], start=1):
-            self._insert_pieces(conn, directory, name, index.pieces(winning_runs, number), index.size(number))
-        self._insert_pieces(conn, directory, AUDIT_TABLE, index.pieces(runs(logging), AUDIT_COLUMN), index.size(AUDIT_COLUMN))
+            changes[name] += self._insert_pieces(conn, directory, name, index.pieces(winning_runs, number), index.size(number))
+        audit_pieces = index.pieces(runs(logging), AUDIT_COLUMN)
+        changes[AUDIT_TABLE] += self._insert_pieces(conn, directory, AUDIT_TABLE, audit_pieces, index.size(AUDIT_COLUMN))
         # A file's quarantine and batch rows replace those of its earlier loads
         for name in (QUARANTINE_TABLE, BATCHES):
             if fresh:
                 for clause in self.case_filters(self.table(name).c.file_sha256, fresh):
-                    conn.execute(self.table(name).delete().where(clause))
+                    changes[name] -= conn.execute(self.table(name).delete().where(clause)).rowcount
             path = table_file(directory, name)
             if path.exists() and path.stat().st_size:
                 with path.open("rb") as stream:
-                    self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
+                    changes[name] += self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
 
-    def _insert_pieces(self, conn: Connection, directory: Path, name: str, pieces: list[Piece], size: int) -> None:
+    def _insert_pieces(self, conn: Connection, directory: Path, name: str, pieces: list[Piece], size: int) -> int:
+        """Bulk-load these byte ranges of a staged table; returns the rows loaded."""
         if not pieces:
-            return
+            return 0
         with table_file(directory, name).open("rb") as handle:
             stream: IO[bytes] = handle if pieces == [(0, size)] else ByteRanges(handle, pieces)  # type: ignore[assignment]
-            self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
+            return self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
 
-    def delete_cases(self, conn: Connection, table: Table, case_ids: list[str]) -> None:
+    def delete_cases(self, conn: Connection, table: Table, case_ids: list[str]) -> int:
+        """Delete the cases' rows from ``table``; returns how many."""
+        deleted = 0
         for clause in self.case_filters(table.c[CASE_KEY], case_ids):
-            conn.execute(table.delete().where(clause))
+            deleted += conn.execute(table.delete().where(clause)).rowcount
+        return deleted
 
     def logged_positions(self, conn: Connection, file_hashes: list[str]) -> dict[str, set[int]]:
         """Message positions of these files already in the audit log (none, unless a file is loaded again)."""
@@ -411,7 +474,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             if run.counted.get(case, run.prior[case]) != count and run.ledger.has_rows(case)
         ]
         if stale:
-            master = self.table(MASTER)
+            master = self.table(MASTER_TABLE)
             statement = master.update().where(master.c[CASE_KEY] == bindparam("case")).values(version_count=bindparam("count"))
             conn.execute(statement, stale)
 
@@ -438,6 +501,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                     cases_nullified=tally.nullified,
                     versions_after_nullification=tally.after_nullification,
                     rejections=list(staged.rejections),
+                    unmapped_values=staged.unmapped_values,
+                    unmapped_paths=list(staged.unmapped_paths),
                 )
             )
         return outcomes
@@ -467,6 +532,10 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         raise AssertionError("unreachable")
 
     def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: str, started_at: datetime) -> None:
+        if load_mode == "delta":
+            outcomes = self._not_loaded_before(conn, outcomes)
+            if not outcomes:
+                return
         finished_at = utc_now()
         self.upsert_history(
             conn,
@@ -481,6 +550,23 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 for o in outcomes
             ],
         )
+
+    def _not_loaded_before(self, conn: Connection, outcomes: list[LoadOutcome]) -> list[LoadOutcome]:
+        """The outcomes to record in delta mode. A file whose history is final already was loaded by a run that finished
+        after this one listed the loaded files (two runs at once, or two copies in one run): that load's record stays
+        (no later mark, failure or recount replaces it), and this outcome takes its counters, so both runs agree."""
+        history = self.table(FILE_HISTORY_TABLE)
+        by_hash = {outcome.file_sha256: outcome for outcome in outcomes}
+        recorded: set[str] = set()
+        for clause in self.case_filters(history.c.file_sha256, list(by_hash)):
+            for row in conn.execute(select(history).where(clause, history.c.status.in_(FINAL_STATUSES))).mappings():
+                outcome = by_hash[row["file_sha256"]]
+                for name in outcome.as_dict():
+                    if name not in ("file_name", "file_sha256") and row[name] is not None:
+                        setattr(outcome, name, row[name])
+                outcome.error = row["error"]
+                recorded.add(outcome.file_sha256)
+        return [outcome for outcome in outcomes if outcome.file_sha256 not in recorded]
 
     def record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
         outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
@@ -555,7 +641,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         rows = python_rows(text_rows(buffer, columns, {c.name: c.type for c in audit.columns}), columns)
         with self.engine.begin() as conn:
             logged = self.logged_positions(conn, [file_hash])[file_hash]
-            self.execute_inserts(conn, audit, (row for row in rows if row[MESSAGE_POSITION] not in logged))
+            appended = self.execute_inserts(conn, audit, (row for row in rows if row[MESSAGE_POSITION] not in logged))
+            self.write_row_counts(conn, {AUDIT_TABLE: appended})
 
 
 class _LoadRun:
@@ -567,6 +654,7 @@ class _LoadRun:
         self.prior: dict[str, int] = {}  # by case: versions in the audit log before this transaction
         self.counts: dict[str, int] = {}  # by case: versions in the audit log, this transaction's included
         self.counted: dict[str, int] = {}  # by case: the count written into the master row this transaction wrote
+        self.row_changes: Counter[str] = Counter()  # by table: rows inserted minus rows deleted
 
 
 def version_of(key: MessageKey, file: tuple[str, str]) -> Version:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from py_load_eudravigilance.meddra import Release
 from py_load_eudravigilance.signals import StatisticsSummary
@@ -42,6 +42,8 @@ class LoadOutcome:
     versions_after_nullification: int = 0
     messages_rejected: int = 0
     row_counts: dict[str, int] = field(default_factory=dict)
+    unmapped_values: int = 0  # values of the loaded messages no column holds (see mapping/unmapped.py)
+    unmapped_paths: list[str] = field(default_factory=list)  # their first distinct paths
     duration_seconds: float = 0.0
     error: str | None = None
     # The first rejected messages (position, case id, element, reason), for reports; etl_quarantine holds every one
@@ -107,5 +109,10 @@ class Loader(ABC):
         """Load a user-supplied MedDRA release into the ``meddra_*`` tables (rows per table)."""
 
     @abstractmethod
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str]) -> StatisticsSummary:
-        """Compute ``drug_event_statistics`` again from the current cases, counting drugs of ``drug_roles``."""
+    def refresh_drug_event_statistics(self, drug_roles: Sequence[str], rebuild: bool = False) -> StatisticsSummary:
+        """Bring ``drug_event_statistics`` up to date with the current cases, counting drugs of ``drug_roles``: from the
+        cases loaded since the last refresh, or in full with ``rebuild``."""
+
+    def keyed_lookups(self, conn: Connection) -> None:  # noqa: B027 - an optional hook: doing nothing is right by default
+        """For the rest of ``conn``'s transaction, join large tables by looking rows up by key, as reading the few rows
+        a refresh changed wants (a dialect hook; by default the planner decides, as SQLite's does well)."""

@@ -80,14 +80,15 @@ class GuideLoader(SQLAlchemyLoader):
             report.missing_tables.append(f"(the {type(self.plugin).__name__} plugin's validate_schema says the schema is incomplete)")
         return report
 
-    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
+    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> int:
         if table.name not in CASE_TABLE_NAMES:
-            super().insert_rows(conn, table, stream, columns)  # bookkeeping tables: SQLAlchemy Core
-            return
+            return super().insert_rows(conn, table, stream, columns)  # bookkeeping tables: SQLAlchemy Core
         staging = self.plugin.prepare_load(conn, table.name, "delta")
-        rows = BytesIO(as_copy_text(stream.read(), table.name))  # the guide's portable form: COPY text
-        self.plugin.bulk_load_native(conn, rows, staging, list(columns))  # type: ignore[arg-type]
+        text_rows = as_copy_text(stream.read(), table.name)  # the guide's portable form: COPY text, a row a line
+        self.plugin.bulk_load_native(conn, BytesIO(text_rows), staging, list(columns))  # type: ignore[arg-type]
         self.plugin.handle_upsert(conn, staging, table.name, [c.name for c in table.primary_key.columns], None)
+        # The replaced cases' rows are deleted before, so every staged row is new to the table
+        return text_rows.count(b"\n")
 
     def empty_tables(self, conn: Connection) -> None:
         for name in CASE_TABLE_NAMES:

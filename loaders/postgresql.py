@@ -46,9 +46,9 @@ class PostgresLoader(SQLAlchemyLoader):
         if self._has_lz4:
             conn.execute(text("SET LOCAL default_toast_compression = 'lz4'"))
 
-    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> None:
+    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> int:
         # The staged tuples are binary COPY's own: the server parses no text
-        self._copy(conn, table, CopyStream(stream), columns, "binary")
+        return self._copy(conn, table, CopyStream(stream), columns, "binary")
 
     def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
         """The guide's bulk path: COPY text rows into a staging table from :meth:`prepare_load`, or a target."""
@@ -60,12 +60,14 @@ class PostgresLoader(SQLAlchemyLoader):
             lines = BytesIO(b"".join(encode_text_row(record[c] for c in columns) for record in records))
             self._copy(conn, table, lines, columns, "text, ENCODING 'UTF8'")
 
-    def _copy(self, conn: Connection, table: Table, stream: Any, columns: tuple[str, ...], form: str) -> None:
+    def _copy(self, conn: Connection, table: Table, stream: Any, columns: tuple[str, ...], form: str) -> int:
+        """COPY ``stream`` into ``table``; returns the rows copied (the server's own count)."""
         preparer = self.engine.dialect.identifier_preparer
         listed = ", ".join(preparer.quote(c) for c in columns)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.copy_expert(f"COPY {preparer.format_table(table)} ({listed}) FROM STDIN WITH (FORMAT {form})", stream, size=COPY_CHUNK)
+            return max(cursor.rowcount, 0)
         finally:
             cursor.close()
 
@@ -81,7 +83,7 @@ class PostgresLoader(SQLAlchemyLoader):
         preparer = self.engine.dialect.identifier_preparer
         listed = ", ".join(preparer.quote(c) for c in columns)
         updates = ", ".join(f"{preparer.quote(c)} = EXCLUDED.{preparer.quote(c)}" for c in columns if c != "file_sha256")
-        values = [tuple(Json(row[c]) if c == "row_counts" else row[c] for c in columns) for row in rows]
+        values = [tuple(Json(row[c]) if c in ("row_counts", "unmapped_paths") else row[c] for c in columns) for row in rows]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             execute_values(
@@ -96,6 +98,13 @@ class PostgresLoader(SQLAlchemyLoader):
     def acquire_schema_lock(self, conn: Connection) -> None:
         # Two first loads creating the same tables at once collide in the catalog otherwise
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+
+    def keyed_lookups(self, conn: Connection) -> None:
+        # A refresh joins a few thousand changed keys with tables of millions of rows: the planner, costing random
+        # reads high, would scan the large table whole (measured: 3M pairs, 20k keys, 1.8 s against 0.8 s looked
+        # up). Without hash and merge joins it looks each key up in the primary key; no JIT for these small reads
+        for setting in ("enable_hashjoin", "enable_mergejoin", "jit"):
+            conn.execute(text(f"SET LOCAL {setting} = off"))
 
     def lock_for_refresh(self, conn: Connection, table: Table) -> None:
         # Readers go on reading the previous statistics until the refresh commits; a second refresh waits

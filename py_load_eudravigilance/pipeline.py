@@ -6,12 +6,15 @@ the DSN's dialect.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import itertools
 import logging
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +41,7 @@ from py_load_eudravigilance.sources import (
 )
 from py_load_eudravigilance.staging import (
     Share,
+    SplitFailed,
     StagedFile,
     StagedGroup,
     StagedMessages,
@@ -49,6 +53,7 @@ from py_load_eudravigilance.staging import (
     utc_now,
 )
 from py_load_eudravigilance.staging.cores import chosen_mapper, create_core
+from py_load_eudravigilance.staging.split import may_split
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,7 @@ COUNTERS = (
     "cases_nullified",
     "versions_after_nullification",
     "messages_rejected",
+    "unmapped_values",
 )
 
 
@@ -107,8 +113,14 @@ COUNTERS = (
 _SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|key|credential", re.IGNORECASE)
 
 
+_USER_PASSWORD = re.compile(r"^(?P<start>[^:/?#]+://[^:@/?#]*:).*@(?=[^@]*$)", re.DOTALL)
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password masked, in the user part and in any query parameter holding one, for output."""
+    # The password is masked in the text first, up to the last '@': one holding an unescaped '@' is not cut short
+    # (URL parsers end it at its first '@' and read its tail as the host)
+    dsn = _USER_PASSWORD.sub(r"\g<start>***@", dsn, count=1)
     try:
         url = make_url(dsn)
         hidden = {name: "***" for name in url.query if _SECRET_PARAMETER.search(name)}
@@ -121,11 +133,12 @@ def redact_dsn(dsn: str) -> str:
 # (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
 GROUP_MAX_FILES = 100
 GROUP_MAX_BYTES = 32 * 1024 * 1024
-# With the Python mapper, a file at least this large is mapped by every worker, each taking its share of
-# the messages; in the run's last round of groups, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch
-# alone in its run, or the third of three files on two cores, would otherwise leave cores idle). Each
-# shard parses the whole file: about a tenth of the cost of mapping it in Python, but most of the cost
-# of the compiled mapper, which therefore never shards (a second parse costs more than it saves)
+# A file at least this large is staged by every worker, each taking its share of the messages; in the
+# run's last round of groups, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch alone in its run, or the
+# third of three files on two cores, would otherwise leave cores idle). Each shard parses its byte range of
+# the file (staging/split.py: each also hashes and scans the whole file, a few percent of parsing it). Where
+# the file cannot be cut so, each shard parses all of it: about a tenth of the cost of mapping it in Python,
+# but most of the cost of the compiled mapper, which then does not shard (a second parse costs more than it saves)
 SHARD_MIN_BYTES = 64 * 1024 * 1024
 SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
 # Where the loader can (PostgreSQL), every group is staged in parts of this many messages, bulk-loaded while
@@ -146,6 +159,21 @@ WORKER_DIED = "a parsing worker process died (killed by the operating system, ou
 def first_line(error: BaseException) -> str:
     text = str(error)
     return text.splitlines()[0] if text else ""
+
+
+class StagingError(Exception):
+    """A worker could not stage files it had hashed (a full or failing disk, a bug): which, and why, so that their
+    history says ``failed`` with the reason."""
+
+    def __init__(self, files: list[tuple[str, str]], reason: str) -> None:
+        super().__init__(files, reason)  # both in args: the exception crosses from the worker process by pickle
+        self.files, self.reason = files, reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def staged_files(self) -> list[StagedFile]:
+        return [StagedFile(name, sha256) for name, sha256 in self.files]
 
 
 def remove_abandoned_staging(directory: str | Path | None = None) -> list[Path]:
@@ -190,11 +218,9 @@ def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: 
     return groups
 
 
-def shards_for(file_bytes: int, in_last_round: bool, workers: int, mapper: str) -> int:
-    """How many workers map one file alone in its group: with the Python mapper, all of them when it is large, or
-    when it is mid-size and in the run's last round of groups, which leaves workers with nothing else to do; else one."""
-    if mapper != "python":
-        return 1
+def shards_for(file_bytes: int, in_last_round: bool, workers: int) -> int:
+    """How many workers stage one file alone in its group: all of them when it is large, or when it is mid-size and
+    in the run's last round of groups, which leaves workers with nothing else to do; else one."""
     threshold = min(SHARD_IDLE_MIN_BYTES, SHARD_MIN_BYTES) if in_last_round else SHARD_MIN_BYTES
     return max(1, workers) if file_bytes >= threshold else 1
 
@@ -209,35 +235,61 @@ def _load_recorded(
 ) -> list[LoadOutcome]:
     """``loader.load`` with the files marked running before (if the process dies, the history says so) and failed after an error."""
     started_at = utc_now()
+    marked: dict[str, StagedFile] = {}  # the files marked running: whatever happens next, none stays running
     if known:
         loader.record_status(known, load_mode, RUNNING, None, started_at)
     else:
-        batches = _marked_running(loader, batches, load_mode, started_at)
+        batches = _marked_running(loader, batches, load_mode, started_at, marked)
     try:
         return loader.load(batches, load_mode, staged_files)
     except Exception as exc:
-        files = known or _files_if_staged(staged_files)
-        if files:
+        files = known or _files_if_staged(staged_files) or list(marked.values())
+        if files and not isinstance(exc, SplitFailed):  # (that file is loaded again at once, in one piece)
             loader.record_status(files, load_mode, FAILED, f"{type(exc).__name__}: {exc}", started_at)
         raise
 
 
-def _marked_running(loader: Loader, batches: Iterable[Path], load_mode: str, started_at: datetime) -> Iterator[Path]:
-    """The batches of a load in parts, each file marked running in the history as its first part arrives."""
-    marked: set[str] = set()
+def _marked_running(
+    loader: Loader, batches: Iterable[Path], load_mode: str, started_at: datetime, marked: dict[str, StagedFile]
+) -> Iterator[Path]:
+    """The batches of a load in parts, each file marked running in the history (and in ``marked``) as its first part
+    arrives."""
     for batch in batches:
         files = [StagedFile(name, sha) for name, sha in StagedMessages.load(batch).files if sha not in marked]
         if files:
             loader.record_status(files, load_mode, RUNNING, None, started_at)
-            marked.update(file.file_sha256 for file in files)
+            marked.update((file.file_sha256, file) for file in files)
         yield batch
 
 
 def _files_if_staged(staged_files: Callable[[], list[StagedFile]]) -> list[StagedFile]:
+    """The files staged; if their staging failed, those it was staging when it did (when it knows them)."""
     try:
         return staged_files()
+    except StagingError as exc:
+        return exc.staged_files()
     except Exception:  # noqa: BLE001 - the staging error itself is what the caller reports
         return []
+
+
+def _record_failed_file(loader: Loader, location: SourceLocation, key: str, error: BaseException, reason: str, load_mode: str) -> str:
+    """A file that failed, whatever the fault (its worker could not stage it or died, the database went away), is
+    ``failed`` in the history with the reason, never left ``running`` nor missing: by the SHA-256 its worker found,
+    else (a local file) hashed here. Returns that SHA-256 ("" when unknown: an S3 object its worker never read)."""
+    if isinstance(error, StagingError):
+        files = error.staged_files()
+    elif location.is_s3:
+        return ""
+    else:
+        try:
+            files = [StagedFile(object_name(location, key), sha256_of(location.local_path(key)))]
+        except OSError:  # gone, or unreadable: nothing to key its history by
+            return ""
+    try:
+        loader.record_status(files, load_mode, FAILED, reason, utc_now())
+    except Exception:  # noqa: BLE001 - the database may be what failed: the run still reports the file
+        log.warning("could not record %s as failed in the file history", files[0].file_name if files else key, exc_info=True)
+    return files[0].file_sha256 if files else ""
 
 
 @dataclass(frozen=True)
@@ -262,6 +314,7 @@ class _Unit:
     finished: int = 0
     submitted: list[Future[_Staged]] = field(default_factory=list)
     load: Future[tuple[list[LoadOutcome], int]] | None = None  # the load of a unit staged in parts, beside its staging
+    truncates: bool = False  # its load in parts was the one to empty the tables (a full reload)
     streamed: bool = False  # loaded part by part while its workers still stage it
 
     @property
@@ -279,8 +332,20 @@ _completed_hashes: frozenset[str] = frozenset()
 _cores: dict[str, StagingCore] = {}
 
 
-def _init_worker(completed: frozenset[str]) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills this worker when the process that started it dies, even by ``kill -9``;
+    a parent already gone before this ran is noticed by the worker's new parent id."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(completed: frozenset[str], parent_pid: int) -> None:
     global _completed_hashes
+    _die_with_parent(parent_pid)
     _completed_hashes = completed
     # A forked worker inherits its parent's heap (all of Dagster, in an asset run): left to the
     # collector, every full collection would walk those objects again and copy their pages
@@ -307,7 +372,12 @@ def _stage_group(task: _StageTask) -> _Staged:
                 seen.add(digest)
                 todo.append((path, object_name(task.location, key), digest))
                 keys.append(key)
-        group = stage_files(todo, task.directory, _core(task.mapper), share=task.share, part_messages=task.part_messages)
+        try:
+            group = stage_files(todo, task.directory, _core(task.mapper), share=task.share, part_messages=task.part_messages)
+        except SplitFailed:
+            raise  # not a failure of the file: run_load stages it again, in one piece
+        except Exception as exc:  # an I/O error (a full staging disk) or a bug: the parent records these files failed
+            raise StagingError([(name, digest) for _, name, digest in todo], f"{type(exc).__name__}: {first_line(exc)}") from exc
         if task.quarantine is not None and (task.share is None or task.share.index == 0):
             for key, (path, _, _), staged in zip(keys, todo, group.files, strict=True):
                 if staged.error:
@@ -412,10 +482,14 @@ def run_load(
     # Units load one after another, in order, so even a full reload (whose first load empties the tables) can load in parts
     parts_allowed = loader.loads_parts_while_staging
 
-    def unit_of(keys: tuple[str, ...], in_last_round: bool = False) -> _Unit:
-        """One task, or one per worker for a large file (each maps its share of the messages)."""
+    def unit_of(keys: tuple[str, ...], in_last_round: bool = False, whole: bool = False) -> _Unit:
+        """One task, or one per worker for a large file (each maps its share of the messages) unless ``whole``."""
         # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
-        shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers, mapper_kind) if len(keys) == 1 else 1
+        shards = 1
+        if len(keys) == 1 and not whole:
+            shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers)
+            if shards > 1 and mapper_kind != "python" and not location.is_s3 and not may_split(location.local_path(keys[0])):
+                shards = 1  # gzip, or not UTF-8: not cut into ranges, and the compiled mapper's cost is mostly parsing
         if shards > 1:
             log.debug("mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_allowed else "")
         # Always in parts: a batch's index stays small however large the file (memory stays flat)
@@ -447,7 +521,7 @@ def run_load(
         """A task for the workers; a pool broken by a worker's death (the OS killed it) is replaced, so the rest go on."""
         for _ in range(2):
             if not pools:
-                pools.append(ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed,)))
+                pools.append(ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed, os.getpid())))
             try:
                 return pools[-1].submit(_stage_group, task)
             except BrokenProcessPool:
@@ -474,7 +548,7 @@ def run_load(
                 unit = units[loaded]
                 if unit.streamed and unit.load is None and len(unit.submitted) == len(unit.tasks):
                     unit.load = part_loads.submit(_load_in_parts, loader, unit, "full" if truncate_next else "delta")
-                    truncate_next = False
+                    unit.truncates, truncate_next = truncate_next, False
                 watched: list[Future[Any]] = [*futures, *([unit.load] if unit.load is not None else [])]
                 if watched:
                     done, _ = wait(watched, return_when=FIRST_COMPLETED)
@@ -506,6 +580,14 @@ def run_load(
                             truncate_next = truncate_next and not outcomes
                         report(outcomes)
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+                        truncate_next = truncate_next or unit.truncates  # rolled back: whatever replaces it empties the tables
+                        if isinstance(exc, SplitFailed):
+                            # A shard did not read what the scan of the file promised: never load wrong positions
+                            log.debug("the shards of %s disagree with its scan; loading it in one piece", unit.keys[0], exc_info=True)
+                            whole = unit_of(unit.keys, whole=True)
+                            units[loaded:loaded] = [whole]
+                            queue.extend((whole, task) for task in reversed(whole.tasks))
+                            continue
                         if len(unit.keys) > 1:
                             # Find the culprit: its group-mates load on their own, in its place
                             log.debug("group of %d files failed; loading them one by one", len(unit.keys), exc_info=True)
@@ -516,7 +598,8 @@ def run_load(
                         name = object_name(location, unit.keys[0])
                         reason = WORKER_DIED if isinstance(exc, BrokenProcessPool) else f"{type(exc).__name__}: {first_line(exc)}"
                         log.debug("loading %s failed", name, exc_info=True)
-                        report([LoadOutcome(name, "", status=FAILED, error=reason)])
+                        digest = _record_failed_file(loader, location, unit.keys[0], exc, reason, mode)
+                        report([LoadOutcome(name, digest, status=FAILED, error=reason)])
                     finally:
                         for task in unit.tasks:
                             shutil.rmtree(task.directory, ignore_errors=True)
@@ -526,24 +609,3 @@ def run_load(
         shutil.rmtree(workdir, ignore_errors=True)
     summary.duration_seconds = time.perf_counter() - started
     return summary
-
-
-@dataclass
-class LoadBatch:
-    """Files to load together; committed once, however many consumers ask (each table asset does)."""
-
-    location: SourceLocation
-    keys: list[str]
-    mode: str = "delta"
-    workers: int = 1
-    quarantine: SourceLocation | None = None
-    summary: RunSummary | None = None
-
-    @property
-    def file_names(self) -> list[str]:
-        return [object_name(self.location, key) for key in self.keys]
-
-    def commit(self, loader: Loader) -> RunSummary:
-        if self.summary is None:
-            self.summary = run_load(self.location, loader, self.mode, self.workers, keys=self.keys, quarantine=self.quarantine)
-        return self.summary

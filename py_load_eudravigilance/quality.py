@@ -1,30 +1,42 @@
-"""Data-quality rules for the normalized tables, as pandera schemas built from the column catalog.
+"""Data-quality rules of the normalized tables, and the checks of a load, evaluated in the database.
 
-Every column is type-checked; key columns must be present; coded elements must hold a value of
-their E2B(R3) code list (a missing value is allowed: the element may carry a nullFlavor instead);
-MedDRA codes have 8 digits and country codes are ISO 3166-1 alpha-2 (or ``EU``, as E2B allows).
+The rules are declared once, as pandera schemas built from the column catalog: every column is
+typed; key columns must be present; coded elements must hold a value of their E2B(R3) code list (a
+missing value is allowed: the element may carry a nullFlavor instead); MedDRA codes have 8 digits
+and country codes are ISO 3166-1 alpha-2 (or ``EU``, as E2B allows). The checks never read rows
+back into Python: each pandera check becomes a SQL condition (:func:`rules`), and one query per
+table counts, over the rows a run brought, the rows failing each rule, the rows whose case is
+missing from ``icsr_master`` and the rows of the cases whose current version the run loaded. Types
+need no query: the table's declared column types hold them (``validate-db-schema`` compares those).
+
+A run's rows are those of the cases its files brought (found through the audit log's index on the
+file's SHA-256), so a check costs what the run loaded, however large the database. The statements
+are built by small functions and can be read as text (``str(statement)``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
+from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, or_, select, true
+from sqlalchemy.engine import Engine
 
-from loaders.readback import TableReader
-from loaders.registry import loader_for
 from py_load_eudravigilance.mapping import catalog
-from py_load_eudravigilance.mapping.catalog import ColumnType
+from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
 from py_load_eudravigilance.mapping.code_lists import CODE_LISTS
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
-from py_load_eudravigilance.schema import QUARANTINE_TABLE
+from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, MASTER_TABLE, MESSAGE_POSITION, QUARANTINE_TABLE
+from py_load_eudravigilance.views import count_where
 
 MEDDRA_CODE = r"^\d{8}$"
 COUNTRY_CODE = r"^(?:[A-Z]{2})$"
+# Failing rows, and rejected messages, that a check result lists (the counts cover every one)
+LISTED_ROWS = 20
 
 _DTYPES = {
     ColumnType.TEXT: "string",
@@ -34,6 +46,8 @@ _DTYPES = {
     ColumnType.TIMESTAMP: pd.DatetimeTZDtype(tz="UTC"),
     ColumnType.BINARY: None,  # bytes: no pandas dtype to check
 }
+
+TableNamed = Callable[[str], Table]
 
 
 def _checks(column: catalog.Column) -> list[pa.Check]:
@@ -70,80 +84,221 @@ def table_schema(table: str) -> pa.DataFrameSchema:
     )
 
 
-# Failure cases kept for the report: a table that fails on every row must not fill memory with them
-KEPT_FAILURES = 1_000
+class RuleWithoutSQL(ValueError):
+    """A pandera check the SQL translation does not know: the checks would silently skip it."""
 
 
-@dataclass
-class Conformance:
-    """A table checked against its schema: rows read, rows with a failing value, and pandera's failure cases (every
-    one counted, the first :data:`KEPT_FAILURES` kept)."""
+@dataclass(frozen=True)
+class Rule:
+    """One pandera rule of one column, as SQL: ``fails`` is true for a row that breaks it."""
 
-    rows_checked: int
-    rows_failing: int
-    failure_count: int
-    cases: pd.DataFrame
+    name: str
+    column: str
+    allowed: tuple[str, ...] | None = None  # Check.isin
+    pattern: str | None = None  # Check.str_matches (anchored, as pandera's re.match with a leading ^)
+    required: bool = False  # a column that is not nullable
 
-    @property
-    def passed(self) -> bool:
-        return self.failure_count == 0
-
-
-def validate_frames(table: str, frames: Iterable[pd.DataFrame]) -> Conformance:
-    """Check every frame (parts of one table, read one after another, numbered through) against the table's schema."""
-    schema, rows, failing, count, kept = table_schema(table), 0, 0, 0, []
-    for frame in frames:
-        rows += len(frame)
-        try:
-            schema.validate(frame, lazy=True)
-        except pa.errors.SchemaErrors as errors:
-            count += len(errors.failure_cases)
-            failing += errors.failure_cases["index"].dropna().nunique()
-            if sum(map(len, kept)) < KEPT_FAILURES:
-                kept.append(errors.failure_cases)
-    cases = pd.concat(kept, ignore_index=True).head(KEPT_FAILURES) if kept else pd.DataFrame()
-    return Conformance(rows, int(failing), count, cases)
-
-
-def validate_loaded_table(dsn: str, db_schema: str | None, table: str, file_names: Sequence[str] | None) -> Conformance:
-    """Read back what ``file_names`` brought into ``table`` (None: all of it) and validate it.
-
-    Takes a DSN, not an engine, so that worker processes can run it: reading back and validating a
-    backfill's rows is CPU work that can use other cores while the caller goes on.
-    """
-    return validate_frames(table, _reader_of_process(dsn, db_schema, os.getpid()).iter_frames(table, file_names))
-
-
-@dataclass
-class LoadedCounts:
-    """What the SQL checks count over what some files brought in (or over every row)."""
-
-    orphans: dict[str, tuple[int, int]]  # per child table: (its rows, rows whose case is missing from icsr_master)
-    rows: dict[str, tuple[int, int]]  # per case table: (rows the parser produced, rows in the table)
-    rejected_messages: int
-    quarantined_rows: int  # rows of these files (None: of every file) in the quarantine, file-level errors included
-
-
-def count_loaded_rows(dsn: str, db_schema: str | None, file_names: Sequence[str] | None) -> LoadedCounts:
-    """The counts the SQL checks need; like :func:`validate_loaded_table`, runnable in a worker process."""
-    reader = _reader_of_process(dsn, db_schema, os.getpid())
-    return LoadedCounts(
-        reader.orphan_counts(),
-        reader.row_count_comparison(file_names),
-        reader.rejected_message_count(file_names),
-        reader.row_count(QUARANTINE_TABLE, file_names),
-    )
-
-
-def count_table_rows(dsn: str, db_schema: str | None, tables: Sequence[str]) -> dict[str, int]:
-    """Rows in each table now (what a materialization reports as its row count); runnable in a worker process."""
-    reader = _reader_of_process(dsn, db_schema, os.getpid())
-    return {table: reader.row_count(table) for table in tables}
+    def fails(self, table: Table) -> ColumnElement[bool]:
+        value = table.c[self.column]
+        if self.required:
+            return value.is_(None)
+        if self.allowed is not None:
+            return and_(value.is_not(None), value.not_in(list(self.allowed)))
+        assert self.pattern is not None
+        return and_(value.is_not(None), ~value.regexp_match(self.pattern))
 
 
 @cache
-def _reader_of_process(dsn: str, db_schema: str | None, pid: int) -> TableReader:
-    """One reader per worker process and database, for all the tables it validates: building the
-    loader and the table metadata takes ~0.2 s, more than reading back most tables of a run. Keyed
-    by process id so that a forked worker never uses connections its parent opened."""
-    return TableReader(loader_for(dsn, db_schema).engine, db_schema)
+def rules(table: str) -> tuple[Rule, ...]:
+    """Every rule of the table's pandera schema as SQL; a check with no SQL form is an error, never skipped."""
+    found = []
+    for name, column in table_schema(table).columns.items():
+        if not column.nullable:
+            found.append(Rule(f"{name}: required", name, required=True))
+        for check in column.checks:
+            statistics = check.statistics or {}
+            if "allowed_values" in statistics:
+                found.append(Rule(f"{name}: {check.name}", name, allowed=tuple(map(str, statistics["allowed_values"]))))
+            elif "pattern" in statistics:
+                pattern = str(statistics["pattern"])
+                found.append(Rule(f"{name}: {check.name}", name, pattern=pattern if pattern.startswith("^") else "^" + pattern))
+            else:
+                raise RuleWithoutSQL(f"{table}.{name}: the pandera check {check.name!r} has no SQL form in quality.rules()")
+    return tuple(found)
+
+
+def has_value_rules(table: str) -> bool:
+    """Whether a rule of the table looks at values (a code list, a pattern), beyond the keys its primary key holds."""
+    return any(not rule.required for rule in rules(table))
+
+
+@dataclass(frozen=True)
+class CheckScope:
+    """The rows the checks cover: those the files with these SHA-256 brought, or every row (``None``)."""
+
+    file_hashes: tuple[str, ...] | None
+
+    @classmethod
+    def everything(cls) -> CheckScope:
+        return cls(None)
+
+    @classmethod
+    def of_files(cls, hashes: Iterable[str]) -> CheckScope:
+        return cls(tuple(sorted({sha for sha in hashes if sha})))
+
+
+def run_cases(table: TableNamed, scope: CheckScope) -> Select:
+    """The cases the scope's files brought, any version of them (the audit log logs every one, indexed by file)."""
+    audit = table(AUDIT_TABLE)
+    query = select(audit.c[CASE_KEY])
+    return query if scope.file_hashes is None else query.where(audit.c.file_sha256.in_(scope.file_hashes))
+
+
+def cases_current_from_run(table: TableNamed, scope: CheckScope) -> Select:
+    """The cases whose current version came from the scope's files."""
+    master = table(MASTER_TABLE)
+    query = select(master.c[CASE_KEY])
+    return query if scope.file_hashes is None else query.where(master.c.source_file_sha256.in_(scope.file_hashes))
+
+
+def in_scope(table: TableNamed, name: str, scope: CheckScope) -> ColumnElement[bool]:
+    """The rows of table ``name`` in the scope: a case table's rows of the run's cases, the batch rows of its files."""
+    target = table(name)
+    if scope.file_hashes is None:
+        return true()
+    if name in CASE_TABLE_NAMES:
+        return target.c[CASE_KEY].in_(run_cases(table, scope))
+    return target.c.file_sha256.in_(scope.file_hashes)
+
+
+def table_check_query(table: TableNamed, name: str, scope: CheckScope, with_rules: bool = True) -> Select:
+    """One query for a table: rows in scope, rows whose case is missing from ``icsr_master`` (child tables), rows of
+    the cases the run made current (case tables), then the rows failing each rule and those failing any."""
+    target = table(name)
+    columns: list[ColumnElement[Any]] = [func.count().label("rows_checked")]
+    if name in CASE_TABLE_NAMES:
+        master = table(MASTER_TABLE)
+        if name != MASTER_TABLE:
+            has_case = exists().where(master.c[CASE_KEY] == target.c[CASE_KEY])
+            columns.append(count_where(~has_case).label("orphans"))
+        columns.append(count_where(target.c[CASE_KEY].in_(cases_current_from_run(table, scope))).label("rows_current"))
+    failing = [rule.fails(target) for rule in rules(name)] if with_rules else []
+    columns += [count_where(condition).label(f"rule_{number}") for number, condition in enumerate(failing)]
+    columns.append(count_where(or_(false(), *failing)).label("rows_failing"))
+    return select(*columns).select_from(target).where(in_scope(table, name, scope))
+
+
+def failing_rows_query(table: TableNamed, name: str, rule: Rule, scope: CheckScope, limit: int = LISTED_ROWS) -> Select:
+    """The first rows breaking ``rule``: their key columns and the value at fault."""
+    target = table(name)
+    keys = [c for c in target.primary_key.columns if c.name != rule.column]
+    return (
+        select(*keys, target.c[rule.column].label("value"))
+        .where(in_scope(table, name, scope), rule.fails(target))
+        .order_by(*keys)
+        .limit(limit)
+    )
+
+
+def parsed_rows_query(table: TableNamed, scope: CheckScope) -> Select:
+    """Rows per table the parser produced for each current version the scope's files brought (from the audit log)."""
+    master, audit = table(MASTER_TABLE), table(AUDIT_TABLE)
+    joined = master.join(
+        audit,
+        (master.c[CASE_KEY] == audit.c[CASE_KEY])
+        & (master.c.source_file_sha256 == audit.c.file_sha256)
+        & (master.c[MESSAGE_POSITION] == audit.c[MESSAGE_POSITION]),
+    )
+    query = select(audit.c.row_counts).select_from(joined)
+    return query if scope.file_hashes is None else query.where(master.c.source_file_sha256.in_(scope.file_hashes))
+
+
+def rejected_messages_query(table: TableNamed, scope: CheckScope, limit: int | None = None) -> Select:
+    """Rejected messages of the scope's files (a file-level error has no position): file, position, case, element, reason."""
+    quarantine = table(QUARANTINE_TABLE)
+    query = (
+        select(quarantine.c.file_name, quarantine.c[MESSAGE_POSITION], quarantine.c[CASE_KEY], quarantine.c.element, quarantine.c.reason)
+        .where(quarantine.c[MESSAGE_POSITION].is_not(None))
+        .order_by(quarantine.c.file_name, quarantine.c[MESSAGE_POSITION])
+    )
+    if scope.file_hashes is not None:
+        query = query.where(quarantine.c.file_sha256.in_(scope.file_hashes))
+    return query if limit is None else query.limit(limit)
+
+
+@dataclass
+class TableChecks:
+    """What the checks found in one table's rows in scope."""
+
+    rows_checked: int
+    orphans: int | None  # child tables: rows whose case is missing from icsr_master
+    rows_current: int | None  # case tables: rows of the cases whose current version the scope's files brought
+    rule_failures: dict[str, int]  # rule name -> rows breaking it (failing rules only)
+    rows_failing: int  # rows breaking any rule
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the first failing rows, with the rule they break
+
+    @property
+    def failure_count(self) -> int:
+        return sum(self.rule_failures.values())
+
+
+@dataclass
+class RunChecks:
+    tables: dict[str, TableChecks]
+    parsed: dict[str, int]  # case table -> rows the parser produced for the current versions in scope
+    rejected_messages: int
+    rejections: list[dict[str, Any]]  # the first rejected messages
+
+
+def check_table(engine: Engine, table: TableNamed, name: str, scope: CheckScope, with_rules: bool = True) -> TableChecks:
+    listed = rules(name) if with_rules else ()
+    with engine.connect() as conn:
+        row = conn.execute(table_check_query(table, name, scope, with_rules)).mappings().one()
+        failures = {rule.name: int(row[f"rule_{n}"]) for n, rule in enumerate(listed) if row[f"rule_{n}"]}
+        examples: list[dict[str, Any]] = []
+        for rule in listed:
+            if rule.name in failures and len(examples) < LISTED_ROWS:
+                found = conn.execute(failing_rows_query(table, name, rule, scope, LISTED_ROWS - len(examples))).mappings()
+                examples += [{"rule": rule.name, **record} for record in found]
+    return TableChecks(
+        int(row["rows_checked"]),
+        int(row["orphans"]) if "orphans" in row else None,
+        int(row["rows_current"]) if "rows_current" in row else None,
+        failures,
+        int(row["rows_failing"]),
+        examples,
+    )
+
+
+def parsed_rows(engine: Engine, table: TableNamed, scope: CheckScope) -> dict[str, int]:
+    """Rows per case table the parser produced for the current versions in scope (a run's: one row per case it loaded)."""
+    expected = dict.fromkeys(CASE_TABLE_NAMES, 0)
+    with engine.connect().execution_options(stream_results=True) as conn:
+        for (row_counts,) in conn.execute(parsed_rows_query(table, scope)):
+            for name, count in (row_counts or {}).items():
+                expected[name] = expected.get(name, 0) + int(count)
+    return expected
+
+
+def rejected_messages(engine: Engine, table: TableNamed, scope: CheckScope) -> tuple[int, list[dict[str, Any]]]:
+    """How many messages of the scope's files were rejected, and the first of them."""
+    query = rejected_messages_query(table, scope)
+    with engine.connect() as conn:
+        count = conn.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+        listed = [dict(row) for row in conn.execute(rejected_messages_query(table, scope, LISTED_ROWS)).mappings()]
+    return int(count), listed
+
+
+def markdown_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as a Markdown table (columns of the first row; NULL as -; pipes and line breaks kept out of the cells)."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(value: Any) -> str:
+        text = "-" if value is None else str(value)
+        return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")[:200]
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)

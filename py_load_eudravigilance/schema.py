@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import (
     DDL,
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -30,13 +31,16 @@ from sqlalchemy.types import TypeEngine
 
 from py_load_eudravigilance import meddra, signals, views
 from py_load_eudravigilance.mapping import catalog, code_lists
-from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
+from py_load_eudravigilance.mapping.catalog import ANALYST_INDEXED, CASE_KEY, ColumnType
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, iter_tables
 
 AUDIT_TABLE = views.AUDIT_TABLE
 AUDIT_LATEST_VIEW = views.AUDIT_LATEST_VIEW
+MASTER_TABLE = ICSR_MASTER.name  # one row per case: its current version
 FILE_HISTORY_TABLE = "etl_file_history"
 QUARANTINE_TABLE = "etl_quarantine"
+# Exact rows per table, kept by every load in its own transaction: reporting a table's size never counts it
+ROW_COUNTS_TABLE = "etl_table_row_counts"
 # Carried by staged child rows so a file holding several versions of a case keeps them apart
 MESSAGE_POSITION = "message_position"
 
@@ -57,15 +61,6 @@ def sql_type(kind: ColumnType) -> TypeEngine:
     if kind is ColumnType.TIMESTAMP:
         return DateTime(timezone=True)
     return _SQL_TYPES[kind]()
-
-
-# Columns analysts filter and join by, beyond every MedDRA code column. Child tables need none for the case: their
-# primary key leads with the case key and the positions of their parents
-ANALYST_INDEXED = {
-    "icsr_master": ("most_recent_info_date_utc",),
-    "drugs": ("medicinal_product",),
-    "drug_substances": ("substance_name",),
-}
 
 
 def analyst_indexes(table: str, columns: list[catalog.Column]) -> list[Index]:
@@ -191,7 +186,15 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("versions_after_nullification", Integer, comment="Newer ordinary versions of nullified cases: logged, not applied"),
         Column("messages_rejected", Integer),
         Column("row_counts", JSON_DOCUMENT, comment="Rows per table staged from the file"),
+        Column(
+            "unmapped_values",
+            Integer,
+            comment="Values (non-blank texts and attributes) of the loaded messages that no column holds; they stay in the audit XML",
+        ),
+        Column("unmapped_paths", JSON_DOCUMENT, comment="The first distinct paths of those values, from the message element"),
         Column("error", Text),
+        # A run of the Dagster tables alone checks the files loaded since the checks last ran
+        Index(f"ix_{FILE_HISTORY_TABLE}_finished_at", "finished_at"),
         comment="One row per source file: what happened to it",
     )
     Table(
@@ -209,9 +212,16 @@ def build_metadata(schema: str | None = None) -> MetaData:
         UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_etl_quarantine_message"),
         comment="Messages (or whole files) that could not be loaded, with the reason",
     )
+    Table(
+        ROW_COUNTS_TABLE,
+        metadata,
+        Column("table_name", Text, primary_key=True),
+        Column("row_count", BigInteger, nullable=False),
+        comment="Rows in each loaded table, kept exact by every load (rows inserted minus rows deleted, in its transaction)",
+    )
     code_lists.add_table(metadata)
     meddra.add_tables(metadata)
-    signals.add_table(metadata)
+    signals.add_tables(metadata)
     views.add_views(metadata)
     return metadata
 
@@ -219,3 +229,5 @@ def build_metadata(schema: str | None = None) -> MetaData:
 METADATA = build_metadata()
 CASE_TABLE_NAMES = tuple(catalog.case_table_columns())
 CHILD_TABLE_NAMES = CASE_TABLE_NAMES[1:]
+# The tables whose rows the loads count (etl_table_row_counts)
+COUNTED_TABLE_NAMES = (*CASE_TABLE_NAMES, BATCH_HEADER.name, AUDIT_TABLE, QUARANTINE_TABLE)

@@ -22,7 +22,7 @@ from eudravig_assets.catalog import Catalog
 from eudravig_assets.definitions import build_definitions
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
-from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, ReactionSpec, write_corpus
+from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, DrugSpec, ReactionSpec, build_batch, build_message, write_corpus
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.settings import CatalogSettings
 from py_load_eudravigilance.signals import STATISTICS_TABLE
@@ -48,10 +48,11 @@ def materialize_files(defs: Definitions, instance: DagsterInstance, keys: list[s
     return defs.resolve_job_def(job).execute_in_process(instance=instance, tags=tags, raise_on_error=False, **kwargs)
 
 
-def materialize_tables_alone(defs: Definitions, instance: DagsterInstance):  # type: ignore[no-untyped-def]
+def materialize_tables_alone(defs: Definitions, instance: DagsterInstance, every_row: bool = False):  # type: ignore[no-untyped-def]
     """Run every table but the file history (no file partitions), as a backfill's last run does."""
     tables = [icsr_tables.keys_by_output_name[name] for name in TABLE_SPECS if name != "etl_file_history"]
-    return defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=tables)
+    config = {"ops": {"icsr_tables": {"config": {"check_every_row": every_row}}}}
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=tables, run_config=config)
 
 
 def register(instance: DagsterInstance, keys: list[str]) -> list[str]:
@@ -111,7 +112,9 @@ def test_backfill_over_loaded_partitions_leaves_every_table_unchanged(dsn: str, 
     assert query(dsn, "SELECT file_sha256, status, finished_at FROM etl_file_history ORDER BY 1") == history
 
 
-def test_a_run_of_the_tables_alone_loads_nothing_and_checks_every_row(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
+def test_a_run_of_the_tables_alone_loads_nothing_and_checks_what_loaded_since_the_checks_ran(
+    sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance
+) -> None:
     defs, _keys = loaded_project(sqlite_dsn, tmp_path, instance, CorpusSpec(files=2, cases_per_file=5, seed=4))
     before = snapshot(sqlite_dsn)
 
@@ -124,11 +127,15 @@ def test_a_run_of_the_tables_alone_loads_nothing_and_checks_every_row(sqlite_dsn
     checks = result.get_asset_check_evaluations()
     assert {c.asset_key.path[-1] for c in checks if c.check_name == "rows_match_parser"} >= {"icsr_master", "reactions"}
     assert all(c.passed for c in checks)
+    reactions = next(c for c in checks if c.check_name == "conforms_to_data_dictionary" and c.asset_key.path[-1] == "reactions")
+    assert reactions.metadata["rows_checked"].value == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]  # loaded since
 
-    with create_engine(sqlite_dsn).begin() as conn:  # rows no file of the run brought in are checked too
+    with create_engine(sqlite_dsn).begin() as conn:  # a row broken behind the loads' back
         conn.execute(text("UPDATE reactions SET reaction_meddra_code = '123' WHERE rowid = 1"))
-    again = materialize_tables_alone(defs, instance)
-    failed = {(c.asset_key.path[-1], c.check_name) for c in again.get_asset_check_evaluations() if not c.passed}
+    again = materialize_tables_alone(defs, instance)  # nothing loaded since the last checks: nothing to check
+    assert all(c.passed and c.metadata["rows_checked"].value == 0 for c in again.get_asset_check_evaluations())
+    every_row = materialize_tables_alone(defs, instance, every_row=True)
+    failed = {(c.asset_key.path[-1], c.check_name) for c in every_row.get_asset_check_evaluations() if not c.passed}
     assert failed == {("reactions", "conforms_to_data_dictionary")}
 
 
@@ -195,10 +202,11 @@ def test_checks_flag_values_outside_the_code_lists(sqlite_dsn: str, tmp_path: Pa
     assert result.success  # checks report, they do not block the load
     by_table = {(c.asset_key.path[-1], c.check_name): c for c in result.get_asset_check_evaluations()}
     assert not by_table[("patient_characteristics", "conforms_to_data_dictionary")].passed
-    failures = by_table[("patient_characteristics", "conforms_to_data_dictionary")].metadata["failures"].value
-    assert "| sex | isin(('1', '2')) | 0 | 9 |" in " ".join(failures.split())
+    failing = by_table[("patient_characteristics", "conforms_to_data_dictionary")]
+    assert "| sex: D.5 code list | ODD-SEX | 9 |" in " ".join(failing.metadata["failures"].value.split())
+    assert failing.metadata["rules_failing"].value == {"sex: D.5 code list": 1}
     assert by_table[("reactions", "conforms_to_data_dictionary")].passed
-    assert by_table[("reactions", "every_row_has_its_case")].passed
+    assert by_table[("reactions", "rows_match_parser")].passed
 
 
 def test_rejected_messages_warn_for_the_files_checked(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
@@ -212,7 +220,8 @@ def test_rejected_messages_warn_for_the_files_checked(sqlite_dsn: str, tmp_path:
 
     assert not warning(materialize_files(defs, instance, keys))
     assert warning(materialize_files(defs, instance, keys[1:]))  # a run over the clean file only
-    assert not warning(materialize_tables_alone(defs, instance))  # checks every file
+    assert warning(materialize_tables_alone(defs, instance))  # nothing loaded since the checks last ran
+    assert not warning(materialize_tables_alone(defs, instance, every_row=True))  # checks every file
 
 
 def test_downstream_asset_reads_tables_through_the_io_manager(
@@ -285,12 +294,7 @@ def test_the_catalogue_shows_kinds_owners_row_counts_and_numeric_check_metadata(
     # Follow-ups replaced versions: the files gave more reaction rows than the table keeps, and both are shown
     assert by_table["reactions"]["rows_parsed_from_files"].value > by_table["reactions"]["dagster/row_count"].value
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {
-        "conforms_to_data_dictionary",
-        "every_row_has_its_case",
-        "rows_match_parser",
-        "no_rejected_messages",
-    }
+    assert {c.check_name for c in checks} == {"conforms_to_data_dictionary", "rows_match_parser", "no_rejected_messages"}
     for check in checks:
         assert isinstance(check.metadata["rows_checked"].value, int) and check.metadata["rows_failing"].value == 0, check
     conformance = next(c for c in checks if c.check_name == "conforms_to_data_dictionary" and c.asset_key.path[-1] == "reactions")
@@ -323,7 +327,23 @@ def test_signal_statistics_are_requested_after_each_load_and_report_their_signal
     (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == statistics]
     metadata = event.materialization.metadata
     assert metadata["pairs"].value == metadata["dagster/row_count"].value == len(expected)
-    assert metadata["signals"].value == sum(row["signal"] for row in expected.values())
+    # The first refresh builds the counts in full: every pair is one it changed
+    assert metadata["rebuilt"].value and metadata["changed_pairs"].value == len(expected)
+    assert metadata["signals_among_changed_pairs"].value == sum(row["signal"] for row in expected.values())
     assert metadata["top_signals"].value.startswith("| drug | reaction_meddra_code | a |")
     (check,) = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["rows_checked"].value == len(expected) and check.metadata["rows_failing"].value == 0
+
+    # A later load: the next refresh recounts its case only, and reports and checks the one pair it changed
+    later = tmp_path / "later"
+    later.mkdir()
+    new_drug = CaseSpec("LATER-1", drugs=[DrugSpec(name="Zeta", substance="ZETADRUG")], reactions=[ReactionSpec(meddra_code="10000001")])
+    (later / "later.xml").write_text(build_batch([build_message(new_drug)], batch_number="later"), encoding="utf-8")
+    run_load(later, sqlite_dsn)
+    again = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=[statistics])
+    (event,) = [e for e in again.get_asset_materialization_events() if e.asset_key == statistics]
+    metadata = event.materialization.metadata
+    assert not metadata["rebuilt"].value and (metadata["cases_recounted"].value, metadata["changed_pairs"].value) == (1, 1)
+    assert metadata["pairs"].value == len(expected) + 1 and "| ZETADRUG | 10000001 | 1 |" in metadata["top_signals"].value
+    (check,) = again.get_asset_check_evaluations()
+    assert check.passed and check.metadata["rows_checked"].value == 1

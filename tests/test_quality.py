@@ -1,24 +1,110 @@
-"""The data-dictionary rules (pandera) applied to a table read back in parts, as the Dagster check does."""
+"""The data-quality checks, evaluated in the database over a run's rows, and the exact row counts the loads keep."""
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine
+import pandera.pandas as pa
+import pytest
+from sqlalchemy import create_engine, text
 
 from loaders.readback import TableReader
-from py_load_eudravigilance.fixtures.generator import CaseSpec
+from py_load_eudravigilance.fixtures.generator import CaseSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
-from py_load_eudravigilance.quality import validate_frames
+from py_load_eudravigilance.quality import CheckScope, check_table, parsed_rows, rejected_messages, rules, table_schema
+from py_load_eudravigilance.schema import CASE_TABLE_NAMES, COUNTED_TABLE_NAMES
+from tests.support.db import query
+
+SEXES = ["1", "2", "1", "2", "9", "1", "7"]  # 9 and 7 are not E2B D.5 codes
 
 
-def test_failures_in_any_part_are_counted_and_reported_with_their_row(sqlite_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
-    sexes = ["1", "2", "1", "2", "9", "1", "7"]  # 9 and 7 are not E2B D.5 codes
-    path = write_batch("cases.xml", *(CaseSpec(f"CASE-{n}", sex=sex) for n, sex in enumerate(sexes)))
-    assert not run_load(path, sqlite_dsn).failures
-    reader = TableReader(create_engine(sqlite_dsn))
+def scope_of(dsn: str, *names: str) -> CheckScope:
+    """The checks' scope of a run that loaded these files."""
+    by_name = dict(query(dsn, "SELECT file_name, file_sha256 FROM etl_file_history"))
+    return CheckScope.of_files(by_name[name] for name in names)
 
-    result = validate_frames("patient_characteristics", reader.iter_frames("patient_characteristics", [path.name], 1, 2))
 
-    assert not result.passed and (result.rows_checked, result.rows_failing, result.failure_count) == (7, 2, 2)
-    assert sorted(zip(result.cases["index"], result.cases["failure_case"], strict=True)) == [(4, "9"), (6, "7")]
-    reactions = validate_frames("reactions", reader.iter_frames("reactions", [path.name], 1, 2))
-    assert reactions.passed and (reactions.rows_checked, reactions.rows_failing) == (7, 0)
+def test_every_pandera_rule_has_its_sql_form() -> None:
+    for table in (*CASE_TABLE_NAMES, "message_batches"):
+        declared = sum(len(column.checks) + (not column.nullable) for column in table_schema(table).columns.values())
+        assert len(rules(table)) == declared, table  # a rule without SQL would raise, never vanish
+
+
+def test_the_sql_rules_find_the_rows_pandera_finds(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    path = write_batch("cases.xml", *(CaseSpec(f"CASE-{n}", sex=sex) for n, sex in enumerate(SEXES)))
+    assert run_load(path, dsn).exit_code == 0
+    reader = TableReader(create_engine(dsn))
+
+    found = check_table(reader.engine, reader.table, "patient_characteristics", CheckScope.everything())
+
+    frame = reader.read_frame("patient_characteristics")
+    with pytest.raises(pa.errors.SchemaErrors) as errors:
+        table_schema("patient_characteristics").validate(frame, lazy=True)
+    failing = errors.value.failure_cases
+    expected = sorted(frame.loc[failing["index"].dropna().astype(int), "safetyreportid"])
+    assert (found.rows_checked, found.rows_failing, found.failure_count) == (7, 2, len(failing))
+    assert sorted(example["safetyreportid"] for example in found.examples) == expected == ["CASE-4", "CASE-6"]
+    assert {example["value"] for example in found.examples} == {"9", "7"}
+    assert found.rule_failures == {"sex: D.5 code list": 2}
+
+
+def test_a_runs_checks_see_only_its_rows_and_still_fail_on_a_broken_one(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    broken = write_batch("broken.xml", CaseSpec("BAD-1", sex="7", reactions=[ReactionSpec("10019211", "Headache")]))
+    clean = write_batch("clean.xml", CaseSpec("GOOD-1", sex="1"), CaseSpec("GOOD-2", sex="2"))
+    assert run_load(broken, dsn).exit_code == 0 and run_load(clean, dsn).exit_code == 0
+    reader = TableReader(create_engine(dsn))
+    of_clean, of_broken = scope_of(dsn, "clean.xml"), scope_of(dsn, "broken.xml")
+
+    assert check_table(reader.engine, reader.table, "patient_characteristics", of_clean).rows_failing == 0
+    assert check_table(reader.engine, reader.table, "patient_characteristics", of_clean).rows_checked == 2
+    assert check_table(reader.engine, reader.table, "patient_characteristics", of_broken).rows_failing == 1
+
+    with reader.engine.begin() as conn:  # a case of the clean run loses its master row: its reactions are orphans
+        conn.execute(text("DELETE FROM icsr_master WHERE safetyreportid = 'GOOD-2'"))
+    reactions_clean = check_table(reader.engine, reader.table, "reactions", of_clean)
+    assert reactions_clean.orphans == query(dsn, "SELECT COUNT(*) FROM reactions WHERE safetyreportid = 'GOOD-2'")[0][0] > 0
+    assert check_table(reader.engine, reader.table, "reactions", of_broken).orphans == 0
+    # The parser's count of the clean run's current versions no longer matches what the tables hold
+    parsed = parsed_rows(reader.engine, reader.table, of_clean)
+    master = check_table(reader.engine, reader.table, "icsr_master", of_clean, with_rules=False)
+    assert (parsed["icsr_master"], master.rows_current) == (1, 1)  # GOOD-2's master row is gone from both sides
+    reactions = check_table(reader.engine, reader.table, "reactions", of_clean, with_rules=False)
+    assert reactions.rows_current == parsed["reactions"] and reactions.rows_checked > reactions.rows_current
+
+
+def test_rejected_messages_are_listed_for_the_run_that_brought_them(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    partial = write_batch("partial.xml", CaseSpec("OK-1"), CaseSpec("X" * 600))  # C.1.1 longer than the loader accepts
+    other = write_batch("other.xml", CaseSpec("OK-2"))
+    assert run_load(partial, dsn).exit_code == 2 and run_load(other, dsn).exit_code == 0
+    reader = TableReader(create_engine(dsn))
+
+    count, listed = rejected_messages(reader.engine, reader.table, scope_of(dsn, "partial.xml"))
+    assert count == 1 and [(row["file_name"], row["message_position"]) for row in listed] == [("partial.xml", 2)]
+    assert listed[0]["reason"]
+    assert rejected_messages(reader.engine, reader.table, scope_of(dsn, "other.xml")) == (0, [])
+
+
+def test_the_loads_keep_every_tables_row_count_exact(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    headache, nausea = ReactionSpec("10019211", "Headache"), ReactionSpec("10028813", "Nausea")
+    first = write_batch("first.xml", CaseSpec("CASE-1", reactions=[headache, nausea]), CaseSpec("CASE-2"), CaseSpec("X" * 600))
+    follow_up = write_batch(
+        "follow.xml",
+        CaseSpec("CASE-1", reactions=[headache], most_recent_info="20240301"),  # a follow-up drops a reaction
+        CaseSpec("CASE-2", nullification=True, most_recent_info="20240301"),
+    )
+    reader = TableReader(create_engine(dsn))
+
+    def assert_exact() -> None:
+        counted = reader.row_counts(list(COUNTED_TABLE_NAMES))
+        actual = {name: query(dsn, f'SELECT COUNT(*) FROM "{name}"')[0][0] for name in COUNTED_TABLE_NAMES}
+        assert counted == actual
+
+    run_load(first, dsn)
+    assert_exact()
+    run_load(follow_up, dsn)
+    assert_exact()
+    run_load(first.parent, dsn, mode="full")
+    assert_exact()
+    with reader.engine.begin() as conn:  # a database an earlier release loaded has no counts: they are made once
+        conn.execute(text("DELETE FROM etl_table_row_counts"))
+    run_load(first.parent, dsn)
+    assert_exact()
+    assert reader.row_counts(["reactions"])["reactions"] > 0
