@@ -11,26 +11,28 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from py_load_eudravigilance.environment import CONFIG_ENV, DEFAULT_DSN, DSN_ENV, SOURCE_ENV
 
-from loaders.contract import COMPLETED, FAILED, PARTIAL, Loader, LoadOutcome
-from loaders.readback import TableReader
-from loaders.registry import UnknownLoaderError, loader_for
-from py_load_eudravigilance.errors import E2BError
-from py_load_eudravigilance.mapping.catalog import all_columns
-from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
-from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
-from py_load_eudravigilance.pipeline import RunSummary, redact_dsn, run_load
-from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
-from py_load_eudravigilance.settings import CONFIG_ENV, DEFAULT_DSN, DSN_ENV, SOURCE_ENV, Settings, SettingsError, load_settings
-from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, top_pairs
-from py_load_eudravigilance.sources import list_objects, local_copy, object_name, parse_location
+# Each command imports what it needs when it runs: `--version` and `--help` start at once, and `run`
+# never pays for pandas (the read-back of checks) or the XML schema tools
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
+    from loaders.contract import Loader, LoadOutcome
+    from py_load_eudravigilance.pipeline import RunSummary
+    from py_load_eudravigilance.settings import Settings
+
+
+class DatabaseNotReady(Exception):
+    """A command that reads found no database, or one never initialised; the message says how to create it."""
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
     """Settings with this command's options on top of the environment and the configuration file."""
+    from py_load_eudravigilance.settings import load_settings
+
     overrides: dict[str, object] = {"database": {"dsn": getattr(args, "dsn", None)}}
     for name in ("mode", "workers"):
         overrides[name] = getattr(args, name, None)
@@ -41,14 +43,75 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 def configured_loader(settings: Settings) -> Loader:
     """The loader of the configured database, in its configured schema if one is set."""
+    from loaders.registry import loader_for
+
     return loader_for(settings.database.dsn, settings.database.db_schema)
 
 
+def database_to_read(settings: Settings, *, initialised: bool = True) -> Loader:
+    """The configured database's loader, for a command that reads it: nothing is created on the way.
+
+    SQLite creates a missing file when it first connects, so a mistyped path is refused before any
+    connection; a database without the file history was never initialised (when ``initialised``).
+    """
+    from sqlalchemy import create_engine, inspect
+
+    from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+
+    def not_ready(problem: str | None = None) -> DatabaseNotReady:
+        """``problem`` (else: the database has none of the tables), and how to make the database ready."""
+        from py_load_eudravigilance.pipeline import redact_dsn
+
+        shown = redact_dsn(settings.database.dsn)
+        return DatabaseNotReady(f"{problem or f'{shown} has no eudravigloader tables'}: run `eudravigloader init-db --dsn {shown}` first")
+
+    loader = configured_loader(settings)
+    url = loader.engine.url
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        raise not_ready(f"no database at {path}")
+    if initialised:
+        # A plain engine on the same URL: the loader's session settings would write (SQLite's WAL mode does)
+        probe = create_engine(url)
+        try:
+            found = inspect(probe).has_table(FILE_HISTORY_TABLE, schema=settings.database.db_schema)
+        finally:
+            probe.dispose()
+        if not found:
+            raise not_ready()
+    return loader
+
+
+def table_of(settings: Settings, name: str) -> Table:
+    """One table of the data dictionary, in the configured schema (without the read-back module, which needs pandas)."""
+    from py_load_eudravigilance.schema import build_metadata
+
+    schema = settings.database.db_schema
+    return build_metadata(schema).tables[f"{schema}.{name}" if schema else name]
+
+
 def cmd_dictionary(args: argparse.Namespace) -> int:
+    from py_load_eudravigilance.mapping.catalog import all_columns
+    from py_load_eudravigilance.mapping.dictionary import element_source
+
     columns = all_columns()
+
+    def source(element: str) -> str:  # ICH, FDA or EU; technical columns have no element
+        return element_source(element) if element else ""
+
     if args.format == "json":
         json.dump(
-            [{"table": c.table, "column": c.name, "element": c.element, "name": c.description, "type": c.type.value} for c in columns],
+            [
+                {
+                    "table": c.table,
+                    "column": c.name,
+                    "element": c.element,
+                    "source": source(c.element),
+                    "name": c.description,
+                    "type": c.type.value,
+                }
+                for c in columns
+            ],
             sys.stdout,
             indent=2,
             ensure_ascii=False,
@@ -59,9 +122,9 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
     for c in columns:
         if c.table != current:
             current = c.table
-            sys.stdout.write(f"\n### `{c.table}`\n\n| column | element | name | type |\n|---|---|---|---|\n")
+            sys.stdout.write(f"\n### `{c.table}`\n\n| column | element | source | name | type |\n|---|---|---|---|---|\n")
         name = c.description.replace("|", "\\|")
-        sys.stdout.write(f"| `{c.name}` | {c.element} | {name} | {c.type.value} |\n")
+        sys.stdout.write(f"| `{c.name}` | {c.element} | {source(c.element)} | {name} | {c.type.value} |\n")
     return 0
 
 
@@ -77,6 +140,10 @@ def _report(outcome: LoadOutcome, summary: RunSummary, started: float, interacti
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from loaders.registry import UnknownLoaderError
+    from py_load_eudravigilance.pipeline import redact_dsn, run_load
+    from py_load_eudravigilance.sources import parse_location
+
     settings = settings_for(args)
     dsn = settings.database.dsn
     if not settings.source_uri:
@@ -85,8 +152,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     interactive = sys.stderr.isatty()
     try:
+        location = parse_location(settings.source_uri)
+        # Before the load creates the database: a mistyped folder leaves nothing behind
+        if not location.is_s3 and not Path(location.root).exists():
+            raise FileNotFoundError(f"source not found: {location.uri}")
         summary = run_load(
-            settings.source_uri,
+            location,
             configured_loader(settings),
             settings.mode,
             settings.workers,
@@ -106,6 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_report(summary: RunSummary) -> list[str]:
     """What a run did, as the CLI prints it: counts, then each file that did not complete, and why."""
+    from loaders.contract import COMPLETED, FAILED, PARTIAL
+    from py_load_eudravigilance.mapping.unmapped import REPORTED_PATHS
+    from py_load_eudravigilance.sources import printable
+
     totals = summary.totals()
     lines = [
         f"files: {summary.files_found} found, {summary.files_skipped} skipped (already loaded), "
@@ -115,6 +190,16 @@ def run_report(summary: RunSummary) -> list[str]:
         f"{totals['versions_after_nullification']} newer versions of nullified cases not applied; "
         f"messages rejected: {totals['messages_rejected']}",
     ]
+    unmapped = [o for o in summary.outcomes if o.unmapped_values]
+    if unmapped:
+        # Which content this loader does not map: each distinct path once (etl_file_history has them per file)
+        paths = list(dict.fromkeys(path for o in unmapped for path in o.unmapped_paths))
+        lines.append(
+            f"unmapped values (no column holds them; the audit XML keeps them): {totals['unmapped_values']} in {len(unmapped)} files, at"
+        )
+        lines.extend(f"  {path}" for path in paths[:REPORTED_PATHS])
+        if len(paths) > REPORTED_PATHS:
+            lines.append(f"  ... and {len(paths) - REPORTED_PATHS} more paths (etl_file_history.unmapped_paths lists them per file)")
     for outcome in summary.outcomes:
         if outcome.status == COMPLETED:
             continue
@@ -129,10 +214,12 @@ def run_report(summary: RunSummary) -> list[str]:
             lines.append(f"  rejected: {where}: {reason}")
         if outcome.messages_rejected > len(outcome.rejections):
             lines.append(f"  ... and {outcome.messages_rejected - len(outcome.rejections)} more (every one is in etl_quarantine)")
-    return lines
+    return [printable(line) for line in lines]  # names and values from the files: one line each, whatever they hold
 
 
 def cmd_init_db(args: argparse.Namespace) -> int:
+    from py_load_eudravigilance.pipeline import redact_dsn
+
     settings = settings_for(args)
     configured_loader(settings).create_all_tables()
     print(f"schema ready in {redact_dsn(settings.database.dsn)}")
@@ -140,7 +227,7 @@ def cmd_init_db(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_db_schema(args: argparse.Namespace) -> int:
-    report = configured_loader(settings_for(args)).schema_report()
+    report = database_to_read(settings_for(args), initialised=False).schema_report()
     for label, items in (
         ("missing table", report.missing_tables),
         ("missing column", report.missing_columns),
@@ -156,8 +243,11 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_meddra_load(args: argparse.Namespace) -> int:
+    from py_load_eudravigilance.meddra import read_release
+    from py_load_eudravigilance.pipeline import redact_dsn
+
     settings = settings_for(args)
-    release = read_release(Path(args.directory), args.version)
+    release = read_release(Path(args.directory), args.version, args.encoding)
     loader = configured_loader(settings)
     loader.create_all_tables()
     loaded = loader.load_meddra(release)
@@ -167,17 +257,43 @@ def cmd_meddra_load(args: argparse.Namespace) -> int:
 
 
 def cmd_signals(args: argparse.Namespace) -> int:
+    from py_load_eudravigilance.pipeline import redact_dsn
+    from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
+    from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, summary_query, top_pairs, with_ebgm
+
     settings = settings_for(args)
-    loader = configured_loader(settings)
-    loader.create_all_tables()
-    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles)
+    loader = database_to_read(settings)  # a mistyped path is an error, not an empty database with 0 pairs
+    loader.create_all_tables()  # the statistics table, in a database initialised before it existed
+    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles, rebuild=args.rebuild)
+    statistics = table_of(settings, STATISTICS_TABLE)
+    with loader.engine.connect() as conn:
+        # What an analyst asks this command for; both read the whole view (the refresh itself did not)
+        signals = conn.execute(summary_query(statistics)).one()[1]
+        if args.ebgm or args.rule == EB05:
+            # EBGM's prior is fitted over every pair: all of them are read, then shown by EB05
+            scored, fit = with_ebgm([dict(row) for row in conn.execute(top_pairs(statistics, None)).mappings()])
+            flagged = None if args.rule == EB05 else args.rule
+            wanted = {(row.drug, row.reaction_meddra_code) for row in conn.execute(top_pairs(statistics, None, args.drug, flagged))}
+            shown = [
+                row
+                for row in scored
+                if (row["drug"], row["reaction_meddra_code"]) in wanted and (args.rule != EB05 or row["eb05"] >= EB05_THRESHOLD)
+            ]
+            rows = sorted(shown, key=lambda row: -row["eb05"])[: args.top]
+        else:
+            fit = None
+            rows = conn.execute(top_pairs(statistics, args.top, args.drug, args.rule)).mappings().all()
+    how = "rebuilt in full" if summary.rebuilt else f"{summary.cases_recounted} cases recounted, {summary.changed_pairs} pairs changed"
     print(
-        f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)}: {summary.pairs} drug-event pairs, "
-        f"{summary.signals} signals (drug roles {', '.join(settings.signals.drug_roles)})"
+        f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)} ({how}): {summary.pairs} drug-event pairs, "
+        f"{signals} signals among {summary.cases} cases (drug roles {', '.join(settings.signals.drug_roles)})"
     )
-    reader = TableReader(loader.engine, settings.database.db_schema)
-    with reader.engine.connect() as conn:
-        rows = conn.execute(top_pairs(reader.table(STATISTICS_TABLE), args.top, args.drug)).mappings().all()
+    if fit is not None:
+        prior = fit.prior
+        print(
+            f"EBGM prior (two-gamma mixture, maximum likelihood over {fit.pairs} pairs): alpha1={prior.alpha1:.4g} "
+            f"beta1={prior.beta1:.4g} alpha2={prior.alpha2:.4g} beta2={prior.beta2:.4g} p={prior.p:.4g}"
+        )
     if rows:
         print(markdown_table(rows))
     elif args.drug:
@@ -186,19 +302,26 @@ def cmd_signals(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+    from py_load_eudravigilance.sources import printable
+
     settings = settings_for(args)
-    reader = TableReader(configured_loader(settings).engine, settings.database.db_schema)
-    history = reader.table(FILE_HISTORY_TABLE)
-    with reader.engine.connect() as conn:
+    engine = database_to_read(settings).engine
+    history = table_of(settings, FILE_HISTORY_TABLE)
+    with engine.connect() as conn:
         rows = conn.execute(select(history).order_by(history.c.finished_at)).mappings().all()
     for row in rows:
         finished = f"{row['finished_at']:%Y-%m-%d %H:%M:%S}" if row["finished_at"] else "-"
         duration = f"{row['duration_seconds']:.1f}s" if row["duration_seconds"] is not None else "-"
         print(
-            f"{row['status']:<9} {finished} {duration:>7}  {row['file_name']}  messages={row['messages_total']} "
-            f"inserted={row['cases_inserted']} updated={row['cases_updated']} skipped={row['cases_skipped_older']} "
-            f"nullified={row['cases_nullified']} after_nullification={row['versions_after_nullification']} "
-            f"rejected={row['messages_rejected']}" + (f"  error={row['error']}" if row["error"] else "")
+            printable(
+                f"{row['status']:<9} {finished} {duration:>7}  {row['file_name']}  messages={row['messages_total']} "
+                f"inserted={row['cases_inserted']} updated={row['cases_updated']} skipped={row['cases_skipped_older']} "
+                f"nullified={row['cases_nullified']} after_nullification={row['versions_after_nullification']} "
+                f"rejected={row['messages_rejected']}" + (f"  error={row['error']}" if row["error"] else "")
+            )
         )
     if not rows:
         print("no files loaded yet")
@@ -206,6 +329,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from py_load_eudravigilance.parsing.xsd import load_schema, validate_file
+    from py_load_eudravigilance.sources import list_objects, local_copy, object_name, parse_location, printable
+
     schema = load_schema(Path(args.schema))
     location = parse_location(args.source)
     invalid = 0
@@ -214,10 +340,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         with local_copy(location, obj.key) as path:
             result = validate_file(path, schema, object_name(location, obj.key))
         if result.valid:
-            print(f"valid: {result.file_name}")
+            print(printable(f"valid: {result.file_name}"))
         else:
             invalid += 1
-            print(f"invalid: {result.file_name}: {result.error}")
+            print(printable(f"invalid: {result.file_name}: {result.error}"))
     print(f"{len(objects) - invalid} valid, {invalid} invalid")
     return 1 if invalid else 0
 
@@ -235,6 +361,24 @@ def _version() -> str:
         return metadata.version("py-load-eudravigilance")
     except metadata.PackageNotFoundError:
         return "(not installed)"
+
+
+def positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+# Rows a report prints at most: beyond, no terminal is served, and databases' LIMIT overflows (64 bits)
+MAX_REPORT_ROWS = 1_000_000
+
+
+def report_rows(text: str) -> int:
+    number = positive_int(text)
+    if number > MAX_REPORT_ROWS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_REPORT_ROWS:,}, not {number}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,9 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
 
     signals = sub.add_parser("signals", help="refresh the drug-event statistics (PRR, ROR, IC) and print the top pairs")
-    signals.add_argument("--drug", help="only this drug (substance or product name, compared normalized)")
-    signals.add_argument("--top", type=int, default=20, help="rows to print (default: 20)")
+    signals.add_argument(
+        "--drug",
+        help="only this active substance (G.k.2.3.r.1, e.g. PARACETAMOL; the product name only for drugs that name no substance), "
+        "compared upper-cased with blanks trimmed",
+    )
+    signals.add_argument("--top", type=report_rows, default=20, help="rows to print (default: 20)")
     signals.add_argument("--drug-roles", help="G.k.1 roles counted, comma-separated (default: 1,3: suspect and interacting)")
+    signals.add_argument(
+        "--rebuild", action="store_true", help="recount every case (default: only the cases loaded since the last refresh)"
+    )
+    signals.add_argument(
+        "--rule",
+        choices=("evans_prr", "ic025", "ema_sdr", "eb05"),
+        help="only the pairs meeting this screening rule (docs/signal-rules.md); eb05 computes EBGM",
+    )
+    signals.add_argument("--ebgm", action="store_true", help="add EBGM, EB05 and EB95 (gamma-Poisson shrinker over every pair)")
     database_options(signals)
     signals.set_defaults(func=cmd_signals)
 
@@ -279,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     meddra_load.add_argument("directory", help="the release's folder (or its MedAscii folder)")
     meddra_load.add_argument("--version", help="the MedDRA version, e.g. 27.1 (default: read from meddra_release.asc)")
+    meddra_load.add_argument("--encoding", help="the files' encoding when it is not UTF-8, e.g. latin-1, cp1252, shift_jis")
     database_options(meddra_load)
     meddra_load.set_defaults(func=cmd_meddra_load)
 
@@ -288,16 +446,42 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     dictionary = sub.add_parser("dictionary", help="print the data dictionary")
-    dictionary.add_argument("--format", choices=("json", "markdown"), default="markdown")
+    dictionary.add_argument(
+        "--format", choices=("json", "markdown"), default="markdown", help="markdown (default, as in docs/data-dictionary.md) or json"
+    )
     dictionary.set_defaults(func=cmd_dictionary)
 
-    generate = sub.add_parser("generate", help="write synthetic E2B(R3) batch files")
-    generate.add_argument("output")
-    generate.add_argument("--files", type=int, default=3)
-    generate.add_argument("--cases", type=int, default=20, help="cases per file")
-    generate.add_argument("--seed", type=int, default=7)
+    generate = sub.add_parser(
+        "generate", help="write synthetic E2B(R3) batch files (later files hold follow-ups and nullifications of earlier cases)"
+    )
+    generate.add_argument("output", help="folder to write batch-SEED-NNNN.xml files into (created if missing)")
+    generate.add_argument("--files", type=positive_int, default=3, help="batch files to write (default: 3)")
+    generate.add_argument("--cases", type=positive_int, default=20, help="messages per file (default: 20)")
+    generate.add_argument("--seed", type=int, default=7, help="random seed: the same seed writes the same files (default: 7)")
     generate.set_defaults(func=cmd_generate)
     return parser
+
+
+# Errors that end a command in one line, never a traceback: the project's own, whose message says it all...
+STATED_ERRORS = (
+    "py_load_eudravigilance.settings:SettingsError",
+    "py_load_eudravigilance.errors:E2BError",
+    "py_load_eudravigilance.meddra:MeddraReleaseError",
+)
+# ...and the others, shown with their type (SQLAlchemy's errors do not carry the password; botocore's:
+# no bucket, no credentials, no endpoint)
+TYPED_ERRORS = (
+    "sqlalchemy.exc:SQLAlchemyError",
+    "loaders.registry:UnknownLoaderError",
+    "botocore.exceptions:BotoCoreError",
+    "botocore.exceptions:ClientError",
+)
+
+
+def imported_classes(names: Sequence[str]) -> tuple[type[BaseException], ...]:
+    """The ``module:Class`` of ``names`` whose module this process imported: a command that never imported a
+    module cannot have raised its errors, and the commands import only what they need."""
+    return tuple(getattr(sys.modules[module], name) for module, _, name in (n.partition(":") for n in names) if module in sys.modules)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,24 +493,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`eudravigloader status | head`): stop quietly, and let nothing more reach the pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (SettingsError, E2BError, MeddraReleaseError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    except (SQLAlchemyError, OSError, UnknownLoaderError, *_s3_errors()) as exc:
-        # One clear line, never a traceback; SQLAlchemy errors do not carry the password
-        where = "S3: " if type(exc).__module__.startswith(("botocore", "boto3")) else ""
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        sys.stderr.write(f"error: {where}{type(exc).__name__}: {first_line}\n")
-        return 1
+    except Exception as exc:
+        from py_load_eudravigilance.sources import printable  # a file name in the message stays on its line
 
-
-def _s3_errors() -> tuple[type[Exception], ...]:
-    """botocore's errors (no bucket, no credentials, no endpoint), when it is installed."""
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        return ()
-    return (BotoCoreError, ClientError)
+        if isinstance(exc, (DatabaseNotReady, *imported_classes(STATED_ERRORS))):
+            sys.stderr.write(f"error: {printable(str(exc))}\n")
+        elif isinstance(exc, (OSError, *imported_classes(TYPED_ERRORS))):
+            where = "S3: " if type(exc).__module__.startswith(("botocore", "boto3")) else ""
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            sys.stderr.write(f"error: {where}{type(exc).__name__}: {printable(first_line)}\n")
+        else:
+            raise
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,21 +104,29 @@ class PvLiteLoader(LoaderInterface):
 """
 
 
-@pytest.fixture
-def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    package = tmp_path / "plugin"
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin installed by pip into a folder of its own, once for the session (pip is the slow part)."""
+    root = tmp_path_factory.mktemp("plugin")
+    package = root / "plugin"
     (package / "my_redshift_loader").mkdir(parents=True)
     (package / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
     (package / "my_redshift_loader" / "__init__.py").write_text("")
     (package / "my_redshift_loader" / "loader.py").write_text(PLUGIN_LOADER)
     (package / "my_redshift_loader" / "working.py").write_text(WORKING_LOADER)
-    target = tmp_path / "site"
+    target = root / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--target", str(target), str(package)],
         check=True,
     )
-    monkeypatch.syspath_prepend(str(target))
     return target
+
+
+@pytest.fixture
+def installed_plugin(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The plugin importable and its entry points found, for one test only."""
+    monkeypatch.syspath_prepend(str(plugin_site))
+    return plugin_site
 
 
 def test_plugin_from_the_guide_is_chosen_by_dialect(installed_plugin: Path) -> None:
@@ -176,14 +183,14 @@ def test_a_plugin_from_the_guide_gets_the_same_outcomes_and_commands_as_the_buil
     (folder / "b-garbage.xml").write_text("garbage", encoding="utf-8")
     (folder / "c-truncated.xml").write_text(good[: len(good) // 2], encoding="utf-8")
     dsn = f"pvlite:///{tmp_path / 'plugin.db'}"
-    env = {"PYTHONPATH": os.pathsep.join([str(installed_plugin), *sys.path])}
 
-    assert run_cli("init-db", "--dsn", dsn, env=env).returncode == 0
-    result = run_cli("run", str(folder), "--dsn", dsn, "--workers", "1", env=env)
+    # The commands run in this process, where the fixture made the plugin importable
+    assert run_cli("init-db", "--dsn", dsn).returncode == 0
+    result = run_cli("run", str(folder), "--dsn", dsn, "--workers", "1")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 completed, 1 partial, 2 failed" in result.stdout, result.stdout
-    status = run_cli("status", "--dsn", dsn, env=env)
+    status = run_cli("status", "--dsn", dsn)
     assert status.returncode == 0 and status.stdout.count("failed") == 2 and "partial" in status.stdout
-    assert run_cli("validate-db-schema", "--dsn", dsn, env=env).stdout.strip().endswith("schema is valid")
-    signals = run_cli("signals", "--dsn", dsn, env=env)
+    assert run_cli("validate-db-schema", "--dsn", dsn).stdout.strip().endswith("schema is valid")
+    signals = run_cli("signals", "--dsn", dsn)
     assert signals.returncode == 0 and "1 drug-event pairs" in signals.stdout, signals.stdout + signals.stderr
