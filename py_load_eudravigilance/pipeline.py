@@ -315,6 +315,7 @@ class _Unit:
     submitted: list[Future[_Staged]] = field(default_factory=list)
     load: Future[tuple[list[LoadOutcome], int]] | None = None  # the load of a unit staged in parts, beside its staging
     truncates: bool = False  # its load in parts was the one to empty the tables (a full reload)
+    retried: bool = False  # staged again after its pool broke: a second break makes it the culprit
     streamed: bool = False  # loaded part by part while its workers still stage it
 
     @property
@@ -588,15 +589,19 @@ def run_load(
                             units[loaded:loaded] = [whole]
                             queue.extend((whole, task) for task in reversed(whole.tasks))
                             continue
-                        if len(unit.keys) > 1:
-                            # Find the culprit: its group-mates load on their own, in its place
-                            log.debug("group of %d files failed; loading them one by one", len(unit.keys), exc_info=True)
+                        broken = isinstance(exc, BrokenProcessPool)
+                        if len(unit.keys) > 1 or (broken and not unit.retried):
+                            # Find the culprit: its group-mates load on their own, in its place. A worker's death breaks
+                            # its whole pool, failing every task in flight with it: each such file gets one more try
+                            log.debug("%d files failed; loading them one by one", len(unit.keys), exc_info=True)
                             singles = [unit_of((key,)) for key in unit.keys]
+                            for single in singles:
+                                single.retried = unit.retried or broken
                             units[loaded:loaded] = singles
                             queue.extend((single, task) for single in reversed(singles) for task in reversed(single.tasks))
                             continue
                         name = object_name(location, unit.keys[0])
-                        reason = WORKER_DIED if isinstance(exc, BrokenProcessPool) else f"{type(exc).__name__}: {first_line(exc)}"
+                        reason = WORKER_DIED if broken else f"{type(exc).__name__}: {first_line(exc)}"
                         log.debug("loading %s failed", name, exc_info=True)
                         digest = _record_failed_file(loader, location, unit.keys[0], exc, reason, mode)
                         report([LoadOutcome(name, digest, status=FAILED, error=reason)])
