@@ -1,4 +1,4 @@
-"""Turn E2B(R3) files into staged batches: COPY text rows per table, and an index of the messages.
+"""Turn E2B(R3) files into staged batches: binary COPY rows per table, and an index of the messages.
 
 Staging streams: each message is mapped and buffered before the next is parsed, and buffers are
 written out as they fill, so memory does not grow with the file. Functions take paths and return

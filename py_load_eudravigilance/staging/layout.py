@@ -1,4 +1,4 @@
-"""What a staged batch is on disk: one file of COPY text rows per table, and an index of its messages.
+"""What a staged batch is on disk: one file of binary COPY rows per table, and an index of its messages.
 
 A worker stages a group of source files (or its share of one large file, or one part of it) into a
 directory. Rows are PostgreSQL binary COPY tuples (``copybinary.py``) carrying exactly the target
