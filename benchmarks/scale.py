@@ -86,10 +86,9 @@ def grow(loader: Loader, cases: int, seed_messages: int, workdir: Path, workers:
             if copies:
                 for name in GROWN_TABLES:
                     conn.execute(copy_cases(loader.table(name), copies))
-            counts = loader.table(ROW_COUNTS_TABLE)
-            for name in conn.execute(select(counts.c.table_name)).scalars().all():
-                exact = select(func.count()).select_from(loader.table(name)).scalar_subquery()
-                conn.execute(counts.update().where(counts.c.table_name == name).values(row_count=exact))
+            # The copies bypassed the loads that keep the counts: counted again, as a database of an earlier release is
+            conn.execute(loader.table(ROW_COUNTS_TABLE).delete())
+            loader.start_row_counts(conn)
         loader.refresh_drug_event_statistics(rebuild=True)  # the copies were never queued for an incremental refresh
     with loader.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))

@@ -30,6 +30,7 @@ from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
 from py_load_eudravigilance.mapping.code_lists import CODE_LISTS
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
+from py_load_eudravigilance.markdown import markdown_table
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, MASTER_TABLE, MESSAGE_POSITION, QUARANTINE_TABLE
 from py_load_eudravigilance.views import count_where
 
@@ -290,15 +291,8 @@ def rejected_messages(engine: Engine, table: TableNamed, scope: CheckScope) -> t
 
 
 def markdown_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows as a Markdown table (columns of the first row; NULL as -; pipes and line breaks kept out of the cells)."""
+    """Rows as a Markdown table (columns of the first row; NULL as -; a value cut at 200 characters)."""
     if not rows:
         return ""
     columns = list(rows[0])
-
-    def cell(value: Any) -> str:
-        text = "-" if value is None else str(value)
-        return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")[:200]
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(columns, [["-" if row.get(c) is None else str(row.get(c))[:200] for c in columns] for row in rows])

@@ -54,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateView
 
+from py_load_eudravigilance import markdown
 from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.views import TableNamed, count_where, current_cases
@@ -649,9 +650,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             return "yes" if value else "no"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(shown(row, name) for name in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown.markdown_table(columns, [[shown(row, name) for name in columns] for row in rows])
 
 
 def with_ebgm(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
