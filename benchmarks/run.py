@@ -11,7 +11,8 @@ row (``--skip-padded`` leaves it out): padding flatters the ratio to the bare pa
 (b) ``eudravigloader run`` as a user runs it (a new process: start-up and schema creation count) into
     PostgreSQL with all cores, with the compiled mapper and with the Python mapper, each with the CPU its
     parsing workers, the loading process and the server used;
-(c) the same files through Dagster: one run per backfill chunk of file partitions, every check on;
+(c) the same files through Dagster: one run per backfill chunk of file partitions, every check on; Dagster's own
+    runs and events stored in its default SQLite instance storage, then in PostgreSQL (dagster-postgres);
 (d) the same cases as one batch file and as single-case files, against the ``--files`` batch files of (b);
 (e) peak memory of staging one large batch file, and of one a quarter its size (flat as files grow).
 The server's CPU is read from /proc when it runs on this machine. A run that uses the cores it has is
@@ -37,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -283,11 +284,18 @@ def _proc_fields(pid: int) -> list[str] | None:
     return [command, *rest.split()]
 
 
-def dagster_load(source: Path, server_dsn: str, workers: int) -> tuple[int, float]:
-    """Every file partition of ``source`` materialized into a fresh database, the way a backfill does it."""
+def dagster_load(source: Path, server_dsn: str, workers: int, postgres_instance: bool = False) -> tuple[int, float]:
+    """Every file partition of ``source`` materialized into a fresh database, the way a backfill does it. Dagster's own
+    runs and events go to its default SQLite instance storage, or with ``postgres_instance`` to a fresh PostgreSQL
+    database (dagster-postgres, the storage of a deployment over several machines)."""
     from dagster import instance_for_test
 
-    with fresh_database(server_dsn) as dsn, instance_for_test() as instance:
+    with ExitStack() as stack:
+        dsn = stack.enter_context(fresh_database(server_dsn))
+        overrides = None
+        if postgres_instance:
+            overrides = {"storage": {"postgres": {"postgres_url": stack.enter_context(fresh_database(server_dsn))}}}
+        instance = stack.enter_context(instance_for_test(overrides=overrides))
         messages, seconds, _ = dagster_backfill(source, dsn, workers, instance)
         return messages, seconds
 
@@ -412,10 +420,12 @@ def main() -> int:
             row(f"(b) eudravigloader run -> PostgreSQL, {args.workers} workers, {mapper} mapper", loads[mapper], baseline)
         cli_mapper = next(iter(loads))
         cli = loads[cli_mapper]
-        dagster = None
+        dagster = dagster_on_postgres = None
         if not args.skip_dagster:
             dagster = Load(*dagster_load(batches, args.dsn, args.workers))
             row("(c) Dagster backfill of the batch-file partitions, every check", dagster, baseline)
+            dagster_on_postgres = Load(*dagster_load(batches, args.dsn, args.workers, postgres_instance=True))
+            row("(c) the same, Dagster's instance storage in PostgreSQL", dagster_on_postgres, baseline)
         one = cli_run(one_batch, args.dsn, args.workers, cli_mapper)
         row("(d) eudravigloader run, the same cases in one batch file", one, baseline)
         single = cli_run(singles, args.dsn, args.workers, cli_mapper)
@@ -449,8 +459,9 @@ def main() -> int:
 
         print("\ntargets (issue 24):")
         target(f"(b) eudravigloader run ({cli_mapper}) vs (a) bare parse, {args.cases} cases", cli.seconds / (baseline * cli.messages), 1.5)
-        if dagster is not None:
+        if dagster is not None and dagster_on_postgres is not None:
             target(f"(c) Dagster backfill, every check, vs (b) the CLI ({cli_mapper})", dagster.seconds / cli.seconds, 1.3)
+            target("(c) the same, instance storage in PostgreSQL", dagster_on_postgres.seconds / cli.seconds, 1.3)
         target(f"(d) one {args.cases}-case file vs the same cases in {len(paths)} files", one.seconds / cli.seconds, 1.1)
         target("(d) single-case files vs one batch file", single.seconds / one.seconds, 1.3)
         assert cli.workers_cpu is not None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from loaders.contract import Loader
+from loaders.contract import Loader, LoadOutcome
 from py_load_eudravigilance.pipeline import RunSummary, run_load
 from py_load_eudravigilance.sources import SourceLocation, object_name
 
@@ -25,7 +26,11 @@ class LoadBatch:
     def file_names(self) -> list[str]:
         return [object_name(self.location, key) for key in self.keys]
 
-    def commit(self, loader: Loader) -> RunSummary:
+    def commit(self, loader: Loader, on_file: Callable[[LoadOutcome], None] | None = None) -> RunSummary:
+        """Load the files once; ``on_file`` hears each file's outcome as soon as it is committed (or failed)."""
         if self.summary is None:
-            self.summary = run_load(self.location, loader, self.mode, self.workers, keys=self.keys, quarantine=self.quarantine)
+            progress = (lambda outcome, _summary: on_file(outcome)) if on_file else None
+            self.summary = run_load(
+                self.location, loader, self.mode, self.workers, progress=progress, keys=self.keys, quarantine=self.quarantine
+            )
         return self.summary

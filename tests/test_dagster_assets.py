@@ -125,18 +125,24 @@ def test_a_run_of_the_tables_alone_loads_nothing_and_checks_what_loaded_since_th
     master = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "icsr_master")
     assert master.materialization.metadata["files_loaded"].value == 0
     checks = result.get_asset_check_evaluations()
-    assert {c.asset_key.path[-1] for c in checks if c.check_name == "rows_match_parser"} >= {"icsr_master", "reactions"}
+    integrity = next(c for c in checks if c.check_name == "rows_match_parser")
+    assert integrity.asset_key.path[-1] == "icsr_master" and integrity.metadata["tables_checked"].value == 36
+    assert integrity.metadata["rows_parsed"].value == integrity.metadata["rows_of_current_versions"].value > 0
     assert all(c.passed for c in checks)
     reactions = next(c for c in checks if c.check_name == "conforms_to_data_dictionary" and c.asset_key.path[-1] == "reactions")
     assert reactions.metadata["rows_checked"].value == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]  # loaded since
 
     with create_engine(sqlite_dsn).begin() as conn:  # a row broken behind the loads' back
         conn.execute(text("UPDATE reactions SET reaction_meddra_code = '123' WHERE rowid = 1"))
+        conn.execute(text("DELETE FROM drugs WHERE rowid = (SELECT MIN(rowid) FROM drugs)"))
     again = materialize_tables_alone(defs, instance)  # nothing loaded since the last checks: nothing to check
     assert all(c.passed and c.metadata["rows_checked"].value == 0 for c in again.get_asset_check_evaluations())
     every_row = materialize_tables_alone(defs, instance, every_row=True)
-    failed = {(c.asset_key.path[-1], c.check_name) for c in every_row.get_asset_check_evaluations() if not c.passed}
-    assert failed == {("reactions", "conforms_to_data_dictionary")}
+    failing = {(c.asset_key.path[-1], c.check_name): c for c in every_row.get_asset_check_evaluations() if not c.passed}
+    assert set(failing) == {("reactions", "conforms_to_data_dictionary"), ("icsr_master", "rows_match_parser")}
+    lost = failing[("icsr_master", "rows_match_parser")]
+    assert lost.metadata["rows_failing"].value == 1  # the drug row deleted behind the loads' back, named with its table
+    assert "| drugs |" in lost.metadata["tables_failing"].value
 
 
 def test_a_failing_file_fails_the_run_and_its_partition(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance) -> None:
@@ -206,7 +212,7 @@ def test_checks_flag_values_outside_the_code_lists(sqlite_dsn: str, tmp_path: Pa
     assert "| sex: D.5 code list | ODD-SEX | 9 |" in " ".join(failing.metadata["failures"].value.split())
     assert failing.metadata["rules_failing"].value == {"sex: D.5 code list": 1}
     assert by_table[("reactions", "conforms_to_data_dictionary")].passed
-    assert by_table[("reactions", "rows_match_parser")].passed
+    assert by_table[("icsr_master", "rows_match_parser")].passed
 
 
 def test_rejected_messages_warn_for_the_files_checked(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
