@@ -1,9 +1,10 @@
 """The analyst views, generated with SQLAlchemy Core on the schema's tables and created with them.
 
 ``cases`` is one row per case that is not nullified, ``case_drug_reactions`` one row per pair of a
-drug and a reaction of such a case. Coded columns come with ``_label`` columns read from
-``e2b_code_lists``; reactions come with their MedDRA PT, HLT, HLGT and SOC (primary SOC path) when
-the reaction's MedDRA version has been loaded with ``eudravigloader meddra load``.
+drug and a reaction of such a case (its drug's substances, the case's primary source and the pair's
+drug-reaction matrix entry are read without adding rows). Coded columns come with ``_label``
+columns read from ``e2b_code_lists``; reactions come with their MedDRA PT, HLT, HLGT and SOC
+(primary SOC path) when the reaction's MedDRA version has been loaded with ``eudravigloader meddra load``.
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ def label_of(codes: Table, column: ColumnElement, element: str) -> ColumnElement
     return select(codes.c.label).where(codes.c.element == element, codes.c.code == column).scalar_subquery()
 
 
+def labelled(codes: Table, value: ColumnElement, element: str, name: str) -> list[ColumnElement]:
+    """A coded value shown as ``name``, and its label in ``element``'s code list as ``<name>_label``."""
+    return [value.label(name), label_of(codes, value, element).label(f"{name}_label")]
+
+
 def with_label(codes: Table, table: Table, column: str) -> list[ColumnElement]:
     """A coded column and its ``_label`` column."""
-    return [table.c[column], label_of(codes, table.c[column], _element_of(table.name, column)).label(f"{column}_label")]
+    return labelled(codes, table.c[column], _element_of(table.name, column), column)
 
 
 def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -64,6 +70,37 @@ def is_serious(reactions: Table) -> ColumnElement[bool]:
 def current_cases(master: Table) -> ColumnElement[bool]:
     """Cases whose newest version is not a nullification (nullified cases keep their rows, for the record)."""
     return not_(func.coalesce(master.c.is_nullified, false()))
+
+
+def primary_source(sources: Table, case_key: ColumnElement, column: str) -> ColumnElement:
+    """``column`` of the case's primary source for regulatory purposes (C.2.r.5 = 1), else of the first one listed."""
+    return (
+        select(sources.c[column])
+        .where(sources.c[CASE_KEY] == case_key)
+        .order_by(case((sources.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), sources.c.reporter_seq)
+        .limit(1)
+        .correlate_except(sources)  # also when nested in another subquery (a label's)
+        .scalar_subquery()
+    )
+
+
+def active_substances(substances: Table, drugs: Table) -> ColumnElement[str]:
+    """The drug's active substance names (G.k.2.3.r.1) as reported, ``; ``-separated in the report's order; NULL when
+    it names none. One value per drug, so that several substances never multiply the drug's rows."""
+    listed = (
+        select(substances.c.substance_name)
+        .where(
+            substances.c[CASE_KEY] == drugs.c[CASE_KEY],
+            substances.c.drug_seq == drugs.c.drug_seq,
+            func.trim(substances.c.substance_name) != "",
+        )
+        # Aggregated from a sorted subquery: the form both dialects keep the order of (SQLite before 3.44 has no
+        # ORDER BY inside an aggregate)
+        .order_by(substances.c.substance_seq)
+        .correlate(drugs)
+        .subquery("listed")
+    )
+    return select(func.aggregate_strings(listed.c.substance_name, "; ")).scalar_subquery()
 
 
 def causality(matrix: Table, assessments: Table) -> Select:
@@ -93,12 +130,22 @@ def causality(matrix: Table, assessments: Table) -> Select:
 
 
 def case_drug_reactions(table: TableNamed) -> Select:
-    master, drugs, reactions = table("icsr_master"), table("drugs"), table("reactions")
+    master, drugs, reactions, matrix = table("icsr_master"), table("drugs"), table("reactions"), table("drug_reaction_matrix")
+    sources = table("primary_sources")
     codes, llt, hierarchy = table(CODE_LIST_TABLE), table(LLT_TABLE), table(HIERARCHY_TABLE)
-    assessed = causality(table("drug_reaction_matrix"), table("drug_reaction_assessments")).subquery("assessed")
+    assessed = causality(matrix, table("drug_reaction_assessments")).subquery("assessed")
     joined = (
         master.join(drugs, drugs.c[CASE_KEY] == master.c[CASE_KEY])
         .join(reactions, reactions.c[CASE_KEY] == master.c[CASE_KEY])
+        # The pair's matrix entry (G.k.9.i): the mapper writes one per reaction a drug lists, so the grain stays
+        .outerjoin(
+            matrix,
+            and_(
+                matrix.c[CASE_KEY] == drugs.c[CASE_KEY],
+                matrix.c.drug_seq == drugs.c.drug_seq,
+                matrix.c.reaction_xml_id == reactions.c.reaction_xml_id,
+            ),
+        )
         .outerjoin(
             assessed,
             and_(
@@ -113,19 +160,38 @@ def case_drug_reactions(table: TableNamed) -> Select:
             and_(hierarchy.c[VERSION] == llt.c[VERSION], hierarchy.c.pt_code == llt.c.pt_code, hierarchy.c.primary_soc),
         )
     )
+
+    def matrix_entry(column: str, name: str) -> list[ColumnElement]:  # a coded column of the matrix, named for analysts
+        return labelled(codes, matrix.c[column], _element_of(matrix.name, column), name)
+
     return (
         select(
             master.c[CASE_KEY],
             drugs.c.drug_seq,
             reactions.c.reaction_seq,
             drugs.c.medicinal_product,
+            active_substances(table("drug_substances"), drugs).label("active_substances"),
             *with_label(codes, drugs, "drug_role"),
+            *with_label(codes, drugs, "action_taken"),
             reactions.c.reaction_meddra_version,
             reactions.c.reaction_meddra_code,
             reactions.c.primary_source_reaction,
             is_serious(reactions).label("serious"),
+            *(reactions.c[criterion] for criterion in SERIOUSNESS_CRITERIA),
             *with_label(codes, reactions, "outcome"),
+            # Time to onset is the interval from the start of the drug (G.k.9.i.3.1); from its last dose, G.k.9.i.3.2
+            matrix.c.interval_start_to_reaction.label("time_to_onset"),
+            *matrix_entry("interval_start_to_reaction_unit", "time_to_onset_unit"),
+            matrix.c.interval_last_dose_to_reaction.label("time_from_last_dose"),
+            *matrix_entry("interval_last_dose_to_reaction_unit", "time_from_last_dose_unit"),
+            *matrix_entry("recurrence_on_readministration", "rechallenge"),
             assessed.c.causality,
+            *labelled(
+                codes,
+                primary_source(sources, master.c[CASE_KEY], "qualification"),
+                _element_of(sources.name, "qualification"),
+                "reporter_qualification",
+            ),
             *(column for level in MEDDRA_LEVELS for column in (hierarchy.c[f"{level}_code"], hierarchy.c[f"{level}_name"])),
         )
         .select_from(joined)
@@ -138,14 +204,6 @@ def cases(table: TableNamed) -> Select:
         table(name) for name in ("icsr_master", "patient_characteristics", "reactions", "drugs", "primary_sources")
     )
     codes = table(CODE_LIST_TABLE)
-    # The primary source for regulatory purposes (C.2.r.5 = 1), else the first one listed
-    primary_source = (
-        select(sources.c.reporter_country)
-        .where(sources.c[CASE_KEY] == master.c[CASE_KEY])
-        .order_by(case((sources.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), sources.c.reporter_seq)
-        .limit(1)
-        .scalar_subquery()
-    )
 
     def count_of(child: Table) -> ColumnElement[int]:
         return select(func.count()).select_from(child).where(child.c[CASE_KEY] == master.c[CASE_KEY]).scalar_subquery()
@@ -159,7 +217,7 @@ def cases(table: TableNamed) -> Select:
             master.c.first_received_date_utc,
             master.c.most_recent_info_date_utc,
             *with_label(codes, master, "sender_type"),
-            primary_source.label("primary_source_country"),
+            primary_source(sources, master.c[CASE_KEY], "reporter_country").label("primary_source_country"),
             *with_label(codes, patients, "sex"),
             patients.c.age_at_onset,
             *with_label(codes, patients, "age_at_onset_unit"),
