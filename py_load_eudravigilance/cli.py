@@ -233,6 +233,7 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
         ("missing column", report.missing_columns),
         ("mistyped column", report.mistyped_columns),
         ("missing view", report.missing_views),
+        ("outdated view", report.outdated_views),
         ("missing index", report.missing_indexes),
         ("extra column", report.extra_columns),
     ):

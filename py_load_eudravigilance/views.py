@@ -9,9 +9,11 @@ columns read from ``e2b_code_lists``; reactions come with their MedDRA PT, HLT, 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from sqlalchemy import ColumnElement, MetaData, Table, and_, case, false, func, literal, literal_column, not_, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateView
 from sqlalchemy.sql import Select
 
@@ -23,6 +25,7 @@ CASES_VIEW = "cases"
 CASE_DRUG_REACTIONS_VIEW = "case_drug_reactions"
 AUDIT_LATEST_VIEW = "icsr_audit_latest"
 AUDIT_TABLE = "icsr_audit_log"
+DEFINITIONS_TABLE = "etl_view_definitions"
 
 # Seriousness criteria of a reaction (E.i.3.2a-f and the FDA's E.i.3.2h): any true makes it serious
 SERIOUSNESS_CRITERIA = (
@@ -257,3 +260,10 @@ def add_views(metadata: MetaData) -> None:
 
     for name, query in ((AUDIT_LATEST_VIEW, audit_latest), (CASES_VIEW, cases), (CASE_DRUG_REACTIONS_VIEW, case_drug_reactions)):
         CreateView(query(table), name, metadata=metadata, schema=metadata.schema)
+
+
+def view_definition(view: Table, dialect: Dialect) -> str:
+    """SHA-256 of the CREATE VIEW statement ``create_all`` issues for ``view`` on ``dialect``: what tells a view an
+    earlier release made with another query (same columns or not) from this release's."""
+    statement = view._creator_ddl  # where SQLAlchemy keeps a view's CreateView (no public accessor in 2.1)
+    return hashlib.sha256(str(statement.compile(dialect=dialect)).encode()).hexdigest()
