@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,9 @@ from sqlalchemy import create_engine, inspect, text
 from loaders.registry import get_loader
 from py_load_eudravigilance.mapping.code_lists import CODE_LISTS, code_list_rows, coded_columns
 from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
+from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.views import SERIOUSNESS_CRITERIA
-from tests.conftest import ANALYST_MEDDRA_VERSION
+from tests.conftest import ANALYST_MEDDRA_VERSION, SHARED_E2B, postgres_database
 from tests.support.db import query
 from tests.support.meddra import EXTRA_LLTS, PTS, SOCS, write_release
 from tests.test_cli import run_cli
@@ -81,6 +85,110 @@ def test_causality_is_the_assessments_recorded_for_that_drug_and_reaction(analys
             assert sorted(row["causality"].split("; ")) == sorted(recorded[key])
         else:
             assert row["causality"] is None
+
+
+# One current version of each FDA example case: Scenario6's version of US-APHARMA-8744554B (two substances in one
+# drug, action taken, rechallenge, both time intervals, two reporters) would lose to Scenario3's
+FDA_CURRENT = ("FAERS2022Scenario2.xml", "FAERS2022Scenario4.xml", "FAERS2022Scenario5-1.xml", "FAERS2022Scenario6.xml")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fda_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The FDA's E2B(R3) example cases loaded, on each dialect (skipped without ../shared/e2b)."""
+    examples = SHARED_E2B / "fda-examples"
+    if not all((examples / name).exists() for name in FDA_CURRENT):
+        pytest.skip("needs ../shared/e2b (FDA example instances)")
+    root = tmp_path_factory.mktemp("fda")
+    for name in FDA_CURRENT:
+        shutil.copy(examples / name, root / name)
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            dsn = f"sqlite:///{root / 'fda.db'}"
+        else:
+            dsn = stack.enter_context(postgres_database(request.getfixturevalue("postgres_server")))
+        assert run_load(root, dsn, workers=1).exit_code == 0
+        yield dsn
+
+
+def expected_pair_fields(dsn: str) -> dict[tuple[str, int, int], dict]:
+    """What case_drug_reactions should show of each pair's drug, reaction, matrix entry and primary source, worked out
+    in Python from the tables."""
+    current = current_case_ids(dsn)
+    substances = defaultdict(list)
+    for case, drug, _, name in sorted(query(dsn, "SELECT safetyreportid, drug_seq, substance_seq, substance_name FROM drug_substances")):
+        if name and name.strip():
+            substances[(case, drug)].append(name)
+    reporters = defaultdict(list)
+    for case, seq, qualification, priority in query(
+        dsn, "SELECT safetyreportid, reporter_seq, qualification, primary_source_for_regulatory_purposes FROM primary_sources"
+    ):
+        reporters[case].append((priority != 1, seq, qualification))
+    matrix = {
+        (row["safetyreportid"], row["drug_seq"], row["reaction_xml_id"]): row for row in rows(dsn, "SELECT * FROM drug_reaction_matrix")
+    }
+    drugs = defaultdict(list)
+    for row in rows(dsn, "SELECT safetyreportid, drug_seq, action_taken FROM drugs"):
+        drugs[row["safetyreportid"]].append(row)
+    criteria = ", ".join(SERIOUSNESS_CRITERIA)
+    reactions = defaultdict(list)
+    for row in rows(dsn, f"SELECT safetyreportid, reaction_seq, reaction_xml_id, {criteria} FROM reactions"):
+        reactions[row["safetyreportid"]].append(row)
+
+    def label(element: str, code: str | None) -> str | None:
+        return CODE_LISTS[element].get(code) if code is not None else None
+
+    expected = {}
+    for case in current:
+        qualification = min(reporters[case])[2] if reporters[case] else None
+        for drug in drugs[case]:
+            for reaction in reactions[case]:
+                entry = matrix.get((case, drug["drug_seq"], reaction["reaction_xml_id"]), {})
+                expected[(case, drug["drug_seq"], reaction["reaction_seq"])] = {
+                    "active_substances": "; ".join(substances[(case, drug["drug_seq"])]) or None,
+                    "action_taken": drug["action_taken"],
+                    "action_taken_label": label("G.k.8", drug["action_taken"]),
+                    **{criterion: reaction[criterion] for criterion in SERIOUSNESS_CRITERIA},
+                    "time_to_onset": entry.get("interval_start_to_reaction"),
+                    "time_to_onset_unit": entry.get("interval_start_to_reaction_unit"),
+                    "time_to_onset_unit_label": label("G.k.9.i.3.1b", entry.get("interval_start_to_reaction_unit")),
+                    "time_from_last_dose": entry.get("interval_last_dose_to_reaction"),
+                    "time_from_last_dose_unit": entry.get("interval_last_dose_to_reaction_unit"),
+                    "time_from_last_dose_unit_label": label("G.k.9.i.3.2b", entry.get("interval_last_dose_to_reaction_unit")),
+                    "rechallenge": entry.get("recurrence_on_readministration"),
+                    "rechallenge_label": label("G.k.9.i.4", entry.get("recurrence_on_readministration")),
+                    "reporter_qualification": qualification,
+                    "reporter_qualification_label": label("C.2.r.4", qualification),
+                }
+    return expected
+
+
+def pairs_as_expected(dsn: str) -> list[dict]:
+    """case_drug_reactions, checked against :func:`expected_pair_fields`: one row per pair, whatever the substances
+    and matrix entries, each showing its pair's fields."""
+    expected = expected_pair_fields(dsn)
+    view = rows(dsn, "SELECT * FROM case_drug_reactions")
+    keys = [(row["safetyreportid"], row["drug_seq"], row["reaction_seq"]) for row in view]
+    assert len(keys) == len(set(keys)) == len(expected)
+    for key, row in zip(keys, view, strict=True):
+        shown = {name: row[name] for name in expected[key]}
+        shown.update({criterion: None if row[criterion] is None else bool(row[criterion]) for criterion in SERIOUSNESS_CRITERIA})
+        assert shown == expected[key], key
+    # The data hold what the columns are for, so that the comparison compared something
+    assert any(row["time_to_onset_unit_label"] for row in view) and any(row["reporter_qualification_label"] for row in view)
+    return view
+
+
+def test_case_drug_reactions_shows_the_fields_analysts_filter_on_in_generated_cases(analyst_dsn: str) -> None:
+    view = pairs_as_expected(analyst_dsn)
+    assert {row["active_substances"] for row in view} >= {"PARACETAMOL"}
+
+
+def test_case_drug_reactions_shows_the_fields_analysts_filter_on_in_the_fda_examples(fda_dsn: str) -> None:
+    view = pairs_as_expected(fda_dsn)
+    assert "TERBINAFINE HYDROCHLORIDE; ARGEMONE MEXICANA SEED OIL" in {row["active_substances"] for row in view}
+    assert {row["rechallenge_label"] for row in view} >= {CODE_LISTS["G.k.9.i.4"]["1"], CODE_LISTS["G.k.9.i.4"]["2"]}
+    assert any(row["action_taken_label"] for row in view) and any(row["time_from_last_dose"] for row in view)
+    assert any(row["results_in_death"] for row in view) and any(row["other_medically_important_condition"] for row in view)
 
 
 def test_cases_view_is_one_row_per_current_case_with_counts_and_labels(analyst_dsn: str) -> None:
