@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from loaders.registry import get_loader
+from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.mapping.code_lists import CODE_LISTS, code_list_rows, coded_columns
 from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
 from py_load_eudravigilance.pipeline import run_load
@@ -189,6 +190,42 @@ def test_case_drug_reactions_shows_the_fields_analysts_filter_on_in_the_fda_exam
     assert {row["rechallenge_label"] for row in view} >= {CODE_LISTS["G.k.9.i.4"]["1"], CODE_LISTS["G.k.9.i.4"]["2"]}
     assert any(row["action_taken_label"] for row in view) and any(row["time_from_last_dose"] for row in view)
     assert any(row["results_in_death"] for row in view) and any(row["other_medically_important_condition"] for row in view)
+
+
+def drugs_shown(output: str) -> set[str]:
+    """The drug cells of the Markdown table ``signals`` prints (its first column)."""
+    body = [line for line in output.splitlines() if line.startswith("| ")][1:]  # after the header (the rule is |---)
+    return {line.split(" | ")[0].removeprefix("| ") for line in body}
+
+
+def test_signals_drug_matches_a_substance_or_a_product_as_the_view_shows_both(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    headache, nausea = ReactionSpec(meddra_code="10019211"), ReactionSpec(meddra_code="10028813")
+    drugs = {
+        "TYL": DrugSpec(name="Tylenol Extra", substance="Paracetamol"),
+        "PAN": DrugSpec(name="Panadol", substance="PARACETAMOL"),
+        "ASP": DrugSpec(name="Aspirin Cardio", substance=""),  # names no substance: counted under its product
+        "IBU": DrugSpec(name="Nurofen", substance="Ibuprofen"),
+    }
+    cases = [
+        CaseSpec(f"{key}-{i}", reactions=[headache if key != "IBU" else nausea], drugs=[drug])
+        for key, drug in drugs.items()
+        for i in range(3)
+    ]
+    assert run_load(write_batch("cases.xml", *cases).parent, dsn, workers=1).exit_code == 0
+    pair = rows(dsn, "SELECT medicinal_product, active_substances FROM case_drug_reactions WHERE safetyreportid = 'TYL-0'")
+    assert pair == [{"medicinal_product": "Tylenol Extra", "active_substances": "Paracetamol"}]
+
+    def shown(drug: str) -> set[str]:
+        result = run_cli("signals", "--dsn", dsn, "--drug", drug)
+        assert result.returncode == 0, result.stderr
+        return drugs_shown(result.stdout)
+
+    # A product shows its substances' pairs (the statistics count substances); a substance its own
+    assert shown(" tylenol   EXTRA") == shown("paracetamol") == shown("Panadol") == {"PARACETAMOL"}
+    assert shown("Nurofen") == shown("ibuprofen") == {"IBUPROFEN"}
+    assert shown("aspirin cardio") == {"ASPIRIN CARDIO"}
+    nothing = run_cli("signals", "--dsn", dsn, "--drug", "Placebo")
+    assert nothing.returncode == 0 and "no pairs for drug 'Placebo'" in nothing.stdout
 
 
 def test_cases_view_is_one_row_per_current_case_with_counts_and_labels(analyst_dsn: str) -> None:
