@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from py_load_eudravigilance.mapping.code_lists import CODE_LISTS, code_list_rows
 from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.views import SERIOUSNESS_CRITERIA
-from tests.conftest import ANALYST_MEDDRA_VERSION, SHARED_E2B, postgres_database
+from tests.conftest import ANALYST_MEDDRA_VERSION
 from tests.support.db import query
 from tests.support.meddra import EXTRA_LLTS, PTS, SOCS, write_release
 from tests.test_cli import run_cli
@@ -86,29 +83,6 @@ def test_causality_is_the_assessments_recorded_for_that_drug_and_reaction(analys
             assert sorted(row["causality"].split("; ")) == sorted(recorded[key])
         else:
             assert row["causality"] is None
-
-
-# One current version of each FDA example case: Scenario6's version of US-APHARMA-8744554B (two substances in one
-# drug, action taken, rechallenge, both time intervals, two reporters) would lose to Scenario3's
-FDA_CURRENT = ("FAERS2022Scenario2.xml", "FAERS2022Scenario4.xml", "FAERS2022Scenario5-1.xml", "FAERS2022Scenario6.xml")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def fda_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The FDA's E2B(R3) example cases loaded, on each dialect (skipped without ../shared/e2b)."""
-    examples = SHARED_E2B / "fda-examples"
-    if not all((examples / name).exists() for name in FDA_CURRENT):
-        pytest.skip("needs ../shared/e2b (FDA example instances)")
-    root = tmp_path_factory.mktemp("fda")
-    for name in FDA_CURRENT:
-        shutil.copy(examples / name, root / name)
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            dsn = f"sqlite:///{root / 'fda.db'}"
-        else:
-            dsn = stack.enter_context(postgres_database(request.getfixturevalue("postgres_server")))
-        assert run_load(root, dsn, workers=1).exit_code == 0
-        yield dsn
 
 
 def expected_pair_fields(dsn: str) -> dict[tuple[str, int, int], dict]:
