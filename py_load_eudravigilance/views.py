@@ -15,7 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import ColumnElement, MetaData, Table, and_, case, false, func, literal, literal_column, not_, or_, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateView
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import FromClause, Select
 
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.mapping.code_lists import CODE_LIST_TABLE, coded_columns
@@ -46,19 +46,30 @@ def _element_of(table: str, column: str) -> str:
     return next(element for element, place in coded_columns().items() if place == (table, column))
 
 
-def label_of(codes: Table, column: ColumnElement, element: str) -> ColumnElement:
-    """The label of ``column``'s code in ``element``'s code list (NULL for a code outside it)."""
-    return select(codes.c.label).where(codes.c.element == element, codes.c.code == column).scalar_subquery()
+class Labels:
+    """The ``_label`` columns of a query's coded values, each read by an outer join of ``e2b_code_lists``: databases
+    hash-join the small table, where a subquery per label looked it up again for every row."""
 
+    def __init__(self, codes: Table) -> None:
+        self.codes = codes
+        self.joins: list[tuple[FromClause, ColumnElement[bool]]] = []
 
-def labelled(codes: Table, value: ColumnElement, element: str, name: str) -> list[ColumnElement]:
-    """A coded value shown as ``name``, and its label in ``element``'s code list as ``<name>_label``."""
-    return [value.label(name), label_of(codes, value, element).label(f"{name}_label")]
+    def of(self, value: ColumnElement, element: str, name: str) -> list[ColumnElement]:
+        """``value`` shown as ``name``, and its label in ``element``'s code list as ``<name>_label`` (NULL for a code
+        outside the list)."""
+        codes = self.codes.alias(f"{name}_code")
+        self.joins.append((codes, and_(codes.c.element == element, codes.c.code == value)))
+        return [value.label(name), codes.c.label.label(f"{name}_label")]
 
+    def column(self, table: Table, column: str, name: str | None = None) -> list[ColumnElement]:
+        """A coded column of the data dictionary and its label, shown as ``name`` (default: the column's)."""
+        return self.of(table.c[column], _element_of(table.name, column), name or column)
 
-def with_label(codes: Table, table: Table, column: str) -> list[ColumnElement]:
-    """A coded column and its ``_label`` column."""
-    return labelled(codes, table.c[column], _element_of(table.name, column), column)
+    def joined(self, source: FromClause) -> FromClause:
+        """``source`` with the code lists the labels read joined."""
+        for codes, on in self.joins:
+            source = source.outerjoin(codes, on)
+        return source
 
 
 def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -75,16 +86,19 @@ def current_cases(master: Table) -> ColumnElement[bool]:
     return not_(func.coalesce(master.c.is_nullified, false()))
 
 
-def primary_source(sources: Table, case_key: ColumnElement, column: str) -> ColumnElement:
-    """``column`` of the case's primary source for regulatory purposes (C.2.r.5 = 1), else of the first one listed."""
-    return (
-        select(sources.c[column])
-        .where(sources.c[CASE_KEY] == case_key)
-        .order_by(case((sources.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), sources.c.reporter_seq)
+def is_primary_source(sources: Table, case_key: ColumnElement) -> ColumnElement[bool]:
+    """Join condition: the row of ``sources`` is the case's primary source for regulatory purposes (C.2.r.5 = 1), else
+    the first one listed; at most one row per case, so joining it adds no rows."""
+    other = sources.alias("other_source")
+    first = (
+        select(other.c.reporter_seq)
+        .where(other.c[CASE_KEY] == case_key)
+        .order_by(case((other.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), other.c.reporter_seq)
         .limit(1)
-        .correlate_except(sources)  # also when nested in another subquery (a label's)
+        .correlate_except(other)
         .scalar_subquery()
     )
+    return and_(sources.c[CASE_KEY] == case_key, sources.c.reporter_seq == first)
 
 
 def active_substances(substances: Table, drugs: Table) -> ColumnElement[str]:
@@ -134,8 +148,8 @@ def causality(matrix: Table, assessments: Table) -> Select:
 
 def case_drug_reactions(table: TableNamed) -> Select:
     master, drugs, reactions, matrix = table("icsr_master"), table("drugs"), table("reactions"), table("drug_reaction_matrix")
-    sources = table("primary_sources")
-    codes, llt, hierarchy = table(CODE_LIST_TABLE), table(LLT_TABLE), table(HIERARCHY_TABLE)
+    sources, llt, hierarchy = table("primary_sources"), table(LLT_TABLE), table(HIERARCHY_TABLE)
+    labels = Labels(table(CODE_LIST_TABLE))
     assessed = causality(matrix, table("drug_reaction_assessments")).subquery("assessed")
     joined = (
         master.join(drugs, drugs.c[CASE_KEY] == master.c[CASE_KEY])
@@ -157,83 +171,72 @@ def case_drug_reactions(table: TableNamed) -> Select:
                 assessed.c.reaction_xml_id == reactions.c.reaction_xml_id,
             ),
         )
+        .outerjoin(sources, is_primary_source(sources, master.c[CASE_KEY]))
         .outerjoin(llt, and_(llt.c[VERSION] == reactions.c.reaction_meddra_version, llt.c.llt_code == reactions.c.reaction_meddra_code))
         .outerjoin(
             hierarchy,
             and_(hierarchy.c[VERSION] == llt.c[VERSION], hierarchy.c.pt_code == llt.c.pt_code, hierarchy.c.primary_soc),
         )
     )
-
-    def matrix_entry(column: str, name: str) -> list[ColumnElement]:  # a coded column of the matrix, named for analysts
-        return labelled(codes, matrix.c[column], _element_of(matrix.name, column), name)
-
-    return (
-        select(
-            master.c[CASE_KEY],
-            drugs.c.drug_seq,
-            reactions.c.reaction_seq,
-            drugs.c.medicinal_product,
-            active_substances(table("drug_substances"), drugs).label("active_substances"),
-            *with_label(codes, drugs, "drug_role"),
-            *with_label(codes, drugs, "action_taken"),
-            reactions.c.reaction_meddra_version,
-            reactions.c.reaction_meddra_code,
-            reactions.c.primary_source_reaction,
-            is_serious(reactions).label("serious"),
-            *(reactions.c[criterion] for criterion in SERIOUSNESS_CRITERIA),
-            *with_label(codes, reactions, "outcome"),
-            # Time to onset is the interval from the start of the drug (G.k.9.i.3.1); from its last dose, G.k.9.i.3.2
-            matrix.c.interval_start_to_reaction.label("time_to_onset"),
-            *matrix_entry("interval_start_to_reaction_unit", "time_to_onset_unit"),
-            matrix.c.interval_last_dose_to_reaction.label("time_from_last_dose"),
-            *matrix_entry("interval_last_dose_to_reaction_unit", "time_from_last_dose_unit"),
-            *matrix_entry("recurrence_on_readministration", "rechallenge"),
-            assessed.c.causality,
-            *labelled(
-                codes,
-                primary_source(sources, master.c[CASE_KEY], "qualification"),
-                _element_of(sources.name, "qualification"),
-                "reporter_qualification",
-            ),
-            *(column for level in MEDDRA_LEVELS for column in (hierarchy.c[f"{level}_code"], hierarchy.c[f"{level}_name"])),
-        )
-        .select_from(joined)
-        .where(current_cases(master))
+    columns = (
+        master.c[CASE_KEY],
+        drugs.c.drug_seq,
+        reactions.c.reaction_seq,
+        drugs.c.medicinal_product,
+        active_substances(table("drug_substances"), drugs).label("active_substances"),
+        *labels.column(drugs, "drug_role"),
+        *labels.column(drugs, "action_taken"),
+        reactions.c.reaction_meddra_version,
+        reactions.c.reaction_meddra_code,
+        reactions.c.primary_source_reaction,
+        is_serious(reactions).label("serious"),
+        *(reactions.c[criterion] for criterion in SERIOUSNESS_CRITERIA),
+        *labels.column(reactions, "outcome"),
+        # Time to onset is the interval from the start of the drug (G.k.9.i.3.1); from its last dose, G.k.9.i.3.2
+        matrix.c.interval_start_to_reaction.label("time_to_onset"),
+        *labels.column(matrix, "interval_start_to_reaction_unit", "time_to_onset_unit"),
+        matrix.c.interval_last_dose_to_reaction.label("time_from_last_dose"),
+        *labels.column(matrix, "interval_last_dose_to_reaction_unit", "time_from_last_dose_unit"),
+        *labels.column(matrix, "recurrence_on_readministration", "rechallenge"),
+        assessed.c.causality,
+        *labels.column(sources, "qualification", "reporter_qualification"),
+        *(column for level in MEDDRA_LEVELS for column in (hierarchy.c[f"{level}_code"], hierarchy.c[f"{level}_name"])),
     )
+    return select(*columns).select_from(labels.joined(joined)).where(current_cases(master))
 
 
 def cases(table: TableNamed) -> Select:
     master, patients, reactions, drugs, sources = (
         table(name) for name in ("icsr_master", "patient_characteristics", "reactions", "drugs", "primary_sources")
     )
-    codes = table(CODE_LIST_TABLE)
+    labels = Labels(table(CODE_LIST_TABLE))
 
     def count_of(child: Table) -> ColumnElement[int]:
         return select(func.count()).select_from(child).where(child.c[CASE_KEY] == master.c[CASE_KEY]).scalar_subquery()
 
     serious = select(reactions.c[CASE_KEY]).where(reactions.c[CASE_KEY] == master.c[CASE_KEY], is_serious(reactions)).exists()
-    return (
-        select(
-            master.c[CASE_KEY],
-            master.c.worldwide_unique_case_id,
-            *with_label(codes, master, "report_type"),
-            master.c.first_received_date_utc,
-            master.c.most_recent_info_date_utc,
-            *with_label(codes, master, "sender_type"),
-            primary_source(sources, master.c[CASE_KEY], "reporter_country").label("primary_source_country"),
-            *with_label(codes, patients, "sex"),
-            patients.c.age_at_onset,
-            *with_label(codes, patients, "age_at_onset_unit"),
-            *with_label(codes, patients, "age_group"),
-            serious.label("serious"),
-            count_of(drugs).label("drug_count"),
-            count_of(reactions).label("reaction_count"),
-            *with_label(codes, master, "nullification_amendment"),
-            master.c.version_count,
-        )
-        .select_from(master.outerjoin(patients, patients.c[CASE_KEY] == master.c[CASE_KEY]))
-        .where(current_cases(master))
+    columns = (
+        master.c[CASE_KEY],
+        master.c.worldwide_unique_case_id,
+        *labels.column(master, "report_type"),
+        master.c.first_received_date_utc,
+        master.c.most_recent_info_date_utc,
+        *labels.column(master, "sender_type"),
+        sources.c.reporter_country.label("primary_source_country"),
+        *labels.column(patients, "sex"),
+        patients.c.age_at_onset,
+        *labels.column(patients, "age_at_onset_unit"),
+        *labels.column(patients, "age_group"),
+        serious.label("serious"),
+        count_of(drugs).label("drug_count"),
+        count_of(reactions).label("reaction_count"),
+        *labels.column(master, "nullification_amendment"),
+        master.c.version_count,
     )
+    joined = master.outerjoin(patients, patients.c[CASE_KEY] == master.c[CASE_KEY]).outerjoin(
+        sources, is_primary_source(sources, master.c[CASE_KEY])
+    )
+    return select(*columns).select_from(labels.joined(joined)).where(current_cases(master))
 
 
 def audit_latest(table: TableNamed) -> Select:
