@@ -131,6 +131,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
 
     #: attempts for a load when the database reports a transient conflict (deadlock, serialization, a concurrent insert)
     max_attempts = 5
+    #: see :meth:`view_definitions` (a class default: plugin adapters set up their own attributes)
+    _view_definitions: dict[str, str] | None = None
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
@@ -173,6 +175,12 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
     def views(self) -> list[Table]:
         return [table for table in self.metadata.sorted_tables if table.is_view]
 
+    def view_definitions(self) -> dict[str, str]:
+        """View -> the SHA-256 of its CREATE VIEW on this database, compiled once per loader (a few ms a view)."""
+        if self._view_definitions is None:
+            self._view_definitions = {view.name: view_definition(view, self.engine.dialect) for view in self.views()}
+        return self._view_definitions
+
     def add_missing_columns(self, conn: Connection) -> None:
         """Bring a database an earlier release made up to this schema: columns added since (new E2B elements, history
         counters) are added empty. Nothing is dropped or rewritten."""
@@ -197,17 +205,17 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             recorded = dict(conn.execute(select(definitions.c.view_name, definitions.c.definition_sha256)).all())
         reflected = inspector.get_multi_columns(schema=self.schema, kind=ObjectKind.VIEW)
         held = {view: {column["name"] for column in columns} for (_, view), columns in reflected.items()}
+        wanted = self.view_definitions()
         return [
             view
             for view in self.views()
-            if view.name in existing
-            and (recorded.get(view.name) != view_definition(view, conn.dialect) or held.get(view.name) != set(view.columns.keys()))
+            if view.name in existing and (recorded.get(view.name) != wanted[view.name] or held.get(view.name) != set(view.columns.keys()))
         ]
 
     def record_view_definitions(self, conn: Connection) -> None:
         """Record the definition of every view as this release makes it (written only when it changed)."""
         definitions = self.table(VIEW_DEFINITIONS_TABLE)
-        wanted = {view.name: view_definition(view, conn.dialect) for view in self.views()}
+        wanted = self.view_definitions()
         held = dict(conn.execute(select(definitions.c.view_name, definitions.c.definition_sha256)).all())
         if held != wanted:
             conn.execute(definitions.delete())
