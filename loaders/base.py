@@ -51,6 +51,7 @@ from py_load_eudravigilance.schema import (
     MESSAGE_POSITION,
     QUARANTINE_TABLE,
     ROW_COUNTS_TABLE,
+    VIEW_DEFINITIONS_TABLE,
     build_metadata,
 )
 from py_load_eudravigilance.signals import (
@@ -77,6 +78,7 @@ from py_load_eudravigilance.staging.layout import (
     runs,
     table_file,
 )
+from py_load_eudravigilance.views import view_definition
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
 
     #: attempts for a load when the database reports a transient conflict (deadlock, serialization, a concurrent insert)
     max_attempts = 5
+    #: see :meth:`view_definitions` (a class default: plugin adapters set up their own attributes)
+    _view_definitions: dict[str, str] | None = None
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
@@ -155,34 +159,67 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             self.acquire_schema_lock(conn)
             self.tune_session(conn)
             retire_statistics_table(conn, self.schema)
-            self.metadata.create_all(conn)
+            # Outdated views go first: create_all then makes them again, once the columns they read exist
+            for view in reversed(self.outdated_views(conn)):
+                conn.execute(text(f"DROP VIEW {self.qualified(view.name)}"))
             self.add_missing_columns(conn)
+            self.metadata.create_all(conn)
             # create_all indexes only the tables it creates: a database made by an earlier release gains them here
             for table in self.metadata.sorted_tables:
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
+            self.record_view_definitions(conn)
             self.fill_code_lists(conn)
             self.start_row_counts(conn)
 
+    def views(self) -> list[Table]:
+        return [table for table in self.metadata.sorted_tables if table.is_view]
+
+    def view_definitions(self) -> dict[str, str]:
+        """View -> the SHA-256 of its CREATE VIEW on this database, compiled once per loader (a few ms a view)."""
+        if self._view_definitions is None:
+            self._view_definitions = {view.name: view_definition(view, self.engine.dialect) for view in self.views()}
+        return self._view_definitions
+
     def add_missing_columns(self, conn: Connection) -> None:
         """Bring a database an earlier release made up to this schema: columns added since (new E2B elements, history
-        counters) are added empty, and a view whose columns changed is made again. Nothing is dropped or rewritten."""
+        counters) are added empty. Nothing is dropped or rewritten."""
         inspector = inspect(conn)
-        reflected = inspector.get_multi_columns(schema=self.schema, kind=ObjectKind.ANY)
+        reflected = inspector.get_multi_columns(schema=self.schema, kind=ObjectKind.TABLE)
         held = {table: {column["name"] for column in columns} for (_, table), columns in reflected.items()}
-        views = set(inspector.get_view_names(schema=self.schema))
         for table in self.metadata.sorted_tables:
-            if table.name not in held:
+            if table.is_view or table.name not in held:
                 continue
-            missing = [column for column in table.columns if column.name not in held[table.name]]
-            if table.is_view:
-                if table.name in views and (missing or held[table.name] - set(table.columns.keys())):
-                    conn.execute(text(f"DROP VIEW {self.qualified(table.name)}"))
-                    self.metadata.create_all(conn, tables=[table])
-                continue
-            for column in missing:
+            for column in (column for column in table.columns if column.name not in held[table.name]):
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(text(f"ALTER TABLE {self.qualified(table.name)} ADD COLUMN {self.quote(column.name)} {kind}"))
+
+    def outdated_views(self, conn: Connection) -> list[Table]:
+        """The views that exist with another query than this release's: their recorded definition differs from this
+        release's (none is recorded in a database made before definitions were), or their columns do."""
+        inspector = inspect(conn)
+        existing = set(inspector.get_view_names(schema=self.schema))
+        recorded: dict[str, str] = {}
+        if inspector.has_table(VIEW_DEFINITIONS_TABLE, schema=self.schema):
+            definitions = self.table(VIEW_DEFINITIONS_TABLE)
+            recorded = dict(conn.execute(select(definitions.c.view_name, definitions.c.definition_sha256)).all())
+        reflected = inspector.get_multi_columns(schema=self.schema, kind=ObjectKind.VIEW)
+        held = {view: {column["name"] for column in columns} for (_, view), columns in reflected.items()}
+        wanted = self.view_definitions()
+        return [
+            view
+            for view in self.views()
+            if view.name in existing and (recorded.get(view.name) != wanted[view.name] or held.get(view.name) != set(view.columns.keys()))
+        ]
+
+    def record_view_definitions(self, conn: Connection) -> None:
+        """Record the definition of every view as this release makes it (written only when it changed)."""
+        definitions = self.table(VIEW_DEFINITIONS_TABLE)
+        wanted = self.view_definitions()
+        held = dict(conn.execute(select(definitions.c.view_name, definitions.c.definition_sha256)).all())
+        if held != wanted:
+            conn.execute(definitions.delete())
+            conn.execute(definitions.insert(), [{"view_name": name, "definition_sha256": sha} for name, sha in wanted.items()])
 
     def start_row_counts(self, conn: Connection) -> None:
         """Count the rows of each counted table that has no count yet, once: a new database, or one an earlier release
@@ -279,6 +316,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 continue
             actual_columns = {c["name"] for c in inspector.get_columns(view.name, schema=self.schema)}
             report.missing_columns.extend(f"{view.name}.{c.name}" for c in view.columns if c.name not in actual_columns)
+        with self.engine.connect() as conn:
+            report.outdated_views = [view.name for view in self.outdated_views(conn)]
         return report
 
     def validate_schema(self, schema_definition_: dict[str, Any] | None = None) -> bool:

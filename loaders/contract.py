@@ -63,10 +63,19 @@ class SchemaReport:
     mistyped_columns: list[str] = field(default_factory=list)
     missing_views: list[str] = field(default_factory=list)
     missing_indexes: list[str] = field(default_factory=list)
+    #: views an earlier release made with another query (the next load or ``init-db`` makes them again)
+    outdated_views: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_tables or self.missing_columns or self.mistyped_columns or self.missing_views or self.missing_indexes)
+        return not (
+            self.missing_tables
+            or self.missing_columns
+            or self.mistyped_columns
+            or self.missing_views
+            or self.missing_indexes
+            or self.outdated_views
+        )
 
 
 class Loader(ABC):

@@ -18,7 +18,7 @@ from py_load_eudravigilance.environment import CONFIG_ENV, DEFAULT_DSN, DSN_ENV,
 # Each command imports what it needs when it runs: `--version` and `--help` start at once, and `run`
 # never pays for pandas (the read-back of checks) or the XML schema tools
 if TYPE_CHECKING:
-    from sqlalchemy import Table
+    from sqlalchemy import CompoundSelect, Table
 
     from loaders.contract import Loader, LoadOutcome
     from py_load_eudravigilance.pipeline import RunSummary
@@ -233,6 +233,7 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
         ("missing column", report.missing_columns),
         ("mistyped column", report.mistyped_columns),
         ("missing view", report.missing_views),
+        ("outdated view", report.outdated_views),
         ("missing index", report.missing_indexes),
         ("extra column", report.extra_columns),
     ):
@@ -256,7 +257,28 @@ def cmd_meddra_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def counted_names(settings: Settings, drug: str) -> CompoundSelect:
+    """The names the statistics may count a drug under that a user names by its active substance or by its product:
+    the name itself (a substance, or the product of a drug that names none), and the substances of the drugs reported
+    under that product name; normalized as the statistics normalize theirs."""
+    from sqlalchemy import and_, literal, select, union
+
+    from py_load_eudravigilance.mapping.catalog import CASE_KEY
+    from py_load_eudravigilance.signals import drug_name
+
+    drugs, substances = table_of(settings, "drugs"), table_of(settings, "drug_substances")
+    asked = drug_name(literal(drug))
+    of_product = (
+        select(drug_name(substances.c.substance_name))
+        .select_from(drugs.join(substances, and_(substances.c[CASE_KEY] == drugs.c[CASE_KEY], substances.c.drug_seq == drugs.c.drug_seq)))
+        .where(drug_name(drugs.c.medicinal_product) == asked)
+    )
+    return union(select(asked), of_product)
+
+
 def cmd_signals(args: argparse.Namespace) -> int:
+    from sqlalchemy.sql import Select
+
     from py_load_eudravigilance.pipeline import redact_dsn
     from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
     from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, summary_query, top_pairs, with_ebgm
@@ -266,6 +288,13 @@ def cmd_signals(args: argparse.Namespace) -> int:
     loader.create_all_tables()  # the statistics table, in a database initialised before it existed
     summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles, rebuild=args.rebuild)
     statistics = table_of(settings, STATISTICS_TABLE)
+
+    def pairs(top: int | None, rule: str | None) -> Select:  # top_pairs, of the drug asked for by substance or product
+        query = top_pairs(statistics, None, None, rule)
+        if args.drug:
+            query = query.where(statistics.c.drug.in_(counted_names(settings, args.drug)))
+        return query if top is None else query.limit(top)
+
     with loader.engine.connect() as conn:
         # What an analyst asks this command for; both read the whole view (the refresh itself did not)
         signals = conn.execute(summary_query(statistics)).one()[1]
@@ -273,7 +302,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
             # EBGM's prior is fitted over every pair: all of them are read, then shown by EB05
             scored, fit = with_ebgm([dict(row) for row in conn.execute(top_pairs(statistics, None)).mappings()])
             flagged = None if args.rule == EB05 else args.rule
-            wanted = {(row.drug, row.reaction_meddra_code) for row in conn.execute(top_pairs(statistics, None, args.drug, flagged))}
+            wanted = {(row.drug, row.reaction_meddra_code) for row in conn.execute(pairs(None, flagged))}
             shown = [
                 row
                 for row in scored
@@ -282,7 +311,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
             rows = sorted(shown, key=lambda row: -row["eb05"])[: args.top]
         else:
             fit = None
-            rows = conn.execute(top_pairs(statistics, args.top, args.drug, args.rule)).mappings().all()
+            rows = conn.execute(pairs(args.top, args.rule)).mappings().all()
     how = "rebuilt in full" if summary.rebuilt else f"{summary.cases_recounted} cases recounted, {summary.changed_pairs} pairs changed"
     print(
         f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)} ({how}): {summary.pairs} drug-event pairs, "
@@ -413,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     signals = sub.add_parser("signals", help="refresh the drug-event statistics (PRR, ROR, IC) and print the top pairs")
     signals.add_argument(
         "--drug",
-        help="only this active substance (G.k.2.3.r.1, e.g. PARACETAMOL; the product name only for drugs that name no substance), "
+        help="only this drug, named by an active substance (G.k.2.3.r.1, e.g. PARACETAMOL) or a product (G.k.2.2): the pairs "
+        "are counted per substance (per product for drugs that name none), so a product shows its substances' pairs; "
         "compared upper-cased with blanks trimmed",
     )
     signals.add_argument("--top", type=report_rows, default=20, help="rows to print (default: 20)")

@@ -41,6 +41,7 @@ FILE_HISTORY_TABLE = "etl_file_history"
 QUARANTINE_TABLE = "etl_quarantine"
 # Exact rows per table, kept by every load in its own transaction: reporting a table's size never counts it
 ROW_COUNTS_TABLE = "etl_table_row_counts"
+VIEW_DEFINITIONS_TABLE = views.DEFINITIONS_TABLE
 # Carried by staged child rows so a file holding several versions of a case keeps them apart
 MESSAGE_POSITION = "message_position"
 
@@ -218,6 +219,13 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("table_name", Text, primary_key=True),
         Column("row_count", BigInteger, nullable=False),
         comment="Rows in each loaded table, kept exact by every load (rows inserted minus rows deleted, in its transaction)",
+    )
+    Table(
+        VIEW_DEFINITIONS_TABLE,
+        metadata,
+        Column("view_name", Text, primary_key=True),
+        Column("definition_sha256", Text, nullable=False, comment="SHA-256 of the CREATE VIEW statement the view was made with"),
+        comment="The definition each view was made with: a release whose query for a view differs makes the view again",
     )
     code_lists.add_table(metadata)
     meddra.add_tables(metadata)

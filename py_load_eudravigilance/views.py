@@ -1,18 +1,21 @@
 """The analyst views, generated with SQLAlchemy Core on the schema's tables and created with them.
 
 ``cases`` is one row per case that is not nullified, ``case_drug_reactions`` one row per pair of a
-drug and a reaction of such a case. Coded columns come with ``_label`` columns read from
-``e2b_code_lists``; reactions come with their MedDRA PT, HLT, HLGT and SOC (primary SOC path) when
-the reaction's MedDRA version has been loaded with ``eudravigloader meddra load``.
+drug and a reaction of such a case (its drug's substances, the case's primary source and the pair's
+drug-reaction matrix entry are read without adding rows). Coded columns come with ``_label``
+columns read from ``e2b_code_lists``; reactions come with their MedDRA PT, HLT, HLGT and SOC
+(primary SOC path) when the reaction's MedDRA version has been loaded with ``eudravigloader meddra load``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from sqlalchemy import ColumnElement, MetaData, Table, and_, case, false, func, literal, literal_column, not_, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateView
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import FromClause, Select
 
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.mapping.code_lists import CODE_LIST_TABLE, coded_columns
@@ -22,6 +25,7 @@ CASES_VIEW = "cases"
 CASE_DRUG_REACTIONS_VIEW = "case_drug_reactions"
 AUDIT_LATEST_VIEW = "icsr_audit_latest"
 AUDIT_TABLE = "icsr_audit_log"
+DEFINITIONS_TABLE = "etl_view_definitions"
 
 # Seriousness criteria of a reaction (E.i.3.2a-f and the FDA's E.i.3.2h): any true makes it serious
 SERIOUSNESS_CRITERIA = (
@@ -42,14 +46,30 @@ def _element_of(table: str, column: str) -> str:
     return next(element for element, place in coded_columns().items() if place == (table, column))
 
 
-def label_of(codes: Table, column: ColumnElement, element: str) -> ColumnElement:
-    """The label of ``column``'s code in ``element``'s code list (NULL for a code outside it)."""
-    return select(codes.c.label).where(codes.c.element == element, codes.c.code == column).scalar_subquery()
+class Labels:
+    """The ``_label`` columns of a query's coded values, each read by an outer join of ``e2b_code_lists``: databases
+    hash-join the small table, where a subquery per label looked it up again for every row."""
 
+    def __init__(self, codes: Table) -> None:
+        self.codes = codes
+        self.joins: list[tuple[FromClause, ColumnElement[bool]]] = []
 
-def with_label(codes: Table, table: Table, column: str) -> list[ColumnElement]:
-    """A coded column and its ``_label`` column."""
-    return [table.c[column], label_of(codes, table.c[column], _element_of(table.name, column)).label(f"{column}_label")]
+    def of(self, value: ColumnElement, element: str, name: str) -> list[ColumnElement]:
+        """``value`` shown as ``name``, and its label in ``element``'s code list as ``<name>_label`` (NULL for a code
+        outside the list)."""
+        codes = self.codes.alias(f"{name}_code")
+        self.joins.append((codes, and_(codes.c.element == element, codes.c.code == value)))
+        return [value.label(name), codes.c.label.label(f"{name}_label")]
+
+    def column(self, table: Table, column: str, name: str | None = None) -> list[ColumnElement]:
+        """A coded column of the data dictionary and its label, shown as ``name`` (default: the column's)."""
+        return self.of(table.c[column], _element_of(table.name, column), name or column)
+
+    def joined(self, source: FromClause) -> FromClause:
+        """``source`` with the code lists the labels read joined."""
+        for codes, on in self.joins:
+            source = source.outerjoin(codes, on)
+        return source
 
 
 def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -64,6 +84,40 @@ def is_serious(reactions: Table) -> ColumnElement[bool]:
 def current_cases(master: Table) -> ColumnElement[bool]:
     """Cases whose newest version is not a nullification (nullified cases keep their rows, for the record)."""
     return not_(func.coalesce(master.c.is_nullified, false()))
+
+
+def is_primary_source(sources: Table, case_key: ColumnElement) -> ColumnElement[bool]:
+    """Join condition: the row of ``sources`` is the case's primary source for regulatory purposes (C.2.r.5 = 1), else
+    the first one listed; at most one row per case, so joining it adds no rows."""
+    other = sources.alias("other_source")
+    first = (
+        select(other.c.reporter_seq)
+        .where(other.c[CASE_KEY] == case_key)
+        .order_by(case((other.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), other.c.reporter_seq)
+        .limit(1)
+        .correlate_except(other)
+        .scalar_subquery()
+    )
+    return and_(sources.c[CASE_KEY] == case_key, sources.c.reporter_seq == first)
+
+
+def active_substances(substances: Table, drugs: Table) -> ColumnElement[str]:
+    """The drug's active substance names (G.k.2.3.r.1) as reported, ``; ``-separated in the report's order; NULL when
+    it names none. One value per drug, so that several substances never multiply the drug's rows."""
+    listed = (
+        select(substances.c.substance_name)
+        .where(
+            substances.c[CASE_KEY] == drugs.c[CASE_KEY],
+            substances.c.drug_seq == drugs.c.drug_seq,
+            func.trim(substances.c.substance_name) != "",
+        )
+        # Aggregated from a sorted subquery: the form both dialects keep the order of (SQLite before 3.44 has no
+        # ORDER BY inside an aggregate)
+        .order_by(substances.c.substance_seq)
+        .correlate(drugs)
+        .subquery("listed")
+    )
+    return select(func.aggregate_strings(listed.c.substance_name, "; ")).scalar_subquery()
 
 
 def causality(matrix: Table, assessments: Table) -> Select:
@@ -93,12 +147,22 @@ def causality(matrix: Table, assessments: Table) -> Select:
 
 
 def case_drug_reactions(table: TableNamed) -> Select:
-    master, drugs, reactions = table("icsr_master"), table("drugs"), table("reactions")
-    codes, llt, hierarchy = table(CODE_LIST_TABLE), table(LLT_TABLE), table(HIERARCHY_TABLE)
-    assessed = causality(table("drug_reaction_matrix"), table("drug_reaction_assessments")).subquery("assessed")
+    master, drugs, reactions, matrix = table("icsr_master"), table("drugs"), table("reactions"), table("drug_reaction_matrix")
+    sources, llt, hierarchy = table("primary_sources"), table(LLT_TABLE), table(HIERARCHY_TABLE)
+    labels = Labels(table(CODE_LIST_TABLE))
+    assessed = causality(matrix, table("drug_reaction_assessments")).subquery("assessed")
     joined = (
         master.join(drugs, drugs.c[CASE_KEY] == master.c[CASE_KEY])
         .join(reactions, reactions.c[CASE_KEY] == master.c[CASE_KEY])
+        # The pair's matrix entry (G.k.9.i): the mapper writes one per reaction a drug lists, so the grain stays
+        .outerjoin(
+            matrix,
+            and_(
+                matrix.c[CASE_KEY] == drugs.c[CASE_KEY],
+                matrix.c.drug_seq == drugs.c.drug_seq,
+                matrix.c.reaction_xml_id == reactions.c.reaction_xml_id,
+            ),
+        )
         .outerjoin(
             assessed,
             and_(
@@ -107,72 +171,72 @@ def case_drug_reactions(table: TableNamed) -> Select:
                 assessed.c.reaction_xml_id == reactions.c.reaction_xml_id,
             ),
         )
+        .outerjoin(sources, is_primary_source(sources, master.c[CASE_KEY]))
         .outerjoin(llt, and_(llt.c[VERSION] == reactions.c.reaction_meddra_version, llt.c.llt_code == reactions.c.reaction_meddra_code))
         .outerjoin(
             hierarchy,
             and_(hierarchy.c[VERSION] == llt.c[VERSION], hierarchy.c.pt_code == llt.c.pt_code, hierarchy.c.primary_soc),
         )
     )
-    return (
-        select(
-            master.c[CASE_KEY],
-            drugs.c.drug_seq,
-            reactions.c.reaction_seq,
-            drugs.c.medicinal_product,
-            *with_label(codes, drugs, "drug_role"),
-            reactions.c.reaction_meddra_version,
-            reactions.c.reaction_meddra_code,
-            reactions.c.primary_source_reaction,
-            is_serious(reactions).label("serious"),
-            *with_label(codes, reactions, "outcome"),
-            assessed.c.causality,
-            *(column for level in MEDDRA_LEVELS for column in (hierarchy.c[f"{level}_code"], hierarchy.c[f"{level}_name"])),
-        )
-        .select_from(joined)
-        .where(current_cases(master))
+    columns = (
+        master.c[CASE_KEY],
+        drugs.c.drug_seq,
+        reactions.c.reaction_seq,
+        drugs.c.medicinal_product,
+        active_substances(table("drug_substances"), drugs).label("active_substances"),
+        *labels.column(drugs, "drug_role"),
+        *labels.column(drugs, "action_taken"),
+        reactions.c.reaction_meddra_version,
+        reactions.c.reaction_meddra_code,
+        reactions.c.primary_source_reaction,
+        is_serious(reactions).label("serious"),
+        *(reactions.c[criterion] for criterion in SERIOUSNESS_CRITERIA),
+        *labels.column(reactions, "outcome"),
+        # Time to onset is the interval from the start of the drug (G.k.9.i.3.1); from its last dose, G.k.9.i.3.2
+        matrix.c.interval_start_to_reaction.label("time_to_onset"),
+        *labels.column(matrix, "interval_start_to_reaction_unit", "time_to_onset_unit"),
+        matrix.c.interval_last_dose_to_reaction.label("time_from_last_dose"),
+        *labels.column(matrix, "interval_last_dose_to_reaction_unit", "time_from_last_dose_unit"),
+        *labels.column(matrix, "recurrence_on_readministration", "rechallenge"),
+        assessed.c.causality,
+        *labels.column(sources, "qualification", "reporter_qualification"),
+        *(column for level in MEDDRA_LEVELS for column in (hierarchy.c[f"{level}_code"], hierarchy.c[f"{level}_name"])),
     )
+    return select(*columns).select_from(labels.joined(joined)).where(current_cases(master))
 
 
 def cases(table: TableNamed) -> Select:
     master, patients, reactions, drugs, sources = (
         table(name) for name in ("icsr_master", "patient_characteristics", "reactions", "drugs", "primary_sources")
     )
-    codes = table(CODE_LIST_TABLE)
-    # The primary source for regulatory purposes (C.2.r.5 = 1), else the first one listed
-    primary_source = (
-        select(sources.c.reporter_country)
-        .where(sources.c[CASE_KEY] == master.c[CASE_KEY])
-        .order_by(case((sources.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), sources.c.reporter_seq)
-        .limit(1)
-        .scalar_subquery()
-    )
+    labels = Labels(table(CODE_LIST_TABLE))
 
     def count_of(child: Table) -> ColumnElement[int]:
         return select(func.count()).select_from(child).where(child.c[CASE_KEY] == master.c[CASE_KEY]).scalar_subquery()
 
     serious = select(reactions.c[CASE_KEY]).where(reactions.c[CASE_KEY] == master.c[CASE_KEY], is_serious(reactions)).exists()
-    return (
-        select(
-            master.c[CASE_KEY],
-            master.c.worldwide_unique_case_id,
-            *with_label(codes, master, "report_type"),
-            master.c.first_received_date_utc,
-            master.c.most_recent_info_date_utc,
-            *with_label(codes, master, "sender_type"),
-            primary_source.label("primary_source_country"),
-            *with_label(codes, patients, "sex"),
-            patients.c.age_at_onset,
-            *with_label(codes, patients, "age_at_onset_unit"),
-            *with_label(codes, patients, "age_group"),
-            serious.label("serious"),
-            count_of(drugs).label("drug_count"),
-            count_of(reactions).label("reaction_count"),
-            *with_label(codes, master, "nullification_amendment"),
-            master.c.version_count,
-        )
-        .select_from(master.outerjoin(patients, patients.c[CASE_KEY] == master.c[CASE_KEY]))
-        .where(current_cases(master))
+    columns = (
+        master.c[CASE_KEY],
+        master.c.worldwide_unique_case_id,
+        *labels.column(master, "report_type"),
+        master.c.first_received_date_utc,
+        master.c.most_recent_info_date_utc,
+        *labels.column(master, "sender_type"),
+        sources.c.reporter_country.label("primary_source_country"),
+        *labels.column(patients, "sex"),
+        patients.c.age_at_onset,
+        *labels.column(patients, "age_at_onset_unit"),
+        *labels.column(patients, "age_group"),
+        serious.label("serious"),
+        count_of(drugs).label("drug_count"),
+        count_of(reactions).label("reaction_count"),
+        *labels.column(master, "nullification_amendment"),
+        master.c.version_count,
     )
+    joined = master.outerjoin(patients, patients.c[CASE_KEY] == master.c[CASE_KEY]).outerjoin(
+        sources, is_primary_source(sources, master.c[CASE_KEY])
+    )
+    return select(*columns).select_from(labels.joined(joined)).where(current_cases(master))
 
 
 def audit_latest(table: TableNamed) -> Select:
@@ -199,3 +263,10 @@ def add_views(metadata: MetaData) -> None:
 
     for name, query in ((AUDIT_LATEST_VIEW, audit_latest), (CASES_VIEW, cases), (CASE_DRUG_REACTIONS_VIEW, case_drug_reactions)):
         CreateView(query(table), name, metadata=metadata, schema=metadata.schema)
+
+
+def view_definition(view: Table, dialect: Dialect) -> str:
+    """SHA-256 of the CREATE VIEW statement ``create_all`` issues for ``view`` on ``dialect``: what tells a view an
+    earlier release made with another query (same columns or not) from this release's."""
+    statement = view._creator_ddl  # where SQLAlchemy keeps a view's CreateView (no public accessor in 2.1)
+    return hashlib.sha256(str(statement.compile(dialect=dialect)).encode()).hexdigest()

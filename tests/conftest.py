@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,6 +103,32 @@ def analyst_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         summary = run_load(corpus, dsn, workers=1)
         assert summary.exit_code == 0, summary
         get_loader(dsn).load_meddra(release)
+        yield dsn
+
+
+# One current version of each FDA example case: Scenario6's version of US-APHARMA-8744554B (two substances in one
+# drug, action taken, rechallenge, both time intervals, two reporters) would lose to Scenario3's
+FDA_CURRENT = ("FAERS2022Scenario2.xml", "FAERS2022Scenario4.xml", "FAERS2022Scenario5-1.xml", "FAERS2022Scenario6.xml")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fda_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The FDA's E2B(R3) example cases loaded, on each dialect (skipped without ../shared/e2b)."""
+    from py_load_eudravigilance.pipeline import run_load
+
+    examples = SHARED_E2B / "fda-examples"
+    if not all((examples / name).exists() for name in FDA_CURRENT):
+        pytest.skip("needs ../shared/e2b (FDA example instances)")
+    root = tmp_path_factory.mktemp("fda")
+    (root / "e2b").mkdir()
+    for name in FDA_CURRENT:
+        shutil.copy(examples / name, root / "e2b" / name)
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            dsn = f"sqlite:///{root / 'fda.db'}"
+        else:
+            dsn = stack.enter_context(postgres_database(request.getfixturevalue("postgres_server")))
+        assert run_load(root / "e2b", dsn, workers=1).exit_code == 0
         yield dsn
 
 

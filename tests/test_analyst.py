@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from loaders.registry import get_loader
+from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.mapping.code_lists import CODE_LISTS, code_list_rows, coded_columns
 from py_load_eudravigilance.meddra import MeddraReleaseError, read_release
+from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.views import SERIOUSNESS_CRITERIA
 from tests.conftest import ANALYST_MEDDRA_VERSION
 from tests.support.db import query
@@ -81,6 +83,123 @@ def test_causality_is_the_assessments_recorded_for_that_drug_and_reaction(analys
             assert sorted(row["causality"].split("; ")) == sorted(recorded[key])
         else:
             assert row["causality"] is None
+
+
+def expected_pair_fields(dsn: str) -> dict[tuple[str, int, int], dict]:
+    """What case_drug_reactions should show of each pair's drug, reaction, matrix entry and primary source, worked out
+    in Python from the tables."""
+    current = current_case_ids(dsn)
+    substances = defaultdict(list)
+    for case, drug, _, name in sorted(query(dsn, "SELECT safetyreportid, drug_seq, substance_seq, substance_name FROM drug_substances")):
+        if name and name.strip():
+            substances[(case, drug)].append(name)
+    reporters = defaultdict(list)
+    for case, seq, qualification, priority in query(
+        dsn, "SELECT safetyreportid, reporter_seq, qualification, primary_source_for_regulatory_purposes FROM primary_sources"
+    ):
+        reporters[case].append((priority != 1, seq, qualification))
+    matrix = {
+        (row["safetyreportid"], row["drug_seq"], row["reaction_xml_id"]): row for row in rows(dsn, "SELECT * FROM drug_reaction_matrix")
+    }
+    drugs = defaultdict(list)
+    for row in rows(dsn, "SELECT safetyreportid, drug_seq, action_taken FROM drugs"):
+        drugs[row["safetyreportid"]].append(row)
+    criteria = ", ".join(SERIOUSNESS_CRITERIA)
+    reactions = defaultdict(list)
+    for row in rows(dsn, f"SELECT safetyreportid, reaction_seq, reaction_xml_id, {criteria} FROM reactions"):
+        reactions[row["safetyreportid"]].append(row)
+
+    def label(element: str, code: str | None) -> str | None:
+        return CODE_LISTS[element].get(code) if code is not None else None
+
+    expected = {}
+    for case in current:
+        qualification = min(reporters[case])[2] if reporters[case] else None
+        for drug in drugs[case]:
+            for reaction in reactions[case]:
+                entry = matrix.get((case, drug["drug_seq"], reaction["reaction_xml_id"]), {})
+                expected[(case, drug["drug_seq"], reaction["reaction_seq"])] = {
+                    "active_substances": "; ".join(substances[(case, drug["drug_seq"])]) or None,
+                    "action_taken": drug["action_taken"],
+                    "action_taken_label": label("G.k.8", drug["action_taken"]),
+                    **{criterion: reaction[criterion] for criterion in SERIOUSNESS_CRITERIA},
+                    "time_to_onset": entry.get("interval_start_to_reaction"),
+                    "time_to_onset_unit": entry.get("interval_start_to_reaction_unit"),
+                    "time_to_onset_unit_label": label("G.k.9.i.3.1b", entry.get("interval_start_to_reaction_unit")),
+                    "time_from_last_dose": entry.get("interval_last_dose_to_reaction"),
+                    "time_from_last_dose_unit": entry.get("interval_last_dose_to_reaction_unit"),
+                    "time_from_last_dose_unit_label": label("G.k.9.i.3.2b", entry.get("interval_last_dose_to_reaction_unit")),
+                    "rechallenge": entry.get("recurrence_on_readministration"),
+                    "rechallenge_label": label("G.k.9.i.4", entry.get("recurrence_on_readministration")),
+                    "reporter_qualification": qualification,
+                    "reporter_qualification_label": label("C.2.r.4", qualification),
+                }
+    return expected
+
+
+def pairs_as_expected(dsn: str) -> list[dict]:
+    """case_drug_reactions, checked against :func:`expected_pair_fields`: one row per pair, whatever the substances
+    and matrix entries, each showing its pair's fields."""
+    expected = expected_pair_fields(dsn)
+    view = rows(dsn, "SELECT * FROM case_drug_reactions")
+    keys = [(row["safetyreportid"], row["drug_seq"], row["reaction_seq"]) for row in view]
+    assert len(keys) == len(set(keys)) == len(expected)
+    for key, row in zip(keys, view, strict=True):
+        shown = {name: row[name] for name in expected[key]}
+        shown.update({criterion: None if row[criterion] is None else bool(row[criterion]) for criterion in SERIOUSNESS_CRITERIA})
+        assert shown == expected[key], key
+    # The data hold what the columns are for, so that the comparison compared something
+    assert any(row["time_to_onset_unit_label"] for row in view) and any(row["reporter_qualification_label"] for row in view)
+    return view
+
+
+def test_case_drug_reactions_shows_the_fields_analysts_filter_on_in_generated_cases(analyst_dsn: str) -> None:
+    view = pairs_as_expected(analyst_dsn)
+    assert {row["active_substances"] for row in view} >= {"PARACETAMOL"}
+
+
+def test_case_drug_reactions_shows_the_fields_analysts_filter_on_in_the_fda_examples(fda_dsn: str) -> None:
+    view = pairs_as_expected(fda_dsn)
+    assert "TERBINAFINE HYDROCHLORIDE; ARGEMONE MEXICANA SEED OIL" in {row["active_substances"] for row in view}
+    assert {row["rechallenge_label"] for row in view} >= {CODE_LISTS["G.k.9.i.4"]["1"], CODE_LISTS["G.k.9.i.4"]["2"]}
+    assert any(row["action_taken_label"] for row in view) and any(row["time_from_last_dose"] for row in view)
+    assert any(row["results_in_death"] for row in view) and any(row["other_medically_important_condition"] for row in view)
+
+
+def drugs_shown(output: str) -> set[str]:
+    """The drug cells of the Markdown table ``signals`` prints (its first column)."""
+    body = [line for line in output.splitlines() if line.startswith("| ")][1:]  # after the header (the rule is |---)
+    return {line.split(" | ")[0].removeprefix("| ") for line in body}
+
+
+def test_signals_drug_matches_a_substance_or_a_product_as_the_view_shows_both(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    headache, nausea = ReactionSpec(meddra_code="10019211"), ReactionSpec(meddra_code="10028813")
+    drugs = {
+        "TYL": DrugSpec(name="Tylenol Extra", substance="Paracetamol"),
+        "PAN": DrugSpec(name="Panadol", substance="PARACETAMOL"),
+        "ASP": DrugSpec(name="Aspirin Cardio", substance=""),  # names no substance: counted under its product
+        "IBU": DrugSpec(name="Nurofen", substance="Ibuprofen"),
+    }
+    cases = [
+        CaseSpec(f"{key}-{i}", reactions=[headache if key != "IBU" else nausea], drugs=[drug])
+        for key, drug in drugs.items()
+        for i in range(3)
+    ]
+    assert run_load(write_batch("cases.xml", *cases).parent, dsn, workers=1).exit_code == 0
+    pair = rows(dsn, "SELECT medicinal_product, active_substances FROM case_drug_reactions WHERE safetyreportid = 'TYL-0'")
+    assert pair == [{"medicinal_product": "Tylenol Extra", "active_substances": "Paracetamol"}]
+
+    def shown(drug: str) -> set[str]:
+        result = run_cli("signals", "--dsn", dsn, "--drug", drug)
+        assert result.returncode == 0, result.stderr
+        return drugs_shown(result.stdout)
+
+    # A product shows its substances' pairs (the statistics count substances); a substance its own
+    assert shown(" tylenol   EXTRA") == shown("paracetamol") == shown("Panadol") == {"PARACETAMOL"}
+    assert shown("Nurofen") == shown("ibuprofen") == {"IBUPROFEN"}
+    assert shown("aspirin cardio") == {"ASPIRIN CARDIO"}
+    nothing = run_cli("signals", "--dsn", dsn, "--drug", "Placebo")
+    assert nothing.returncode == 0 and "no pairs for drug 'Placebo'" in nothing.stdout
 
 
 def test_cases_view_is_one_row_per_current_case_with_counts_and_labels(analyst_dsn: str) -> None:
