@@ -36,7 +36,18 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.types import Boolean, DateTime, Float, Integer, LargeBinary
 
-from loaders.contract import FAILED, FINAL_STATUSES, PARTIAL, RUNNING, Loader, LoadOutcome, SchemaReport
+from loaders.contract import (
+    FAILED,
+    FINAL_STATUSES,
+    PARTIAL,
+    RUNNING,
+    Loader,
+    LoadMode,
+    LoadOutcome,
+    SchemaReport,
+    StagedFiles,
+    StagingError,
+)
 from loaders.interface import LoaderInterface
 from loaders.ledger import Ledger, Version
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
@@ -61,7 +72,7 @@ from py_load_eudravigilance.signals import (
     refresh,
     retire_statistics_table,
 )
-from py_load_eudravigilance.staging import StagedFile, utc_now
+from py_load_eudravigilance.staging import SplitFailed, StagedFile, utc_now
 from py_load_eudravigilance.staging.copybinary import decode_rows, encode_row, encode_value
 from py_load_eudravigilance.staging.copytext import decode_lines
 from py_load_eudravigilance.staging.copytext import encode_row as encode_text_row
@@ -342,36 +353,59 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         return False
 
     # -- the load -----------------------------------------------------------------------------------
-    def load(self, batches: Iterable[Path], load_mode: str, staged_files: Callable[[], list[StagedFile]]) -> list[LoadOutcome]:
-        consumed: list[Path] = []
+    def load(self, batches: Iterable[Path], load_mode: LoadMode, files: StagedFiles) -> list[LoadOutcome]:
+        started_at = utc_now()
+        running: dict[str, StagedFile] = {}  # the files marked running: whatever happens next, none stays running
+        if isinstance(files, list):
+            self._mark_running(files, load_mode, started_at, running)  # before the transaction: SQLite has one writer
+        consumed: list[tuple[Path, StagedMessages]] = []
         arriving = iter(batches)
 
-        def replay() -> Iterator[Path]:
-            """After a transient error: the batches loaded so far, then the rest as they arrive."""
+        def replay() -> Iterator[tuple[Path, StagedMessages]]:
+            """After a transient error: the batches loaded so far, then the rest as they arrive, each file marked
+            running as its first part arrives."""
             yield from list(consumed)
             for batch in arriving:
-                consumed.append(batch)
-                yield batch
+                index = StagedMessages.load(batch)
+                self._mark_running([StagedFile(name, sha) for name, sha in index.files], load_mode, started_at, running)
+                consumed.append((batch, index))
+                yield batch, index
 
         def attempt(conn: Connection) -> list[LoadOutcome]:
             run = _LoadRun(Ledger())
             self.tune_session(conn)
             emptied: tuple[str, ...] = ()
-            if load_mode == "full":
+            if load_mode == LoadMode.FULL:
                 self.empty_tables(conn)
                 emptied = (*CASE_TABLE_NAMES, BATCHES)
-            for batch in replay():
-                self._load_batch(conn, batch, run)
-            files = staged_files()
-            if not files:
+            for batch, index in replay():
+                self._load_batch(conn, batch, index, run)
+            staged = files if isinstance(files, list) else files()
+            if not staged:
                 return []
             self.update_version_counts(conn, run)
             self.write_row_counts(conn, run.row_changes, emptied)
-            if load_mode == "full":
-                self.forget_other_files(conn, [file.file_sha256 for file in files])
-            return self._outcomes(files, run.ledger)
+            if load_mode == LoadMode.FULL:
+                self.forget_other_files(conn, [file.file_sha256 for file in staged])
+            return self._outcomes(staged, run.ledger)
 
-        return self._in_one_transaction(attempt, load_mode)
+        try:
+            return self._in_one_transaction(attempt, load_mode, started_at)
+        except Exception as exc:
+            failed = files if isinstance(files, list) else _files_if_staged(files) or list(running.values())
+            if failed and not isinstance(exc, SplitFailed):  # (that file is loaded again at once, in one piece)
+                self._write_status(failed, load_mode, FAILED, f"{type(exc).__name__}: {exc}", started_at)
+            raise
+
+    def _mark_running(self, files: list[StagedFile], load_mode: LoadMode, started_at: datetime, running: dict[str, StagedFile]) -> None:
+        """Files not marked yet are ``running`` in the history, committed (if the process dies, the history says so)."""
+        fresh = [file for file in files if file.file_sha256 not in running]
+        if fresh:
+            self._write_status(fresh, load_mode, RUNNING, None, started_at)
+            running.update((file.file_sha256, file) for file in fresh)
+
+    def record_failed(self, files: list[StagedFile], load_mode: LoadMode, reason: str) -> None:
+        self._write_status(files, load_mode, FAILED, reason, utc_now())
 
     def empty_tables(self, conn: Connection) -> None:
         """A full reload starts from empty case tables."""
@@ -385,8 +419,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         history = self.table(FILE_HISTORY_TABLE)
         conn.execute(history.delete().where(history.c.file_sha256.not_in(kept)))
 
-    def _load_batch(self, conn: Connection, directory: Path, run: _LoadRun) -> None:
-        index = StagedMessages.load(directory)
+    def _load_batch(self, conn: Connection, directory: Path, index: StagedMessages, run: _LoadRun) -> None:
         versions = [(version_of(key, index.files[key.ordinal]), number) for number, key in enumerate(index.keys)]
         ledger = run.ledger
         unknown = ledger.unknown(version.case_id for version, _ in versions)
@@ -507,9 +540,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             )
         return outcomes
 
-    def _in_one_transaction(self, load: Callable[[Connection], list[LoadOutcome]], load_mode: str) -> list[LoadOutcome]:
+    def _in_one_transaction(
+        self, load: Callable[[Connection], list[LoadOutcome]], load_mode: LoadMode, started_at: datetime
+    ) -> list[LoadOutcome]:
         """Run ``load`` and record its outcomes in one transaction, again on a transient error."""
-        started_at, clock = utc_now(), time.perf_counter()
+        clock = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self.engine.begin() as conn:
@@ -531,8 +566,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
-    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: str, started_at: datetime) -> None:
-        if load_mode == "delta":
+    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: LoadMode, started_at: datetime) -> None:
+        if load_mode == LoadMode.DELTA:
             outcomes = self._not_loaded_before(conn, outcomes)
             if not outcomes:
                 return
@@ -542,7 +577,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             [
                 {
                     **{key: value for key, value in o.as_dict().items() if key != "duration_seconds"},
-                    "load_mode": load_mode,
+                    "load_mode": LoadMode(load_mode).value,
                     "started_at": started_at,
                     "finished_at": finished_at,
                     "duration_seconds": o.duration_seconds,
@@ -568,13 +603,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 recorded.add(outcome.file_sha256)
         return [outcome for outcome in outcomes if outcome.file_sha256 not in recorded]
 
-    def record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
+    def _write_status(self, files: list[StagedFile], load_mode: LoadMode, status: str, error: str | None, started_at: datetime) -> None:
+        """The files' history rows, in a transaction of their own (``running`` before a load, ``failed`` after one)."""
         outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
         with self.engine.begin() as conn:
             self._record_history(conn, outcomes, load_mode, started_at)
-
-    def record_running(self, files: list[StagedFile], load_mode: str, started_at: datetime) -> None:
-        self.record_status(files, load_mode, RUNNING, None, started_at)
 
     # -- the guide's methods (LoaderInterface), for plugins that delegate to a built-in loader --------------------
     def staging_name(self, target_table: str) -> str:
@@ -633,7 +666,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             types = {name: {c.name: c.type for c in self.table(name).columns} for name in buffers}
             index = index_from_streams(buffers, batch, types)
             staged = StagedFile(file_path, file_hash, 0, dict(row_counts), messages_total=len(index.keys))
-            self.load([batch], load_mode, lambda: [staged])
+            self.load([batch], LoadMode(load_mode), [staged])
 
     def load_audit_data(self, buffer: IOBase, row_count: int, load_mode: str, file_path: str, file_hash: str) -> None:
         """Append one file's audit rows (COPY text), in a transaction of its own; versions already logged are left out."""
@@ -655,6 +688,16 @@ class _LoadRun:
         self.counts: dict[str, int] = {}  # by case: versions in the audit log, this transaction's included
         self.counted: dict[str, int] = {}  # by case: the count written into the master row this transaction wrote
         self.row_changes: Counter[str] = Counter()  # by table: rows inserted minus rows deleted
+
+
+def _files_if_staged(staged_files: Callable[[], list[StagedFile]]) -> list[StagedFile]:
+    """The files staged; if their staging failed, those it was staging when it did (when it knows them)."""
+    try:
+        return staged_files()
+    except StagingError as exc:
+        return exc.staged_files()
+    except Exception:  # noqa: BLE001 - the staging error itself is what the caller reports
+        return []
 
 
 def version_of(key: MessageKey, file: tuple[str, str]) -> Version:

@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from loaders.base import SQLAlchemyLoader, as_copy_text, schema_definition
 from loaders.contract import SchemaReport
 from loaders.interface import LoaderInterface
+from py_load_eudravigilance.planning import Capabilities
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES, build_metadata
 
 
@@ -41,8 +42,7 @@ class PluginWithoutEngine(RuntimeError):
 
 class GuideLoader(SQLAlchemyLoader):
     # The guide's contract is one file per load
-    loads_groups = False
-    loads_parts_while_staging = False
+    capabilities = Capabilities(loads_groups=False, loads_parts_while_staging=False)
 
     def __init__(self, plugin: LoaderInterface, dsn: Any, schema: str | None = None) -> None:
         self.plugin = plugin

@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.elements import ColumnElement
 
 from loaders.base import SQLAlchemyLoader
+from py_load_eudravigilance.planning import Capabilities
 from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
 from py_load_eudravigilance.staging.copytext import encode_row as encode_text_row
 from py_load_eudravigilance.staging.layout import CopyStream
@@ -27,7 +28,7 @@ COPY_CHUNK = 1 << 20
 
 class PostgresLoader(SQLAlchemyLoader):
     # Loads of different cases never wait for each other: a load locks the master rows of its cases (FOR UPDATE)
-    loads_parts_while_staging = True
+    capabilities = Capabilities(loads_groups=True, loads_parts_while_staging=True)
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         if not isinstance(dsn_or_engine, Engine):
