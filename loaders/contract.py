@@ -1,25 +1,24 @@
 """The one contract the load pipeline depends on: what a target database does, declared, never probed.
 
-Built-in loaders implement it directly (``SQLAlchemyLoader`` and its dialects). A plugin written as
-the published guide says implements :class:`~loaders.interface.LoaderInterface`; the registry wraps
-it in :class:`~loaders.guide.GuideLoader`, which implements this contract with the guide's methods,
-so a plugin gets the same outcomes, history, quarantine and commands as the built-in loaders.
+Built-in loaders implement it (``SQLAlchemyLoader``, given a dialect). A plugin written as the
+published guide says implements :class:`~loaders.interface.LoaderInterface`; the registry wraps it
+in :class:`~loaders.guide.GuideLoader`, which implements this contract with the guide's methods, so
+a plugin gets the same outcomes, history, quarantine and commands as the built-in loaders. MedDRA
+releases and the statistics are not part of it: ``loaders/upkeep.py`` does them over an engine.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from py_load_eudravigilance.meddra import Release
 from py_load_eudravigilance.planning import Capabilities
-from py_load_eudravigilance.signals import StatisticsSummary
 from py_load_eudravigilance.staging import StagedFile
 
 # What happened to a file, in the history, the CLI, `status` and Dagster alike
@@ -133,16 +132,3 @@ class Loader(ABC):
     @abstractmethod
     def schema_report(self) -> SchemaReport:
         """How the database differs from the data dictionary's schema."""
-
-    @abstractmethod
-    def load_meddra(self, release: Release) -> dict[str, int]:
-        """Load a user-supplied MedDRA release into the ``meddra_*`` tables (rows per table)."""
-
-    @abstractmethod
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str], rebuild: bool = False) -> StatisticsSummary:
-        """Bring ``drug_event_statistics`` up to date with the current cases, counting drugs of ``drug_roles``: from the
-        cases loaded since the last refresh, or in full with ``rebuild``."""
-
-    def keyed_lookups(self, conn: Connection) -> None:  # noqa: B027 - an optional hook: doing nothing is right by default
-        """For the rest of ``conn``'s transaction, join large tables by looking rows up by key, as reading the few rows
-        a refresh changed wants (a dialect hook; by default the planner decides, as SQLite's does well)."""

@@ -243,6 +243,7 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_meddra_load(args: argparse.Namespace) -> int:
+    from loaders.upkeep import load_meddra
     from py_load_eudravigilance.meddra import read_release
     from py_load_eudravigilance.pipeline import redact_dsn
 
@@ -250,13 +251,14 @@ def cmd_meddra_load(args: argparse.Namespace) -> int:
     release = read_release(Path(args.directory), args.version, args.encoding)
     loader = configured_loader(settings)
     loader.create_all_tables()
-    loaded = loader.load_meddra(release)
+    loaded = load_meddra(loader.engine, release, settings.database.db_schema)
     counts = ", ".join(f"{table.removeprefix('meddra_')}={rows}" for table, rows in loaded.items())
     print(f"MedDRA {release.version} loaded into {redact_dsn(settings.database.dsn)}: {counts}")
     return 0
 
 
 def cmd_signals(args: argparse.Namespace) -> int:
+    from loaders.upkeep import refresh_drug_event_statistics
     from py_load_eudravigilance.pipeline import redact_dsn
     from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
     from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, summary_query, top_pairs, with_ebgm
@@ -264,7 +266,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     loader = database_to_read(settings)  # a mistyped path is an error, not an empty database with 0 pairs
     loader.create_all_tables()  # the statistics table, in a database initialised before it existed
-    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles, rebuild=args.rebuild)
+    summary = refresh_drug_event_statistics(loader.engine, settings.signals.drug_roles, args.rebuild, settings.database.db_schema)
     statistics = table_of(settings, STATISTICS_TABLE)
     with loader.engine.connect() as conn:
         # What an analyst asks this command for; both read the whole view (the refresh itself did not)

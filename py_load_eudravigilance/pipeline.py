@@ -131,6 +131,7 @@ def redact_dsn(dsn: str) -> str:
         return "<unparsable DSN>"
 
 
+# The sizes a run's plan is made of, unless the caller gives others (see planning.PlanLimits)
 DEFAULT_LIMITS = PlanLimits()
 # How often a load of parts looks for new ones while the workers are still parsing
 PART_POLL_SECONDS = 0.05

@@ -93,25 +93,25 @@ def test_loading_the_same_files_twice_changes_nothing(dsn: str, tmp_path: Path) 
 
 
 @contextmanager
-def failing_merge_of_reactions(loader_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Within the block, the loader's bulk load fails when it reaches the reactions table."""
-    insert = loader_class.insert_rows
+def failing_merge_of_reactions(dialect_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within the block, the dialect's bulk load fails when it reaches the reactions table."""
+    insert = dialect_class.insert_rows
 
     def fail_on_reactions(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
         if table.name == "reactions":
             raise RuntimeError("injected failure while loading reactions")
         return insert(self, conn, table, stream, columns)
 
-    monkeypatch.setattr(loader_class, "insert_rows", fail_on_reactions)
+    monkeypatch.setattr(dialect_class, "insert_rows", fail_on_reactions)
     yield
-    monkeypatch.setattr(loader_class, "insert_rows", insert)
+    monkeypatch.setattr(dialect_class, "insert_rows", insert)
 
 
 def test_failure_mid_file_leaves_tables_unchanged_and_a_rerun_completes(dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     load(dsn, write_batch("v1.xml", version(1)))
     before = snapshot(dsn)
     path = write_batch("v2.xml", version(2, reactions=[NAUSEA]))
-    with failing_merge_of_reactions(type(get_loader(dsn)), monkeypatch):
+    with failing_merge_of_reactions(type(get_loader(dsn).dialect), monkeypatch):
         summary = run_load(path, dsn, "delta", workers=1)
     assert summary.failures and summary.exit_code == 1
     assert snapshot(dsn) == before
@@ -214,12 +214,12 @@ def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: 
 def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loaders.postgresql import PostgresLoader
+    from loaders.postgresql import PostgresDialect
     from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.mapping.mapper import CaseMapper
 
     path = large_file_in_parts(tmp_path, monkeypatch, cases=60)
-    map_message, insert_rows, add_up_shards = CaseMapper.map_message, PostgresLoader.insert_rows, pipeline.add_up_shards
+    map_message, insert_rows, add_up_shards = CaseMapper.map_message, PostgresDialect.insert_rows, pipeline.add_up_shards
     times: dict[str, float] = {}
 
     def slow_after_the_first_parts(self, message, position):  # type: ignore[no-untyped-def]
@@ -236,7 +236,7 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
         return add_up_shards(shards)
 
     monkeypatch.setattr(CaseMapper, "map_message", slow_after_the_first_parts)
-    monkeypatch.setattr(PostgresLoader, "insert_rows", first_copy)
+    monkeypatch.setattr(PostgresDialect, "insert_rows", first_copy)
     monkeypatch.setattr(pipeline, "add_up_shards", all_staged)
     summary = run_load(path, postgres_dsn, workers=2, limits=IN_PARTS)
 
@@ -248,12 +248,12 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
 def test_a_large_file_loaded_in_parts_that_fails_leaves_nothing_and_a_rerun_completes(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loaders.postgresql import PostgresLoader
+    from loaders.postgresql import PostgresDialect
 
     path = large_file_in_parts(tmp_path, monkeypatch, cases=24)
     get_loader(postgres_dsn).create_all_tables()
     before = snapshot(postgres_dsn)
-    with failing_merge_of_reactions(PostgresLoader, monkeypatch):
+    with failing_merge_of_reactions(PostgresDialect, monkeypatch):
         failed = run_load(path, postgres_dsn, workers=2, limits=IN_PARTS)
     assert [name for name, _ in failed.failures] == ["large.xml"] and "injected failure" in failed.failures[0][1]
     assert snapshot(postgres_dsn) == before
@@ -361,13 +361,13 @@ def test_loads_of_different_cases_do_not_wait_for_each_other_and_overlapping_one
     import io
     import threading
 
-    from loaders.postgresql import PostgresLoader
+    from loaders.postgresql import PostgresDialect
 
     held = write_batch("held.xml", *[CaseSpec(f"HELD-{n}") for n in range(5)])
     disjoint = write_batch("disjoint.xml", *[CaseSpec(f"OTHER-{n}") for n in range(5)])
     overlapping = write_batch("overlapping.xml", CaseSpec("HELD-3", most_recent_info="20240301", reactions=[NAUSEA]))
     inside, release = threading.Event(), threading.Event()
-    insert_rows = PostgresLoader.insert_rows
+    insert_rows = PostgresDialect.insert_rows
 
     def hold_after_the_master_rows(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
         if table.name != "patient_characteristics":
@@ -378,7 +378,7 @@ def test_loads_of_different_cases_do_not_wait_for_each_other_and_overlapping_one
             assert release.wait(60), "the test never released the held load"
         return insert_rows(self, conn, table, io.BytesIO(rows), columns)
 
-    monkeypatch.setattr(PostgresLoader, "insert_rows", hold_after_the_master_rows)
+    monkeypatch.setattr(PostgresDialect, "insert_rows", hold_after_the_master_rows)
     with ThreadPoolExecutor(max_workers=1) as holder, ThreadPoolExecutor(max_workers=1) as other:
         holding = holder.submit(run_load, held, postgres_dsn, "delta", 1)
         assert inside.wait(60)
