@@ -340,8 +340,9 @@ def peak_memory_mb(path: Path) -> float:
     """
     code = (
         "import sys, tempfile; from pathlib import Path;"
-        "from py_load_eudravigilance.pipeline import PART_MESSAGES; from py_load_eudravigilance.staging import sha256_of, stage_files;"
-        "p = Path(sys.argv[1]); d = tempfile.mkdtemp(); stage_files([(p, p.name, sha256_of(p))], Path(d), part_messages=PART_MESSAGES);"
+        "from py_load_eudravigilance.planning import PlanLimits; from py_load_eudravigilance.staging import sha256_of, stage_files;"
+        "p = Path(sys.argv[1]); d = tempfile.mkdtemp();"
+        "stage_files([(p, p.name, sha256_of(p))], Path(d), part_messages=PlanLimits().part_messages);"
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
     )
     output = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout

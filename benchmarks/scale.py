@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 
 from benchmarks.run import DEFAULT_SERVER_DSN, bench_workdir, dagster_backfill, fresh_database, local_postmaster_pid, server_cpu_seconds
 from loaders.registry import get_loader
+from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.pipeline import run_load
@@ -89,7 +90,7 @@ def grow(loader: Loader, cases: int, seed_messages: int, workdir: Path, workers:
             # The copies bypassed the loads that keep the counts: counted again, as a database of an earlier release is
             conn.execute(loader.table(ROW_COUNTS_TABLE).delete())
             loader.start_row_counts(conn)
-        loader.refresh_drug_event_statistics(rebuild=True)  # the copies were never queued for an incremental refresh
+        refresh_drug_event_statistics(loader.engine, rebuild=True)  # the copies were never queued for an incremental refresh
     with loader.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
         return int(conn.scalar(select(func.count()).select_from(loader.table("icsr_master"))))
@@ -111,7 +112,7 @@ def cli_phases(dsn: str, source: Path, workers: int) -> dict[str, float]:
         if summary.failures:
             raise SystemExit(f"load failed: {summary.failures[:3]}")
         server_before, started = server(), time.perf_counter()
-        loader.refresh_drug_event_statistics()
+        refresh_drug_event_statistics(loader.engine)
         phases["statistics refresh after the load"] = time.perf_counter() - started
         phases["statistics refresh, server CPU"] = server() - server_before
         return phases

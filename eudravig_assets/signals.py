@@ -27,6 +27,8 @@ from dagster import (
 from eudravig_assets.assets import table_metadata
 from eudravig_assets.resources import EudravigDatabase
 from eudravig_assets.sensors import SENSOR_INTERVAL_SECONDS
+from loaders.dialect import dialect_for
+from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance.settings import SignalSettings, load_settings
 from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, changed_statistics, markdown_table, top_pairs
 
@@ -59,12 +61,12 @@ def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) 
     # Roles given in the run's config are checked as the setting is (G.k.1 codes); none given: the setting
     roles = SignalSettings(drug_roles=config.drug_roles).drug_roles if config.drug_roles is not None else load_settings().signals.drug_roles
     loader = database.loader()
-    summary = loader.refresh_drug_event_statistics(roles, rebuild=config.rebuild)
+    summary = refresh_drug_event_statistics(loader.engine, roles, config.rebuild, database.db_schema)
     # The rows of the pairs this refresh changed (of the last refresh, should another one have run since), read by key
     changed = changed_statistics(database.reader().table).subquery("changed")
     with loader.engine.begin() as conn:
         if not summary.rebuilt:
-            loader.keyed_lookups(conn)
+            dialect_for(loader.engine).keyed_lookups(conn)
         top = conn.execute(top_pairs(changed, TOP_SIGNALS)).mappings().all()
         rows, failing = conn.execute(cells_check_query(changed)).one()
     return MaterializeResult(

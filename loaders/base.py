@@ -8,40 +8,45 @@ bulk-loads the winners' rows straight into the target tables: the index says whe
 rows are, so nothing is staged twice and no merge query runs. Every version also goes to the audit
 log. Each file gets one history row with its counters, in the same transaction.
 
-The hooks a dialect overrides, as Dagster's ``DbClient`` has them: :meth:`insert_rows` (the native
-bulk path), :meth:`case_filters` (how a long list of case keys becomes a WHERE clause),
-:meth:`read_versions` (locking them), :meth:`upsert_history`, :meth:`tune_session`,
-:meth:`acquire_schema_lock` and :meth:`is_retryable`.
+What differs between databases (the native bulk path, how a long list of case keys becomes a WHERE
+clause, the history upsert, locks, session settings, which errors are worth another attempt, and
+what the pipeline may do) is the loader's :class:`~loaders.dialect.Dialect`, given to it, as
+Dagster's ``DbClient`` is. The file history is the load's: see :meth:`SQLAlchemyLoader.load`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
-from io import IOBase
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, bindparam, create_engine, func, inspect, literal, select, text
+from sqlalchemy import MetaData, Table, bindparam, create_engine, func, inspect, literal, select, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.reflection import ObjectKind
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.type_api import TypeEngine
-from sqlalchemy.types import Boolean, DateTime, Float, Integer, LargeBinary
 
-from loaders.contract import FAILED, FINAL_STATUSES, PARTIAL, RUNNING, Loader, LoadOutcome, SchemaReport
-from loaders.interface import LoaderInterface
+from loaders.contract import (
+    FAILED,
+    FINAL_STATUSES,
+    PARTIAL,
+    RUNNING,
+    Loader,
+    LoadMode,
+    LoadOutcome,
+    SchemaReport,
+    StagedFiles,
+    StagingError,
+)
+from loaders.dialect import Dialect, type_family
 from loaders.ledger import Ledger, Version
+from loaders.upkeep import RefreshTarget
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.mapping.code_lists import CODE_LIST_TABLE, code_list_rows
-from py_load_eudravigilance.meddra import RELEASES_TABLE, TERM_FILES, VERSION, Release
+from py_load_eudravigilance.planning import Capabilities
 from py_load_eudravigilance.schema import (
     AUDIT_TABLE,
     CASE_TABLE_NAMES,
@@ -55,22 +60,16 @@ from py_load_eudravigilance.schema import (
     build_metadata,
 )
 from py_load_eudravigilance.signals import (
-    DEFAULT_DRUG_ROLES,
-    StatisticsSummary,
     queue_cases,
     rebuild_on_next_refresh,
-    refresh,
     retire_statistics_table,
 )
-from py_load_eudravigilance.staging import StagedFile, utc_now
-from py_load_eudravigilance.staging.copybinary import decode_rows, encode_row, encode_value
-from py_load_eudravigilance.staging.copytext import decode_lines
-from py_load_eudravigilance.staging.copytext import encode_row as encode_text_row
+from py_load_eudravigilance.staging import SplitFailed, StagedFile, utc_now
+from py_load_eudravigilance.staging.copybinary import encode_value
 from py_load_eudravigilance.staging.layout import (
     BATCHES,
     INDEXED_TABLES,
     STAGED_COLUMNS,
-    STAGED_FAMILIES,
     ByteRanges,
     MessageKey,
     Piece,
@@ -83,38 +82,6 @@ from py_load_eudravigilance.views import view_definition
 log = logging.getLogger(__name__)
 
 AUDIT_COLUMN = INDEXED_TABLES.index(AUDIT_TABLE)
-# Rows per executemany() where a driver has no bulk path of its own
-INSERT_CHUNK = 5000
-# Case keys per IN (...) list: SQLite allows 32,766 bound values in a statement
-KEYS_PER_STATEMENT = 5000
-
-
-_TYPE_FAMILIES: tuple[tuple[type[TypeEngine], str], ...] = (
-    (Boolean, "boolean"),
-    (DateTime, "timestamp"),
-    (Float, "float"),
-    (Integer, "integer"),
-    (LargeBinary, "binary"),
-)
-
-
-def type_family(sql_type: TypeEngine) -> str:
-    """A coarse type family, comparable between declared and reflected columns."""
-    for base, family in _TYPE_FAMILIES:
-        if isinstance(sql_type, base):
-            return family
-    name = type(sql_type).__name__.upper()
-    if "BOOL" in name:
-        return "boolean"
-    if "TIMESTAMP" in name or "DATETIME" in name:
-        return "timestamp"
-    if name in ("REAL", "DOUBLE", "DOUBLE_PRECISION", "NUMERIC", "FLOAT"):
-        return "float"
-    if "INT" in name:
-        return "integer"
-    if name in ("BYTEA", "BLOB"):
-        return "binary"
-    return "text"
 
 
 def schema_definition(metadata: MetaData) -> dict[str, dict[str, str]]:
@@ -126,19 +93,24 @@ def schema_definition(metadata: MetaData) -> dict[str, dict[str, str]]:
     }
 
 
-class SQLAlchemyLoader(Loader, LoaderInterface):
-    """Shared implementation of the load contract, and of the guide's methods for plugins that delegate to it."""
+class SQLAlchemyLoader(Loader):
+    """The load contract over SQLAlchemy Core; what differs between databases comes from its :class:`Dialect`."""
 
     #: attempts for a load when the database reports a transient conflict (deadlock, serialization, a concurrent insert)
     max_attempts = 5
     #: see :meth:`view_definitions` (a class default: plugin adapters set up their own attributes)
     _view_definitions: dict[str, str] | None = None
 
-    def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
+    def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None, dialect: Dialect | None = None) -> None:
         self.engine = dsn_or_engine if isinstance(dsn_or_engine, Engine) else create_engine(dsn_or_engine)
+        self.dialect = dialect or Dialect()
+        self.dialect.configure(self.engine)
         self.schema = schema
         self.metadata = build_metadata(schema)
-        self._staging_tables: dict[str, Table] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:  # type: ignore[override]
+        return self.dialect.capabilities
 
     # -- schema -------------------------------------------------------------------------------
     def table(self, name: str) -> Table:
@@ -156,8 +128,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         """Create what is missing (tables, their indexes, views) and the code lists, in one transaction; concurrent
         first loads wait for each other."""
         with self.engine.begin() as conn:
-            self.acquire_schema_lock(conn)
-            self.tune_session(conn)
+            self.dialect.acquire_schema_lock(conn)
+            self.dialect.tune_session(conn)
             retire_statistics_table(conn, self.schema)
             # Outdated views go first: create_all then makes them again, once the columns they read exist
             for view in reversed(self.outdated_views(conn)):
@@ -250,44 +222,6 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             conn.execute(codes.delete())
             conn.execute(codes.insert(), code_list_rows())
 
-    def load_meddra(self, release: Release) -> dict[str, int]:
-        """Load a MedDRA release into the ``meddra_*`` tables in one transaction, replacing an earlier load of the same
-        version; other versions stay beside it. Returns the rows loaded per table."""
-        loaded: dict[str, int] = {}
-        with self.engine.begin() as conn:
-            self.tune_session(conn)
-            for term_file in TERM_FILES:
-                table = self.table(term_file.table)
-                conn.execute(table.delete().where(table.c[VERSION] == release.version))
-                self.insert_records(conn, table, release.rows[term_file.table])
-                loaded[term_file.table] = len(release.rows[term_file.table])
-            releases = self.table(RELEASES_TABLE)
-            conn.execute(releases.delete().where(releases.c[VERSION] == release.version))
-            conn.execute(
-                releases.insert(),
-                {VERSION: release.version, "language": release.language, "terms_loaded": loaded["meddra_llt"], "loaded_at": utc_now()},
-            )
-        return loaded
-
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES, rebuild: bool = False) -> StatisticsSummary:
-        """Bring ``drug_event_statistics`` up to date in one transaction: from the cases loads wrote since the last
-        refresh, or in full (``rebuild``, or when needed). Readers see the old statistics or the new ones."""
-        with self.engine.begin() as conn:
-            return refresh(conn, self, drug_roles, rebuild)
-
-    def lock_for_refresh(self, conn: Connection, table: Table) -> None:
-        """Make concurrent refreshes of ``table`` run one after another (dialect hook; SQLite's write lock does)."""
-
-    def insert_records(self, conn: Connection, table: Table, records: list[dict[str, Any]]) -> None:
-        """Bulk-insert rows given as Python values (dialect hook; this one: executemany in chunks)."""
-        self.execute_inserts(conn, table, iter(records))
-
-    def acquire_schema_lock(self, conn: Connection) -> None:
-        """Serialize schema creation across processes (dialect hook)."""
-
-    def tune_session(self, conn: Connection) -> None:
-        """Transaction-local settings for creating tables and loading (dialect hook)."""
-
     def schema_report(self, definition: dict[str, dict[str, str]] | None = None) -> SchemaReport:
         expected = definition or schema_definition(self.metadata)
         inspector = inspect(self.engine)
@@ -328,29 +262,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         with self.engine.connect() as conn:
             return set(conn.scalars(select(history.c.file_sha256).where(history.c.status.in_(FINAL_STATUSES))))
 
-    # -- dialect hooks ----------------------------------------------------------------------------
-    def insert_rows(self, conn: Connection, table: Table, stream: IO[bytes], columns: tuple[str, ...]) -> int:
-        """Bulk-load staged rows (binary COPY tuples, ``columns`` of them) into ``table``; returns how many (dialect hook;
-        this one: executemany)."""
-        return self.execute_inserts(conn, table, python_rows(decode_rows(stream.read(), STAGED_FAMILIES[table.name]), columns))
-
-    def execute_inserts(self, conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> int:
-        statement, inserted = table.insert(), 0
-        while chunk := list(islice(rows, INSERT_CHUNK)):
-            conn.execute(statement, chunk)
-            inserted += len(chunk)
-        return inserted
-
-    def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]:
-        """WHERE clauses that together select ``case_ids`` (dialect hook; this one: IN lists of bounded size)."""
-        for start in range(0, len(case_ids), KEYS_PER_STATEMENT):
-            yield column.in_(case_ids[start : start + KEYS_PER_STATEMENT])
-
     def read_versions(self, conn: Connection, case_ids: list[str]) -> dict[str, Version]:
         """The current version of each of ``case_ids`` present, locked until the transaction ends where the database can."""
         master = self.table(MASTER_TABLE).c
         held: dict[str, Version] = {}
-        for clause in self.case_filters(master[CASE_KEY], case_ids):
+        for clause in self.dialect.case_filters(master[CASE_KEY], case_ids):
             query = (
                 select(
                     master[CASE_KEY],
@@ -369,54 +285,66 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 held[row[0]] = Version(row[0], _utc(row[1]), _utc(row[2]), row[3], row[4], row[5], bool(row[6]))
         return held
 
-    def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """Replace the files' history rows (dialect hook; this one: DELETE, then INSERT)."""
-        history = self.table(FILE_HISTORY_TABLE)
-        for clause in self.case_filters(history.c.file_sha256, [row["file_sha256"] for row in rows]):
-            conn.execute(history.delete().where(clause))
-        conn.execute(history.insert(), rows)
-
-    def is_retryable(self, error: BaseException) -> bool:
-        """Whether the driver's ``error`` is worth another attempt of the whole load (dialect hook)."""
-        return False
-
     # -- the load -----------------------------------------------------------------------------------
-    def load(self, batches: Iterable[Path], load_mode: str, staged_files: Callable[[], list[StagedFile]]) -> list[LoadOutcome]:
-        consumed: list[Path] = []
+    def load(self, batches: Iterable[Path], load_mode: LoadMode, files: StagedFiles) -> list[LoadOutcome]:
+        started_at = utc_now()
+        running: dict[str, StagedFile] = {}  # the files marked running: whatever happens next, none stays running
+        if isinstance(files, list):
+            self._mark_running(files, load_mode, started_at, running)  # before the transaction: SQLite has one writer
+        consumed: list[tuple[Path, StagedMessages]] = []
         arriving = iter(batches)
 
-        def replay() -> Iterator[Path]:
-            """After a transient error: the batches loaded so far, then the rest as they arrive."""
+        def replay() -> Iterator[tuple[Path, StagedMessages]]:
+            """After a transient error: the batches loaded so far, then the rest as they arrive, each file marked
+            running as its first part arrives."""
             yield from list(consumed)
             for batch in arriving:
-                consumed.append(batch)
-                yield batch
+                index = StagedMessages.load(batch)
+                self._mark_running([StagedFile(name, sha) for name, sha in index.files], load_mode, started_at, running)
+                consumed.append((batch, index))
+                yield batch, index
 
         def attempt(conn: Connection) -> list[LoadOutcome]:
             run = _LoadRun(Ledger())
-            self.tune_session(conn)
+            self.dialect.tune_session(conn)
             emptied: tuple[str, ...] = ()
-            if load_mode == "full":
+            if load_mode == LoadMode.FULL:
                 self.empty_tables(conn)
                 emptied = (*CASE_TABLE_NAMES, BATCHES)
-            for batch in replay():
-                self._load_batch(conn, batch, run)
-            files = staged_files()
-            if not files:
+            for batch, index in replay():
+                self._load_batch(conn, batch, index, run)
+            staged = files if isinstance(files, list) else files()
+            if not staged:
                 return []
             self.update_version_counts(conn, run)
             self.write_row_counts(conn, run.row_changes, emptied)
-            if load_mode == "full":
-                self.forget_other_files(conn, [file.file_sha256 for file in files])
-            return self._outcomes(files, run.ledger)
+            if load_mode == LoadMode.FULL:
+                self.forget_other_files(conn, [file.file_sha256 for file in staged])
+            return self._outcomes(staged, run.ledger)
 
-        return self._in_one_transaction(attempt, load_mode)
+        try:
+            return self._in_one_transaction(attempt, load_mode, started_at)
+        except Exception as exc:
+            failed = files if isinstance(files, list) else _files_if_staged(files) or list(running.values())
+            if failed and not isinstance(exc, SplitFailed):  # (that file is loaded again at once, in one piece)
+                self._write_status(failed, load_mode, FAILED, f"{type(exc).__name__}: {exc}", started_at)
+            raise
+
+    def _mark_running(self, files: list[StagedFile], load_mode: LoadMode, started_at: datetime, running: dict[str, StagedFile]) -> None:
+        """Files not marked yet are ``running`` in the history, committed (if the process dies, the history says so)."""
+        fresh = [file for file in files if file.file_sha256 not in running]
+        if fresh:
+            self._write_status(fresh, load_mode, RUNNING, None, started_at)
+            running.update((file.file_sha256, file) for file in fresh)
+
+    def record_failed(self, files: list[StagedFile], load_mode: LoadMode, reason: str) -> None:
+        self._write_status(files, load_mode, FAILED, reason, utc_now())
 
     def empty_tables(self, conn: Connection) -> None:
         """A full reload starts from empty case tables."""
         rebuild_on_next_refresh(conn, self.table)  # first: a refresh under way finishes before the cases go
-        for name in (*CASE_TABLE_NAMES, BATCHES):
-            conn.execute(self.table(name).delete())
+        self.dialect.empty_case_tables(conn, [self.table(name) for name in CASE_TABLE_NAMES])
+        conn.execute(self.table(BATCHES).delete())
 
     def forget_other_files(self, conn: Connection, kept: list[str]) -> None:
         """After the load that emptied the tables: the history of every other file goes, its rows being gone (a delta
@@ -424,8 +352,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         history = self.table(FILE_HISTORY_TABLE)
         conn.execute(history.delete().where(history.c.file_sha256.not_in(kept)))
 
-    def _load_batch(self, conn: Connection, directory: Path, run: _LoadRun) -> None:
-        index = StagedMessages.load(directory)
+    def _load_batch(self, conn: Connection, directory: Path, index: StagedMessages, run: _LoadRun) -> None:
         versions = [(version_of(key, index.files[key.ordinal]), number) for number, key in enumerate(index.keys)]
         ledger = run.ledger
         unknown = ledger.unknown(version.case_id for version, _ in versions)
@@ -440,7 +367,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         for number in logging:
             run.counts[index.keys[number].case_id] += 1
         writes = ledger.offer(versions)
-        queue_cases(conn, self, (version.case_id for version, _, _ in writes))  # the statistics recount them
+        # The statistics recount them
+        queue_cases(conn, RefreshTarget(self.table, self.dialect), (version.case_id for version, _, _ in writes))
         replaced = [version.case_id for version, _, had_rows in writes if had_rows]
         changes = run.row_changes
         if replaced:
@@ -464,12 +392,12 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         # A file's quarantine and batch rows replace those of its earlier loads
         for name in (QUARANTINE_TABLE, BATCHES):
             if fresh:
-                for clause in self.case_filters(self.table(name).c.file_sha256, fresh):
+                for clause in self.dialect.case_filters(self.table(name).c.file_sha256, fresh):
                     changes[name] -= conn.execute(self.table(name).delete().where(clause)).rowcount
             path = table_file(directory, name)
             if path.exists() and path.stat().st_size:
                 with path.open("rb") as stream:
-                    changes[name] += self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
+                    changes[name] += self.dialect.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
 
     def _insert_pieces(self, conn: Connection, directory: Path, name: str, pieces: list[Piece], size: int) -> int:
         """Bulk-load these byte ranges of a staged table; returns the rows loaded."""
@@ -477,12 +405,12 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             return 0
         with table_file(directory, name).open("rb") as handle:
             stream: IO[bytes] = handle if pieces == [(0, size)] else ByteRanges(handle, pieces)  # type: ignore[assignment]
-            return self.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
+            return self.dialect.insert_rows(conn, self.table(name), stream, STAGED_COLUMNS[name])
 
     def delete_cases(self, conn: Connection, table: Table, case_ids: list[str]) -> int:
         """Delete the cases' rows from ``table``; returns how many."""
         deleted = 0
-        for clause in self.case_filters(table.c[CASE_KEY], case_ids):
+        for clause in self.dialect.case_filters(table.c[CASE_KEY], case_ids):
             deleted += conn.execute(table.delete().where(clause)).rowcount
         return deleted
 
@@ -490,7 +418,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         """Message positions of these files already in the audit log (none, unless a file is loaded again)."""
         logged: dict[str, set[int]] = {sha: set() for sha in file_hashes}
         audit = self.table(AUDIT_TABLE).c
-        for clause in self.case_filters(audit.file_sha256, file_hashes):
+        for clause in self.dialect.case_filters(audit.file_sha256, file_hashes):
             for sha, position in conn.execute(select(audit.file_sha256, audit[MESSAGE_POSITION]).where(clause)):
                 logged[sha].add(position)
         return logged
@@ -499,7 +427,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         """How many versions of each case the audit log holds."""
         audit = self.table(AUDIT_TABLE).c
         counts = dict.fromkeys(case_ids, 0)
-        for clause in self.case_filters(audit[CASE_KEY], case_ids):
+        for clause in self.dialect.case_filters(audit[CASE_KEY], case_ids):
             for case, count in conn.execute(select(audit[CASE_KEY], func.count()).where(clause).group_by(audit[CASE_KEY])):
                 counts[case] = count
         return counts
@@ -546,9 +474,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             )
         return outcomes
 
-    def _in_one_transaction(self, load: Callable[[Connection], list[LoadOutcome]], load_mode: str) -> list[LoadOutcome]:
+    def _in_one_transaction(
+        self, load: Callable[[Connection], list[LoadOutcome]], load_mode: LoadMode, started_at: datetime
+    ) -> list[LoadOutcome]:
         """Run ``load`` and record its outcomes in one transaction, again on a transient error."""
-        started_at, clock = utc_now(), time.perf_counter()
+        clock = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self.engine.begin() as conn:
@@ -564,24 +494,25 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             except Exception as exc:
                 # Errors of a driver's own bulk path (COPY) come unwrapped; SQLAlchemy's carry the driver's in .orig
                 cause = exc.orig if isinstance(exc, DBAPIError) else exc
-                if attempt == self.max_attempts or not self.is_retryable(cause):
+                if attempt == self.max_attempts or not self.dialect.is_retryable(cause):
                     raise
                 log.warning("retrying a load after a transient database error (attempt %d): %s", attempt, type(cause).__name__)
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
-    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: str, started_at: datetime) -> None:
-        if load_mode == "delta":
+    def _record_history(self, conn: Connection, outcomes: list[LoadOutcome], load_mode: LoadMode, started_at: datetime) -> None:
+        if load_mode == LoadMode.DELTA:
             outcomes = self._not_loaded_before(conn, outcomes)
             if not outcomes:
                 return
         finished_at = utc_now()
-        self.upsert_history(
+        self.dialect.upsert_history(
             conn,
+            self.table(FILE_HISTORY_TABLE),
             [
                 {
                     **{key: value for key, value in o.as_dict().items() if key != "duration_seconds"},
-                    "load_mode": load_mode,
+                    "load_mode": LoadMode(load_mode).value,
                     "started_at": started_at,
                     "finished_at": finished_at,
                     "duration_seconds": o.duration_seconds,
@@ -597,7 +528,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         history = self.table(FILE_HISTORY_TABLE)
         by_hash = {outcome.file_sha256: outcome for outcome in outcomes}
         recorded: set[str] = set()
-        for clause in self.case_filters(history.c.file_sha256, list(by_hash)):
+        for clause in self.dialect.case_filters(history.c.file_sha256, list(by_hash)):
             for row in conn.execute(select(history).where(clause, history.c.status.in_(FINAL_STATUSES))).mappings():
                 outcome = by_hash[row["file_sha256"]]
                 for name in outcome.as_dict():
@@ -607,82 +538,11 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
                 recorded.add(outcome.file_sha256)
         return [outcome for outcome in outcomes if outcome.file_sha256 not in recorded]
 
-    def record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
+    def _write_status(self, files: list[StagedFile], load_mode: LoadMode, status: str, error: str | None, started_at: datetime) -> None:
+        """The files' history rows, in a transaction of their own (``running`` before a load, ``failed`` after one)."""
         outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
         with self.engine.begin() as conn:
             self._record_history(conn, outcomes, load_mode, started_at)
-
-    def record_running(self, files: list[StagedFile], load_mode: str, started_at: datetime) -> None:
-        self.record_status(files, load_mode, RUNNING, None, started_at)
-
-    # -- the guide's methods (LoaderInterface), for plugins that delegate to a built-in loader --------------------
-    def staging_name(self, target_table: str) -> str:
-        return f"stg_{target_table}"
-
-    def staging_table(self, target_table: str) -> Table:
-        if target_table not in self._staging_tables:
-            target = self.table(target_table)
-            columns = [Column(name, target.c[name].type) for name in STAGED_COLUMNS[target_table]]
-            self._staging_tables[target_table] = Table(self.staging_name(target_table), MetaData(), *columns, prefixes=["TEMPORARY"])
-        return self._staging_tables[target_table]
-
-    def prepare_load(self, conn: Connection, target_table: str, load_mode: str) -> str:
-        """Empty ``target_table`` in 'full' mode; create an empty staging table for it and return its name."""
-        if load_mode == "full":
-            conn.execute(self.table(target_table).delete())
-        staging = self.staging_table(target_table)
-        staging.drop(conn, checkfirst=True)
-        staging.create(conn)
-        return staging.name
-
-    def _named_table(self, name: str) -> Table:
-        """A staging table this loader created, or a target table."""
-        for staging in self._staging_tables.values():
-            if staging.name == name:
-                return staging
-        return self.table(name)
-
-    def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
-        """COPY text rows into ``target_table`` (a staging table from :meth:`prepare_load`, or a target); executemany here."""
-        table = self._named_table(target_table)
-        types = {c.name: c.type for c in table.columns}
-        self.execute_inserts(conn, table, python_rows(text_rows(data_stream, tuple(columns), types), tuple(columns)))
-
-    def handle_upsert(
-        self, conn: Connection, staging_table: str, target_table: str, primary_keys: list[str], version_key: str | None
-    ) -> None:
-        """Merge ``staging_table`` into ``target_table``: target rows whose ``primary_keys`` match a staged row are
-        replaced by the staged rows; with ``version_key``, only by staged rows whose version is greater."""
-        q = self.quote
-        staging, target = q(staging_table), self.qualified(target_table)
-        matches = " AND ".join(f"{target}.{q(k)} = s.{q(k)}" for k in primary_keys)
-        newer = f" AND s.{q(version_key)} > {target}.{q(version_key)}" if version_key else ""
-        conn.execute(text(f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {staging} s WHERE {matches}{newer})"))
-        columns = STAGED_COLUMNS[target_table]
-        listed, selected = ", ".join(q(c) for c in columns), ", ".join(f"s.{q(c)}" for c in columns)
-        absent = f"NOT EXISTS (SELECT 1 FROM {target} WHERE {matches})"
-        conn.execute(text(f"INSERT INTO {target} ({listed}) SELECT {selected} FROM {staging} s WHERE {absent}"))
-
-    def load_normalized_data(
-        self, buffers: dict[str, IOBase], row_counts: dict[str, int], load_mode: str, file_path: str, file_hash: str
-    ) -> None:
-        """One file's staged streams (every staged table, the audit log's included) loaded in one transaction."""
-        with tempfile.TemporaryDirectory(prefix="eudravig-load-") as scratch:
-            batch = Path(scratch)
-            types = {name: {c.name: c.type for c in self.table(name).columns} for name in buffers}
-            index = index_from_streams(buffers, batch, types)
-            staged = StagedFile(file_path, file_hash, 0, dict(row_counts), messages_total=len(index.keys))
-            self.load([batch], load_mode, lambda: [staged])
-
-    def load_audit_data(self, buffer: IOBase, row_count: int, load_mode: str, file_path: str, file_hash: str) -> None:
-        """Append one file's audit rows (COPY text), in a transaction of its own; versions already logged are left out."""
-        audit, columns = self.table(AUDIT_TABLE), STAGED_COLUMNS[AUDIT_TABLE]
-        rows = python_rows(text_rows(buffer, columns, {c.name: c.type for c in audit.columns}), columns)
-        with self.engine.begin() as conn:
-            logged = self.logged_positions(conn, [file_hash])[file_hash]
-            appended = self.execute_inserts(conn, audit, (row for row in rows if row[MESSAGE_POSITION] not in logged))
-            self.write_row_counts(conn, {AUDIT_TABLE: appended})
-
 
 class _LoadRun:
     """What one load transaction has seen so far."""
@@ -694,6 +554,16 @@ class _LoadRun:
         self.counts: dict[str, int] = {}  # by case: versions in the audit log, this transaction's included
         self.counted: dict[str, int] = {}  # by case: the count written into the master row this transaction wrote
         self.row_changes: Counter[str] = Counter()  # by table: rows inserted minus rows deleted
+
+
+def _files_if_staged(staged_files: Callable[[], list[StagedFile]]) -> list[StagedFile]:
+    """The files staged; if their staging failed, those it was staging when it did (when it knows them)."""
+    try:
+        return staged_files()
+    except StagingError as exc:
+        return exc.staged_files()
+    except Exception:  # noqa: BLE001 - the staging error itself is what the caller reports
+        return []
 
 
 def version_of(key: MessageKey, file: tuple[str, str]) -> Version:
@@ -710,74 +580,3 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
-def python_rows(rows: Iterable[list[Any]], columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    for values in rows:
-        yield dict(zip(columns, values, strict=True))
-
-
-def text_rows(stream: Any, columns: tuple[str, ...], types: dict[str, TypeEngine]) -> Iterator[list[Any]]:
-    """Rows of a COPY text stream (what the guide's ``bulk_load_native`` receives) as Python values."""
-    converters = [_converter(types[name]) for name in columns]
-    lines = (line if isinstance(line, bytes) else line.encode("utf-8") for line in stream)
-    for values in decode_lines(lines):
-        yield [convert(value) if value is not None else None for convert, value in zip(converters, values, strict=True)]
-
-
-def _converter(sql_type: TypeEngine) -> Any:
-    family = type_family(sql_type)
-    if family == "boolean":
-        return lambda v: v == "true"
-    if family == "integer":
-        return int
-    if family == "float":
-        return float
-    if family == "timestamp":
-        return datetime.fromisoformat
-    if family == "binary":
-        return lambda v: bytes.fromhex(v[2:])
-    if isinstance(sql_type, JSON):
-        return json.loads
-    return str
-
-
-def as_copy_text(data: bytes, table: str) -> bytes:
-    """Staged binary tuples as COPY text lines: the portable form a guide plugin's bulk path receives."""
-    return b"".join(encode_text_row(values) for values in decode_rows(data, STAGED_FAMILIES[table]))
-
-
-def index_from_streams(buffers: dict[str, IOBase], directory: Path, types: dict[str, dict[str, TypeEngine]]) -> StagedMessages:
-    """Write one file's staged COPY text streams (every table's, the audit log's included) into ``directory`` as a
-    binary batch, and rebuild its index from the audit rows: each names its case version and its rows per table."""
-    rows: dict[str, list[list[Any]]] = {}
-    for table, stream in buffers.items():
-        rows[table] = list(text_rows(stream, STAGED_COLUMNS[table], types[table]))
-        with table_file(directory, table).open("wb") as sink:
-            for values in rows[table]:
-                sink.write(encode_row(values, STAGED_FAMILIES[table]))
-    index = StagedMessages()
-    sizes = {table: [len(encode_row(values, STAGED_FAMILIES[table])) for values in rows.get(table, [])] for table in INDEXED_TABLES}
-    cursors, offsets = dict.fromkeys(INDEXED_TABLES, 0), dict.fromkeys(INDEXED_TABLES, 0)
-    files: dict[tuple[str, str], int] = {}
-    for values in rows.get(AUDIT_TABLE, []):
-        row = dict(zip(STAGED_COLUMNS[AUDIT_TABLE], values, strict=True))
-        ordinal = files.setdefault((row["file_name"], row["file_sha256"]), len(files))
-        counts = {**(row["row_counts"] or {}), AUDIT_TABLE: 1}
-        for table in INDEXED_TABLES:
-            taken = sizes[table][cursors[table] : cursors[table] + counts.get(table, 0)]
-            cursors[table] += len(taken)
-            offsets[table] += sum(taken)
-        created = row["message_creation_time_utc"]
-        index.keys.append(
-            MessageKey(
-                ordinal,
-                row[MESSAGE_POSITION],
-                row[CASE_KEY],
-                row["most_recent_info_date_utc"].isoformat(),
-                created.isoformat() if created else None,
-                bool(row["is_nullification"]),
-            )
-        )
-        index.bounds.extend(offsets[table] for table in INDEXED_TABLES)
-    index.files = list(files)
-    index.save(directory)
-    return index

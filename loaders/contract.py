@@ -1,30 +1,58 @@
 """The one contract the load pipeline depends on: what a target database does, declared, never probed.
 
-Built-in loaders implement it directly (``SQLAlchemyLoader`` and its dialects). A plugin written as
-the published guide says implements :class:`~loaders.interface.LoaderInterface`; the registry wraps
-it in :class:`~loaders.guide.GuideLoader`, which implements this contract with the guide's methods,
-so a plugin gets the same outcomes, history, quarantine and commands as the built-in loaders.
+Built-in loaders implement it (``SQLAlchemyLoader``, given a dialect). A plugin written as the
+published guide says implements :class:`~loaders.interface.LoaderInterface`; the registry wraps it
+in :class:`~loaders.guide.GuideLoader`, which implements this contract with the guide's methods, so
+a plugin gets the same outcomes, history, quarantine and commands as the built-in loaders. MedDRA
+releases and the statistics are not part of it: ``loaders/upkeep.py`` does them over an engine.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from py_load_eudravigilance.meddra import Release
-from py_load_eudravigilance.signals import StatisticsSummary
+from py_load_eudravigilance.planning import Capabilities
 from py_load_eudravigilance.staging import StagedFile
 
 # What happened to a file, in the history, the CLI, `status` and Dagster alike
 COMPLETED, PARTIAL, FAILED, RUNNING = "completed", "partial", "failed", "running"
 # A delta run skips files whose content ended so: loading the same bytes again cannot end otherwise
 FINAL_STATUSES = (COMPLETED, PARTIAL)
+
+
+class LoadMode(StrEnum):
+    """``delta`` skips files whose content is loaded already; ``full`` empties the case tables and reloads (the history
+    and the CLI keep the word)."""
+
+    DELTA = "delta"
+    FULL = "full"
+
+
+# What a load receives of its files: known before it starts (a staged group), or only once its parts are exhausted
+# (parts loaded while the workers still stage them)
+StagedFiles = list[StagedFile] | Callable[[], list[StagedFile]]
+
+
+class StagingError(Exception):
+    """A worker could not stage files it had hashed (a full or failing disk, a bug): which, and why, so that their
+    history says ``failed`` with the reason."""
+
+    def __init__(self, files: list[tuple[str, str]], reason: str) -> None:
+        super().__init__(files, reason)  # both in args: the exception crosses from the worker process by pickle
+        self.files, self.reason = files, reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def staged_files(self) -> list[StagedFile]:
+        return [StagedFile(name, sha256) for name, sha256 in self.files]
 
 
 @dataclass
@@ -81,10 +109,8 @@ class SchemaReport:
 class Loader(ABC):
     """A target database, as the pipeline, the CLI and the Dagster IO manager use it."""
 
-    #: Many small files may be loaded in one transaction (else one file per transaction)
-    loads_groups: bool = True
-    #: A large file's parts may be bulk-loaded in a transaction held open while it is parsed, beside other loads
-    loads_parts_while_staging: bool = False
+    #: What the database allows: many files in one transaction, a transaction held open while a file is parsed
+    capabilities: Capabilities = Capabilities()
     #: SQLAlchemy engine for reading tables back (checks, status, the Dagster IO manager's inputs)
     engine: Engine
 
@@ -97,31 +123,21 @@ class Loader(ABC):
         """SHA-256 of every file whose content ended loaded (completed or partial): ``delta`` skips them."""
 
     @abstractmethod
-    def load(self, batches: Iterable[Path], load_mode: str, staged_files: Callable[[], list[StagedFile]]) -> list[LoadOutcome]:
-        """Load staged ``batches`` (directories) in one transaction, one outcome and history row per file.
+    def load(self, batches: Iterable[Path], load_mode: LoadMode, files: StagedFiles) -> list[LoadOutcome]:
+        """Load staged ``batches`` (directories) in one transaction, one outcome per file; the file history is the
+        load's: each file ``running`` (committed) before its rows load, then ``completed`` or ``partial`` in the load's
+        transaction, or ``failed`` with the error, which is raised again.
 
-        ``batches`` may still be growing (parts published while the file is parsed); ``staged_files`` is
-        called once they are exhausted, for the files' accounts (none: leave nothing behind). A
-        ``full`` load empties the case tables first.
+        ``batches`` may still be growing (parts published while the file is parsed); ``files``, the files' accounts,
+        is then a callable, called once they are exhausted (none: leave nothing behind). A ``full`` load empties the
+        case tables first.
         """
 
     @abstractmethod
-    def record_status(self, files: list[StagedFile], load_mode: str, status: str, error: str | None, started_at: datetime) -> None:
-        """Write the files' history rows in a transaction of their own (``running`` before a load, ``failed`` after one)."""
+    def record_failed(self, files: list[StagedFile], load_mode: LoadMode, reason: str) -> None:
+        """Mark files ``failed`` whose staging failed before any load of them could start (a worker died or could not
+        write), in a transaction of their own."""
 
     @abstractmethod
     def schema_report(self) -> SchemaReport:
         """How the database differs from the data dictionary's schema."""
-
-    @abstractmethod
-    def load_meddra(self, release: Release) -> dict[str, int]:
-        """Load a user-supplied MedDRA release into the ``meddra_*`` tables (rows per table)."""
-
-    @abstractmethod
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str], rebuild: bool = False) -> StatisticsSummary:
-        """Bring ``drug_event_statistics`` up to date with the current cases, counting drugs of ``drug_roles``: from the
-        cases loaded since the last refresh, or in full with ``rebuild``."""
-
-    def keyed_lookups(self, conn: Connection) -> None:  # noqa: B027 - an optional hook: doing nothing is right by default
-        """For the rest of ``conn``'s transaction, join large tables by looking rows up by key, as reading the few rows
-        a refresh changed wants (a dialect hook; by default the planner decides, as SQLite's does well)."""

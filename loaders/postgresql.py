@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from io import BytesIO, IOBase
+from collections.abc import Iterable, Iterator
+from io import BytesIO
 from typing import IO, Any
 
 from psycopg2.extras import Json, execute_values
@@ -13,7 +13,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.elements import ColumnElement
 
 from loaders.base import SQLAlchemyLoader
-from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+from loaders.dialect import Dialect
+from py_load_eudravigilance.planning import Capabilities
 from py_load_eudravigilance.staging.copytext import encode_row as encode_text_row
 from py_load_eudravigilance.staging.layout import CopyStream
 
@@ -26,15 +27,21 @@ COPY_CHUNK = 1 << 20
 
 
 class PostgresLoader(SQLAlchemyLoader):
-    # Loads of different cases never wait for each other: a load locks the master rows of its cases (FOR UPDATE)
-    loads_parts_while_staging = True
+    """The built-in loader of ``postgresql://`` DSNs."""
 
     def __init__(self, dsn_or_engine: str | URL | Engine, schema: str | None = None) -> None:
         if not isinstance(dsn_or_engine, Engine):
             url = make_url(dsn_or_engine)
             # A bare postgresql:// means psycopg (3) to SQLAlchemy 2.1; psycopg2 is the driver installed here
             dsn_or_engine = url.set(drivername="postgresql+psycopg2") if url.drivername == "postgresql" else url
-        super().__init__(dsn_or_engine, schema)
+        super().__init__(dsn_or_engine, schema, PostgresDialect())
+
+
+class PostgresDialect(Dialect):
+    # Loads of different cases never wait for each other: a load locks the master rows of its cases (FOR UPDATE)
+    capabilities = Capabilities(loads_groups=True, loads_parts_while_staging=True)
+
+    def __init__(self) -> None:
         self._has_lz4: bool | None = None
 
     def tune_session(self, conn: Connection) -> None:
@@ -50,9 +57,8 @@ class PostgresLoader(SQLAlchemyLoader):
         # The staged tuples are binary COPY's own: the server parses no text
         return self._copy(conn, table, CopyStream(stream), columns, "binary")
 
-    def bulk_load_native(self, conn: Connection, data_stream: IOBase, target_table: str, columns: list[str]) -> None:
-        """The guide's bulk path: COPY text rows into a staging table from :meth:`prepare_load`, or a target."""
-        self._copy(conn, self._named_table(target_table), data_stream, tuple(columns), "text, ENCODING 'UTF8'")
+    def insert_text(self, conn: Connection, table: Table, stream: Iterable[bytes | str], columns: tuple[str, ...]) -> None:
+        self._copy(conn, table, stream, columns, "text, ENCODING 'UTF8'")
 
     def insert_records(self, conn: Connection, table: Table, records: list[dict[str, Any]]) -> None:
         if records:
@@ -62,7 +68,7 @@ class PostgresLoader(SQLAlchemyLoader):
 
     def _copy(self, conn: Connection, table: Table, stream: Any, columns: tuple[str, ...], form: str) -> int:
         """COPY ``stream`` into ``table``; returns the rows copied (the server's own count)."""
-        preparer = self.engine.dialect.identifier_preparer
+        preparer = conn.dialect.identifier_preparer
         listed = ", ".join(preparer.quote(c) for c in columns)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -75,12 +81,11 @@ class PostgresLoader(SQLAlchemyLoader):
         # One array parameter, however many keys: the planner uses the index for = ANY(array)
         yield column == any_(bindparam("keys", value=list(case_ids), type_=ARRAY(Text), unique=True))
 
-    def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def upsert_history(self, conn: Connection, history: Table, rows: list[dict[str, Any]]) -> None:
         # Two loads of one file at once (two runs, or a run and a sensor) must not collide on its history row. All
         # rows go in one INSERT ... VALUES (psycopg2's execute_values): an executemany upsert runs row by row
-        history = self.table(FILE_HISTORY_TABLE)
         columns = list(rows[0])
-        preparer = self.engine.dialect.identifier_preparer
+        preparer = conn.dialect.identifier_preparer
         listed = ", ".join(preparer.quote(c) for c in columns)
         updates = ", ".join(f"{preparer.quote(c)} = EXCLUDED.{preparer.quote(c)}" for c in columns if c != "file_sha256")
         values = [tuple(Json(row[c]) if c in ("row_counts", "unmapped_paths") else row[c] for c in columns) for row in rows]
@@ -108,7 +113,7 @@ class PostgresLoader(SQLAlchemyLoader):
 
     def lock_for_refresh(self, conn: Connection, table: Table) -> None:
         # Readers go on reading the previous statistics until the refresh commits; a second refresh waits
-        conn.execute(text(f"LOCK TABLE {self.engine.dialect.identifier_preparer.format_table(table)} IN SHARE ROW EXCLUSIVE MODE"))
+        conn.execute(text(f"LOCK TABLE {conn.dialect.identifier_preparer.format_table(table)} IN SHARE ROW EXCLUSIVE MODE"))
 
     def is_retryable(self, error: BaseException) -> bool:
         return getattr(error, "pgcode", None) in RETRYABLE_SQLSTATES

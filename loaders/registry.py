@@ -29,15 +29,15 @@ def installed_loaders() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def get_loader_class(dsn_or_engine: str | Engine) -> type[LoaderInterface]:
+def get_loader_class(dsn_or_engine: str | Engine) -> type[Loader] | type[LoaderInterface]:
     name = backend_name(dsn_or_engine)
     available = installed_loaders()
     if name not in available:
         listing = ", ".join(sorted(available)) or "none"
         raise UnknownLoaderError(f"no loader registered for database backend '{name}'; installed loaders: {listing}")
     loader_class = available[name].load()
-    if not (isinstance(loader_class, type) and issubclass(loader_class, LoaderInterface)):
-        raise UnknownLoaderError(f"entry point '{name}' does not name a LoaderInterface class")
+    if not (isinstance(loader_class, type) and issubclass(loader_class, Loader | LoaderInterface)):
+        raise UnknownLoaderError(f"entry point '{name}' names neither a Loader nor a LoaderInterface class")
     return loader_class
 
 

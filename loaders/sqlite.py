@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from loaders.base import SQLAlchemyLoader
-from py_load_eudravigilance.schema import FILE_HISTORY_TABLE
+from loaders.dialect import Dialect
 
 log = logging.getLogger(__name__)
 # Each attempt at the write lock waits this long inside SQLite; attempts go on until LOCK_WAIT_SECONDS have passed
@@ -24,13 +24,19 @@ LOCK_WAIT_SECONDS = 24 * 3600.0
 
 
 class SQLiteLoader(SQLAlchemyLoader):
-    def __init__(self, dsn_or_engine: str | Engine, schema: str | None = None) -> None:
-        super().__init__(dsn_or_engine, schema)
-        event.listen(self.engine, "connect", _configure_connection)
-        event.listen(self.engine, "begin", _begin_immediate)
+    """The built-in loader of ``sqlite://`` DSNs."""
 
-    def upsert_history(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        statement = sqlite_insert(self.table(FILE_HISTORY_TABLE))
+    def __init__(self, dsn_or_engine: str | Engine, schema: str | None = None) -> None:
+        super().__init__(dsn_or_engine, schema, SQLiteDialect())
+
+
+class SQLiteDialect(Dialect):
+    def configure(self, engine: Engine) -> None:
+        event.listen(engine, "connect", _configure_connection)
+        event.listen(engine, "begin", _begin_immediate)
+
+    def upsert_history(self, conn: Connection, history: Table, rows: list[dict[str, Any]]) -> None:
+        statement = sqlite_insert(history)
         updated = {name: statement.excluded[name] for name in rows[0] if name != "file_sha256"}
         conn.execute(statement.on_conflict_do_update(index_elements=["file_sha256"], set_=updated), rows)
 

@@ -244,6 +244,7 @@ def cmd_validate_db_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_meddra_load(args: argparse.Namespace) -> int:
+    from loaders.upkeep import load_meddra
     from py_load_eudravigilance.meddra import read_release
     from py_load_eudravigilance.pipeline import redact_dsn
 
@@ -251,7 +252,7 @@ def cmd_meddra_load(args: argparse.Namespace) -> int:
     release = read_release(Path(args.directory), args.version, args.encoding)
     loader = configured_loader(settings)
     loader.create_all_tables()
-    loaded = loader.load_meddra(release)
+    loaded = load_meddra(loader.engine, release, settings.database.db_schema)
     counts = ", ".join(f"{table.removeprefix('meddra_')}={rows}" for table, rows in loaded.items())
     print(f"MedDRA {release.version} loaded into {redact_dsn(settings.database.dsn)}: {counts}")
     return 0
@@ -279,6 +280,7 @@ def counted_names(settings: Settings, drug: str) -> CompoundSelect:
 def cmd_signals(args: argparse.Namespace) -> int:
     from sqlalchemy.sql import Select
 
+    from loaders.upkeep import refresh_drug_event_statistics
     from py_load_eudravigilance.pipeline import redact_dsn
     from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
     from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, summary_query, top_pairs, with_ebgm
@@ -286,7 +288,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     loader = database_to_read(settings)  # a mistyped path is an error, not an empty database with 0 pairs
     loader.create_all_tables()  # the statistics table, in a database initialised before it existed
-    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles, rebuild=args.rebuild)
+    summary = refresh_drug_event_statistics(loader.engine, settings.signals.drug_roles, args.rebuild, settings.database.db_schema)
     statistics = table_of(settings, STATISTICS_TABLE)
 
     def pairs(top: int | None, rule: str | None) -> Select:  # top_pairs, of the drug asked for by substance or product

@@ -1,7 +1,10 @@
-"""The one load path: discover files, stage them in worker processes, load each in one transaction.
+"""The one load path: discover files, stage them in worker processes, load each unit in one transaction.
 
-The CLI calls :func:`run_load`; everything database-specific goes through the loader chosen by
-the DSN's dialect.
+The CLI and Dagster call :func:`run_load`. It is three pieces: the planner (``planning.py``: pure
+decisions, units of work from the files), the :class:`StagingPool` (worker processes staging the
+units' tasks) and the :class:`InOrderCommitter` (each unit loaded in listing order, a failed one
+replaced by the plan's units for it). Everything database-specific, the file history included,
+goes through the loader chosen by the DSN's dialect.
 """
 
 from __future__ import annotations
@@ -17,19 +20,20 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from loaders.contract import FAILED, PARTIAL, RUNNING, Loader, LoadOutcome
+from loaders.contract import FAILED, PARTIAL, Loader, LoadMode, LoadOutcome, StagingError
 from loaders.registry import get_loader
+from py_load_eudravigilance.planning import PlanLimits, Planner, UnitPlan
 from py_load_eudravigilance.sources import (
     SourceLocation,
     list_objects,
@@ -44,13 +48,11 @@ from py_load_eudravigilance.staging import (
     SplitFailed,
     StagedFile,
     StagedGroup,
-    StagedMessages,
     StagingCore,
     add_up_shards,
     published_parts,
     sha256_of,
     stage_files,
-    utc_now,
 )
 from py_load_eudravigilance.staging.cores import chosen_mapper, create_core
 from py_load_eudravigilance.staging.split import may_split
@@ -129,22 +131,8 @@ def redact_dsn(dsn: str) -> str:
         return "<unparsable DSN>"
 
 
-# Small files are staged and merged together, one transaction per group: per-transaction work
-# (staging tables, locks, commit) would otherwise dominate. Big files stay alone.
-GROUP_MAX_FILES = 100
-GROUP_MAX_BYTES = 32 * 1024 * 1024
-# A file at least this large is staged by every worker, each taking its share of the messages; in the
-# run's last round of groups, so is a file of SHARD_IDLE_MIN_BYTES (a daily batch alone in its run, or the
-# third of three files on two cores, would otherwise leave cores idle). Each shard parses its byte range of
-# the file (staging/split.py: each also hashes and scans the whole file, a few percent of parsing it). Where
-# the file cannot be cut so, each shard parses all of it: about a tenth of the cost of mapping it in Python,
-# but most of the cost of the compiled mapper, which then does not shard (a second parse costs more than it saves)
-SHARD_MIN_BYTES = 64 * 1024 * 1024
-SHARD_IDLE_MIN_BYTES = 4 * 1024 * 1024
-# Where the loader can (PostgreSQL), every group is staged in parts of this many messages, bulk-loaded while
-# the rest is parsed: loading overlaps parsing inside each file too, and only the last part waits for the end
-# of a run (a part costs a few queries and one COPY per table, so parts stay a few MB)
-PART_MESSAGES = 250
+# The sizes a run's plan is made of, unless the caller gives others (see planning.PlanLimits)
+DEFAULT_LIMITS = PlanLimits()
 # How often a load of parts looks for new ones while the workers are still parsing
 PART_POLL_SECONDS = 0.05
 # S3 keys a run names without a listing (Dagster partitions) are sized by HEAD requests up to this many
@@ -156,24 +144,22 @@ STAGING_PREFIX = "eudravig-stage-"
 WORKER_DIED = "a parsing worker process died (killed by the operating system, out of memory?); the file was not loaded, run again"
 
 
+def files_to_load(location: SourceLocation, keys: Iterable[str] | None = None) -> tuple[list[str], dict[str, int]]:
+    """The keys to load (all candidates, or ``keys``) and their sizes, as far as known: they decide grouping and
+    sharding. A listing has them; for named keys, a local stat is cheap, and S3 HEAD requests pay off in a run of a
+    few files, whose last ones would leave workers idle unless they are sharded."""
+    if keys is None:
+        objects = list_objects(location)
+        return [o.key for o in objects], {o.key: o.size for o in objects}
+    todo = list(keys)
+    if location.is_s3 and len(todo) > HEAD_SIZED_MAX_OBJECTS:
+        return todo, {}
+    return todo, {key: size for key in todo if (size := object_size(location, key)) is not None}
+
+
 def first_line(error: BaseException) -> str:
     text = str(error)
     return text.splitlines()[0] if text else ""
-
-
-class StagingError(Exception):
-    """A worker could not stage files it had hashed (a full or failing disk, a bug): which, and why, so that their
-    history says ``failed`` with the reason."""
-
-    def __init__(self, files: list[tuple[str, str]], reason: str) -> None:
-        super().__init__(files, reason)  # both in args: the exception crosses from the worker process by pickle
-        self.files, self.reason = files, reason
-
-    def __str__(self) -> str:
-        return self.reason
-
-    def staged_files(self) -> list[StagedFile]:
-        return [StagedFile(name, sha256) for name, sha256 in self.files]
 
 
 def remove_abandoned_staging(directory: str | Path | None = None) -> list[Path]:
@@ -197,101 +183,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def plan_groups(keys: list[str], sizes: dict[str, int], workers: int, grouping: bool = True) -> list[list[str]]:
-    """Consecutive keys in groups of at most GROUP_MAX_FILES files / GROUP_MAX_BYTES bytes (sizes as far as known),
-    small enough that every worker gets several groups."""
-    if not grouping:
-        return [[key] for key in keys]
-    per_group = max(1, min(GROUP_MAX_FILES, -(-len(keys) // (2 * max(1, workers)))))
-    groups: list[list[str]] = []
-    current: list[str] = []
-    current_bytes = 0
-    for key in keys:
-        size = sizes.get(key, 0)
-        if current and (len(current) >= per_group or current_bytes + size > GROUP_MAX_BYTES):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(key)
-        current_bytes += size
-    if current:
-        groups.append(current)
-    return groups
-
-
-def shards_for(file_bytes: int, in_last_round: bool, workers: int) -> int:
-    """How many workers stage one file alone in its group: all of them when it is large, or when it is mid-size and
-    in the run's last round of groups, which leaves workers with nothing else to do; else one."""
-    threshold = min(SHARD_IDLE_MIN_BYTES, SHARD_MIN_BYTES) if in_last_round else SHARD_MIN_BYTES
-    return max(1, workers) if file_bytes >= threshold else 1
-
-
-def load_staged(loader: Loader, group: StagedGroup, load_mode: str) -> list[LoadOutcome]:
-    """Load one staged group; a failure is recorded in the file history, then re-raised."""
-    return _load_recorded(loader, group.batches(), load_mode, lambda: group.files, group.files)
-
-
-def _load_recorded(
-    loader: Loader, batches: Iterable[Path], load_mode: str, staged_files: Callable[[], list[StagedFile]], known: list[StagedFile]
-) -> list[LoadOutcome]:
-    """``loader.load`` with the files marked running before (if the process dies, the history says so) and failed after an error."""
-    started_at = utc_now()
-    marked: dict[str, StagedFile] = {}  # the files marked running: whatever happens next, none stays running
-    if known:
-        loader.record_status(known, load_mode, RUNNING, None, started_at)
-    else:
-        batches = _marked_running(loader, batches, load_mode, started_at, marked)
-    try:
-        return loader.load(batches, load_mode, staged_files)
-    except Exception as exc:
-        files = known or _files_if_staged(staged_files) or list(marked.values())
-        if files and not isinstance(exc, SplitFailed):  # (that file is loaded again at once, in one piece)
-            loader.record_status(files, load_mode, FAILED, f"{type(exc).__name__}: {exc}", started_at)
-        raise
-
-
-def _marked_running(
-    loader: Loader, batches: Iterable[Path], load_mode: str, started_at: datetime, marked: dict[str, StagedFile]
-) -> Iterator[Path]:
-    """The batches of a load in parts, each file marked running in the history (and in ``marked``) as its first part
-    arrives."""
-    for batch in batches:
-        files = [StagedFile(name, sha) for name, sha in StagedMessages.load(batch).files if sha not in marked]
-        if files:
-            loader.record_status(files, load_mode, RUNNING, None, started_at)
-            marked.update((file.file_sha256, file) for file in files)
-        yield batch
-
-
-def _files_if_staged(staged_files: Callable[[], list[StagedFile]]) -> list[StagedFile]:
-    """The files staged; if their staging failed, those it was staging when it did (when it knows them)."""
-    try:
-        return staged_files()
-    except StagingError as exc:
-        return exc.staged_files()
-    except Exception:  # noqa: BLE001 - the staging error itself is what the caller reports
-        return []
-
-
-def _record_failed_file(loader: Loader, location: SourceLocation, key: str, error: BaseException, reason: str, load_mode: str) -> str:
-    """A file that failed, whatever the fault (its worker could not stage it or died, the database went away), is
-    ``failed`` in the history with the reason, never left ``running`` nor missing: by the SHA-256 its worker found,
-    else (a local file) hashed here. Returns that SHA-256 ("" when unknown: an S3 object its worker never read)."""
-    if isinstance(error, StagingError):
-        files = error.staged_files()
-    elif location.is_s3:
-        return ""
-    else:
-        try:
-            files = [StagedFile(object_name(location, key), sha256_of(location.local_path(key)))]
-        except OSError:  # gone, or unreadable: nothing to key its history by
-            return ""
-    try:
-        loader.record_status(files, load_mode, FAILED, reason, utc_now())
-    except Exception:  # noqa: BLE001 - the database may be what failed: the run still reports the file
-        log.warning("could not record %s as failed in the file history", files[0].file_name if files else key, exc_info=True)
-    return files[0].file_sha256 if files else ""
-
-
 @dataclass(frozen=True)
 class _StageTask:
     location: SourceLocation
@@ -304,10 +195,16 @@ class _StageTask:
 
 
 @dataclass
-class _Unit:
-    """What loads in one transaction: a group of files, or one large file staged in shards."""
+class _Staged:
+    group: StagedGroup
+    skipped: int  # files already loaded, or repeated within the group
 
-    keys: tuple[str, ...]
+
+@dataclass
+class _Unit:
+    """A planned unit as it runs: its staging tasks, their results, and its load."""
+
+    plan: UnitPlan
     tasks: list[_StageTask]
     results: dict[int, _Staged] = field(default_factory=dict)  # by shard index
     error: BaseException | None = None
@@ -315,19 +212,28 @@ class _Unit:
     submitted: list[Future[_Staged]] = field(default_factory=list)
     load: Future[tuple[list[LoadOutcome], int]] | None = None  # the load of a unit staged in parts, beside its staging
     truncates: bool = False  # its load in parts was the one to empty the tables (a full reload)
-    retried: bool = False  # staged again after its pool broke: a second break makes it the culprit
-    streamed: bool = False  # loaded part by part while its workers still stage it
 
     @property
-    def pending(self) -> bool:
-        return self.finished < len(self.tasks)
+    def keys(self) -> tuple[str, ...]:
+        return self.plan.keys
+
+    @property
+    def ready(self) -> bool:
+        """Staged, and (loaded in parts) loaded: its turn to commit may come."""
+        if self.finished < len(self.tasks):
+            return False
+        return not self.plan.in_parts or (self.load is not None and self.load.done())
+
+    def staged_files(self) -> list[StagedFile]:
+        """The unit's files once its staging finished; a worker's error is raised here."""
+        staged = [future.result() for future in self.submitted]
+        if len(staged) == 1:
+            return staged[0].group.files
+        file = add_up_shards([shard.group for shard in staged])  # the shards of one large file load as one
+        return [file] if file is not None else []
 
 
-@dataclass
-class _Staged:
-    group: StagedGroup
-    skipped: int  # files already loaded, or repeated within the group
-
+# -- the workers --------------------------------------------------------------------------------------------------
 
 _completed_hashes: frozenset[str] = frozenset()
 _cores: dict[str, StagingCore] = {}
@@ -389,21 +295,69 @@ def _stage_group(task: _StageTask) -> _Staged:
     return _Staged(group, len(task.keys) - len(todo))
 
 
-def _load_unit(loader: Loader, unit: _Unit, load_mode: str) -> tuple[list[LoadOutcome], int]:
-    """Load a unit whose staging finished: its outcomes, and how many of its files were skipped."""
-    if unit.error is not None:
-        raise unit.error
-    shards = [unit.results[index] for index in sorted(unit.results)]
-    if len(shards) == 1:
-        (staged,) = shards
-        if not staged.group.files:
-            return [], staged.skipped
-        return load_staged(loader, staged.group, load_mode), staged.skipped
-    file = add_up_shards([shard.group for shard in shards])  # the shards of one large file load as one
-    if file is None:
-        return [], 1
-    batches = [batch for shard in shards for batch in shard.group.batches()]
-    return _load_recorded(loader, batches, load_mode, lambda: [file], [file]), 0
+class StagingPool:
+    """Worker processes staging the units' tasks in the order given, a bounded number in flight (parse ahead of
+    loading, not all at once); a pool broken by a worker's death (the OS killed it) is replaced, so the rest go on."""
+
+    def __init__(self, workers: int, completed: frozenset[str]) -> None:
+        self.workers = max(1, workers)
+        self.completed = completed
+        self.queue: deque[tuple[_Unit, _StageTask]] = deque()
+        self.in_flight: dict[Future[_Staged], tuple[_Unit, _StageTask, ProcessPoolExecutor]] = {}
+        self.pools: list[ProcessPoolExecutor] = []
+
+    def schedule(self, units: list[_Unit], first: bool = False) -> None:
+        """Stage these units' tasks after those scheduled (or before them, ``first``: units replacing a failed one)."""
+        tasks = [(unit, task) for unit in units for task in unit.tasks]
+        if first:
+            self.queue.extendleft(reversed(tasks))
+        else:
+            self.queue.extend(tasks)
+
+    def top_up(self) -> None:
+        while self.queue and len(self.in_flight) < 2 * self.workers:
+            unit, task = self.queue.popleft()
+            future, pool = self._submit(task)
+            self.in_flight[future] = (unit, task, pool)
+            unit.submitted.append(future)
+
+    def _submit(self, task: _StageTask) -> tuple[Future[_Staged], ProcessPoolExecutor]:
+        for _ in range(2):
+            if not self.pools:
+                initargs = (self.completed, os.getpid())
+                self.pools.append(ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker, initargs=initargs))
+            try:
+                return self.pools[-1].submit(_stage_group, task), self.pools[-1]
+            except BrokenProcessPool:
+                self.pools.pop().shutdown(wait=False, cancel_futures=True)
+        raise BrokenProcessPool(WORKER_DIED)
+
+    def wait(self, also: Future[Any] | None) -> None:
+        """Until a task (or ``also``) finishes; each finished task's result, or error, goes to its unit."""
+        watched: list[Future[Any]] = [*self.in_flight, *([also] if also is not None else [])]
+        if not watched:
+            return
+        done, _ = wait(watched, return_when=FIRST_COMPLETED)
+        for future in done:
+            if future not in self.in_flight:
+                continue
+            unit, task, pool = self.in_flight.pop(future)
+            unit.finished += 1
+            try:
+                unit.results[task.share.index if task.share else 0] = future.result()
+            except BrokenProcessPool:
+                unit.error = unit.error or BrokenProcessPool(WORKER_DIED)
+                if self.pools and pool is self.pools[-1]:  # else its pool was replaced already
+                    self.pools.pop().shutdown(wait=False, cancel_futures=True)
+            except Exception as exc:  # noqa: BLE001 - reported with the unit when it loads
+                unit.error = unit.error or exc
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(cancel_futures=True)
+
+
+# -- the loads ------------------------------------------------------------------------------------------------------
 
 
 def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) -> Iterator[Path]:
@@ -420,32 +374,107 @@ def _parts_as_published(shards: list[Future[_Staged]], directories: list[Path]) 
             wait(shards, timeout=PART_POLL_SECONDS, return_when=FIRST_COMPLETED)
 
 
-def _load_in_parts(loader: Loader, unit: _Unit, load_mode: str) -> tuple[list[LoadOutcome], int]:
+def _load_staged(loader: Loader, unit: _Unit, load_mode: LoadMode) -> tuple[list[LoadOutcome], int]:
+    """Load a unit whose staging finished: its outcomes, and how many of its files were skipped."""
+    if unit.error is not None:
+        raise unit.error
+    shards = [unit.results[index] for index in sorted(unit.results)]
+    if len(shards) == 1:
+        (staged,) = shards
+        if not staged.group.files:
+            return [], staged.skipped
+        return loader.load(staged.group.batches(), load_mode, staged.group.files), staged.skipped
+    file = add_up_shards([shard.group for shard in shards])  # the shards of one large file load as one
+    if file is None:
+        return [], 1
+    batches = [batch for shard in shards for batch in shard.group.batches()]
+    return loader.load(batches, load_mode, [file]), 0
+
+
+def _load_in_parts(loader: Loader, unit: _Unit, load_mode: LoadMode) -> tuple[list[LoadOutcome], int]:
     """Load a unit while it is still being staged: one transaction, parts bulk-loaded as they come; its outcomes and
     how many of its files were skipped."""
-
-    def staged_files() -> list[StagedFile]:
-        staged = [future.result() for future in unit.submitted]  # a worker's error ends the load here, rolled back
-        if len(staged) == 1:
-            return staged[0].group.files
-        file = add_up_shards([shard.group for shard in staged])  # the shards of one large file load as one
-        return [file] if file is not None else []
-
     parts = _parts_as_published(unit.submitted, [task.directory for task in unit.tasks])
-    outcomes = _load_recorded(loader, parts, load_mode, staged_files, [])
+    outcomes = loader.load(parts, load_mode, unit.staged_files)  # a worker's error ends the load, rolled back
     skipped = unit.submitted[0].result().skipped if len(unit.tasks) == 1 else (0 if outcomes else 1)
     return outcomes, skipped
+
+
+class InOrderCommitter:
+    """Loads the units one after another, in the order the files are listed, so each file's counters are those of
+    loading the files one by one; a unit that fails is replaced by the plan's units for it, or its file recorded
+    failed. Holds the run's load mode: in a full reload, the first load that commits empties the tables."""
+
+    def __init__(self, loader: Loader, planner: Planner, location: SourceLocation, mode: LoadMode, summary: RunSummary) -> None:
+        self.loader, self.planner, self.location, self.mode, self.summary = loader, planner, location, mode, summary
+        self.truncate_next = mode is LoadMode.FULL
+
+    @property
+    def next_mode(self) -> LoadMode:
+        return LoadMode.FULL if self.truncate_next else LoadMode.DELTA
+
+    def start_in_parts(self, unit: _Unit, part_loads: ThreadPoolExecutor) -> None:
+        """Start loading a unit staged in parts once every task of it is in the workers' hands."""
+        if unit.plan.in_parts and unit.load is None and len(unit.submitted) == len(unit.tasks):
+            unit.load = part_loads.submit(_load_in_parts, self.loader, unit, self.next_mode)
+            unit.truncates, self.truncate_next = self.truncate_next, False
+
+    def commit(self, unit: _Unit) -> tuple[list[LoadOutcome], list[UnitPlan]]:
+        """The unit's outcomes; or the units that replace it (none loaded yet)."""
+        try:
+            if unit.load is not None:
+                outcomes, skipped = unit.load.result()  # the workers' or the database's error, if any
+            else:
+                outcomes, skipped = _load_staged(self.loader, unit, self.next_mode)
+                self.truncate_next = self.truncate_next and not outcomes
+            self.summary.files_skipped += skipped
+            return outcomes, []
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+            self.truncate_next = self.truncate_next or unit.truncates  # rolled back: whatever replaces it empties the tables
+            if isinstance(exc, SplitFailed):
+                # A shard did not read what the scan of the file promised: never load wrong positions
+                log.debug("the shards of %s disagree with its scan; loading it in one piece", unit.keys[0], exc_info=True)
+                return [], [self.planner.whole(unit.plan)]
+            broken = isinstance(exc, BrokenProcessPool)
+            if self.planner.retries(unit.plan, broken):
+                log.debug("%d files failed; loading them one by one", len(unit.keys), exc_info=True)
+                return [], self.planner.one_by_one(unit.plan, broken)
+            name = object_name(self.location, unit.keys[0])
+            reason = WORKER_DIED if broken else f"{type(exc).__name__}: {first_line(exc)}"
+            log.debug("loading %s failed", name, exc_info=True)
+            digest = self._record_failed_file(unit.keys[0], exc, reason)
+            return [LoadOutcome(name, digest, status=FAILED, error=reason)], []
+
+    def _record_failed_file(self, key: str, error: BaseException, reason: str) -> str:
+        """A file that failed, whatever the fault (its worker could not stage it or died, the database went away), is
+        ``failed`` in the history with the reason, never left ``running`` nor missing: by the SHA-256 its worker found,
+        else (a local file) hashed here. Returns that SHA-256 ("" when unknown: an S3 object its worker never read)."""
+        if isinstance(error, StagingError):
+            files = error.staged_files()
+        elif self.location.is_s3:
+            return ""
+        else:
+            try:
+                files = [StagedFile(object_name(self.location, key), sha256_of(self.location.local_path(key)))]
+            except OSError:  # gone, or unreadable: nothing to key its history by
+                return ""
+        try:
+            self.loader.record_failed(files, self.mode, reason)
+        except Exception:  # noqa: BLE001 - the database may be what failed: the run still reports the file
+            log.warning("could not record %s as failed in the file history", files[0].file_name if files else key, exc_info=True)
+        return files[0].file_sha256 if files else ""
 
 
 def run_load(
     source: str | Path | SourceLocation,
     dsn_or_loader: str | Loader,
-    mode: str = "delta",
+    mode: LoadMode | str = LoadMode.DELTA,
     workers: int = 1,
     progress: Callable[[LoadOutcome, RunSummary], None] | None = None,
     keys: Iterable[str] | None = None,
     quarantine: str | SourceLocation | None = None,
     mapper: str | None = None,
+    limits: PlanLimits = DEFAULT_LIMITS,
 ) -> RunSummary:
     """Load E2B(R3) files of ``source`` (all candidates, or only ``keys``) into the target database.
 
@@ -453,164 +482,78 @@ def run_load(
     process loads them, one transaction per group, in the order the files are listed: parsing
     overlaps loading, and the outcome of every file is that of loading the files one by one. A
     large file is mapped by all workers at once and, where the loader can, bulk-loaded part by
-    part while they parse it. ``mapper`` chooses the staging core (see ``staging/cores.py``).
+    part while they parse it (``planning.py`` decides; ``limits`` sizes its groups, shards and
+    parts). ``mapper`` chooses the staging core (see ``staging/cores.py``).
     """
-    if mode not in ("delta", "full"):
-        raise ValueError(f"mode must be 'delta' or 'full', not {mode!r}")
+    try:
+        load_mode = LoadMode(mode)
+    except ValueError:
+        raise ValueError(f"mode must be 'delta' or 'full', not {mode!r}") from None
     started = time.perf_counter()
     location = source if isinstance(source, SourceLocation) else parse_location(source)
     quarantine_location = parse_location(quarantine) if isinstance(quarantine, str | Path) else quarantine
     loader = get_loader(dsn_or_loader) if isinstance(dsn_or_loader, str) else dsn_or_loader
     mapper_kind = chosen_mapper(mapper)  # decided (and a missing build reported) once, not in every worker
     loader.create_all_tables()
-    if keys is None:
-        objects = list_objects(location)
-        todo, sizes = [o.key for o in objects], {o.key: o.size for o in objects}
-    else:
-        todo, sizes = list(keys), {}
-    if not sizes and (not location.is_s3 or len(todo) <= HEAD_SIZED_MAX_OBJECTS):
-        # Sizes decide grouping and sharding: a local stat is cheap, and S3 HEAD requests pay off in a
-        # run of a few files, whose last ones would leave workers idle unless they are sharded
-        sizes = {key: size for key in todo if (size := object_size(location, key)) is not None}
+    todo, sizes = files_to_load(location, keys)
     summary = RunSummary(files_found=len(todo))
-    completed = frozenset(loader.get_completed_file_hashes()) if mode == "delta" else frozenset()
-    groups = plan_groups(todo, sizes, workers, grouping=loader.loads_groups)
+    completed = frozenset(loader.get_completed_file_hashes()) if load_mode is LoadMode.DELTA else frozenset()
+    planner = Planner(
+        sizes,
+        workers,
+        mapper_kind,
+        loader.capabilities,
+        limits,
+        splittable=lambda key: location.is_s3 or may_split(location.local_path(key)),
+    )
     remove_abandoned_staging()
     workdir = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
-    truncate_next = mode == "full"
     serial = itertools.count()
 
-    # Units load one after another, in order, so even a full reload (whose first load empties the tables) can load in parts
-    parts_allowed = loader.loads_parts_while_staging
-
-    def unit_of(keys: tuple[str, ...], in_last_round: bool = False, whole: bool = False) -> _Unit:
-        """One task, or one per worker for a large file (each maps its share of the messages) unless ``whole``."""
-        # (From S3, each shard downloads the object: mapping, not the download, is the cost of a large file)
-        shards = 1
-        if len(keys) == 1 and not whole:
-            shards = shards_for(sizes.get(keys[0], 0), in_last_round, workers)
-            if shards > 1 and mapper_kind != "python" and not location.is_s3 and not may_split(location.local_path(keys[0])):
-                shards = 1  # gzip, or not UTF-8: not cut into ranges, and the compiled mapper's cost is mostly parsing
-        if shards > 1:
-            log.debug("mapping %s in %d shards%s", object_name(location, keys[0]), shards, ", loaded in parts" if parts_allowed else "")
-        # Always in parts: a batch's index stays small however large the file (memory stays flat)
+    def started_unit(plan: UnitPlan) -> _Unit:
         number = next(serial)
         tasks = [
             _StageTask(
                 location,
-                keys,
+                plan.keys,
                 workdir / f"{number}-{k}",
                 quarantine_location,
                 mapper_kind,
-                Share(k, shards) if shards > 1 else None,
-                PART_MESSAGES,
+                Share(k, plan.shards) if plan.shards > 1 else None,
+                limits.part_messages,
             )
-            for k in range(shards)
+            for k in range(plan.shards)
         ]
-        return _Unit(keys, tasks, streamed=parts_allowed)
+        return _Unit(plan, tasks)
 
-    def report(outcomes: list[LoadOutcome]) -> None:
-        for outcome in outcomes:
-            summary.outcomes.append(outcome)
-            if progress:
-                progress(outcome, summary)
-
-    pools: list[ProcessPoolExecutor] = []
-    pool_of: dict[Future[_Staged], ProcessPoolExecutor] = {}
-
-    def submit(task: _StageTask) -> Future[_Staged]:
-        """A task for the workers; a pool broken by a worker's death (the OS killed it) is replaced, so the rest go on."""
-        for _ in range(2):
-            if not pools:
-                pools.append(ProcessPoolExecutor(max_workers=max(1, workers), initializer=_init_worker, initargs=(completed, os.getpid())))
-            try:
-                return pools[-1].submit(_stage_group, task)
-            except BrokenProcessPool:
-                pools.pop().shutdown(wait=False, cancel_futures=True)
-        raise BrokenProcessPool(WORKER_DIED)
-
+    pool = StagingPool(workers, completed)
+    committer = InOrderCommitter(loader, planner, location, load_mode, summary)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-parts") as part_loads:
-            futures: dict[Future[_Staged], tuple[_Unit, _StageTask]] = {}
-            # The last len(groups) % workers groups run while the other workers have nothing left to do
-            last_round = len(groups) - len(groups) % max(1, workers)
-            units = [unit_of(tuple(keys), index >= last_round) for index, keys in enumerate(groups)]
-            queue = [(unit, task) for unit in units for task in unit.tasks]
-            queue.reverse()
+            units = [started_unit(plan) for plan in planner.plan(todo)]
+            pool.schedule(units)
             loaded = 0  # units are loaded in order: units[:loaded] are done
             while loaded < len(units):
-                # Keep a bounded number of staged groups on disk: parse ahead of loading, not all at once
-                while queue and len(futures) < 2 * max(1, workers):
-                    unit, task = queue.pop()
-                    future = submit(task)
-                    pool_of[future] = pools[-1]
-                    futures[future] = (unit, task)
-                    unit.submitted.append(future)
-                unit = units[loaded]
-                if unit.streamed and unit.load is None and len(unit.submitted) == len(unit.tasks):
-                    unit.load = part_loads.submit(_load_in_parts, loader, unit, "full" if truncate_next else "delta")
-                    unit.truncates, truncate_next = truncate_next, False
-                watched: list[Future[Any]] = [*futures, *([unit.load] if unit.load is not None else [])]
-                if watched:
-                    done, _ = wait(watched, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        if future in futures:
-                            staged_unit, task = futures.pop(future)
-                            staged_unit.finished += 1
-                            try:
-                                staged_unit.results[task.share.index if task.share else 0] = future.result()
-                            except BrokenProcessPool:
-                                staged_unit.error = staged_unit.error or BrokenProcessPool(WORKER_DIED)
-                                if pools and pool_of.pop(future, None) is pools[-1]:  # else its pool was replaced already
-                                    pools.pop().shutdown(wait=False, cancel_futures=True)
-                            except Exception as exc:  # noqa: BLE001 - reported with the unit when it loads
-                                staged_unit.error = staged_unit.error or exc
-                # Load, in order, every unit whose turn has come and whose staging is done
-                while loaded < len(units):
+                pool.top_up()
+                committer.start_in_parts(units[loaded], part_loads)
+                pool.wait(also=units[loaded].load)
+                while loaded < len(units) and units[loaded].ready:
                     unit = units[loaded]
-                    if unit.pending or (unit.streamed and (unit.load is None or not unit.load.done())):
-                        break
                     loaded += 1
                     try:
-                        if unit.load is not None:
-                            outcomes, skipped = unit.load.result()  # the workers' or the database's error, if any
-                            summary.files_skipped += skipped
-                        else:
-                            outcomes, skipped = _load_unit(loader, unit, "full" if truncate_next else "delta")
-                            summary.files_skipped += skipped
-                            truncate_next = truncate_next and not outcomes
-                        report(outcomes)
-                    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                        truncate_next = truncate_next or unit.truncates  # rolled back: whatever replaces it empties the tables
-                        if isinstance(exc, SplitFailed):
-                            # A shard did not read what the scan of the file promised: never load wrong positions
-                            log.debug("the shards of %s disagree with its scan; loading it in one piece", unit.keys[0], exc_info=True)
-                            whole = unit_of(unit.keys, whole=True)
-                            units[loaded:loaded] = [whole]
-                            queue.extend((whole, task) for task in reversed(whole.tasks))
-                            continue
-                        broken = isinstance(exc, BrokenProcessPool)
-                        if len(unit.keys) > 1 or (broken and not unit.retried):
-                            # Find the culprit: its group-mates load on their own, in its place. A worker's death breaks
-                            # its whole pool, failing every task in flight with it: each such file gets one more try
-                            log.debug("%d files failed; loading them one by one", len(unit.keys), exc_info=True)
-                            singles = [unit_of((key,)) for key in unit.keys]
-                            for single in singles:
-                                single.retried = unit.retried or broken
-                            units[loaded:loaded] = singles
-                            queue.extend((single, task) for single in reversed(singles) for task in reversed(single.tasks))
-                            continue
-                        name = object_name(location, unit.keys[0])
-                        reason = WORKER_DIED if broken else f"{type(exc).__name__}: {first_line(exc)}"
-                        log.debug("loading %s failed", name, exc_info=True)
-                        digest = _record_failed_file(loader, location, unit.keys[0], exc, reason, mode)
-                        report([LoadOutcome(name, digest, status=FAILED, error=reason)])
+                        outcomes, replacements = committer.commit(unit)
                     finally:
                         for task in unit.tasks:
                             shutil.rmtree(task.directory, ignore_errors=True)
+                    fresh = [started_unit(plan) for plan in replacements]
+                    units[loaded:loaded] = fresh
+                    pool.schedule(fresh, first=True)
+                    for outcome in outcomes:
+                        summary.outcomes.append(outcome)
+                        if progress:
+                            progress(outcome, summary)
     finally:
-        for pool in pools:
-            pool.shutdown(cancel_futures=True)
+        pool.close()
         shutil.rmtree(workdir, ignore_errors=True)
     summary.duration_seconds = time.perf_counter() - started
     return summary

@@ -375,7 +375,8 @@ def changed_statistics(table: TableNamed) -> Select:
 
 
 class RefreshHooks(Protocol):
-    """What a refresh needs of the loader: its tables and the dialect hooks of the load."""
+    """What a refresh (and a load queueing its cases) needs: the schema's tables and the database dialect's hooks
+    (``loaders.upkeep.RefreshTarget``)."""
 
     def table(self, name: str) -> Table: ...
 

@@ -18,6 +18,7 @@ import psycopg2
 import pytest
 from sqlalchemy import create_engine, text
 
+from loaders.upkeep import load_meddra
 from py_load_eudravigilance.fixtures.generator import CaseSpec, build_batch, build_message
 
 SHARED_E2B = Path(__file__).resolve().parents[2] / "shared" / "e2b"
@@ -102,7 +103,7 @@ def analyst_dsn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
             dsn = stack.enter_context(postgres_database(request.getfixturevalue("postgres_server")))
         summary = run_load(corpus, dsn, workers=1)
         assert summary.exit_code == 0, summary
-        get_loader(dsn).load_meddra(release)
+        load_meddra(get_loader(dsn).engine, release)
         yield dsn
 
 

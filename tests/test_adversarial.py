@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from loaders.registry import get_loader
+from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance.fixtures.generator import (
     CaseSpec,
     CorpusSpec,
@@ -247,7 +248,7 @@ def test_a_value_too_long_to_index_rejects_its_message_not_the_file(
             (6, "C.1.1"),
         ]
         assert all("long.xml" in reason and "bytes" in reason for _, _, reason in rejected)
-    get_loader(dsn).refresh_drug_event_statistics(rebuild=True)  # the signal keys made of the loaded names hold too
+    refresh_drug_event_statistics(get_loader(dsn).engine, rebuild=True)  # the signal keys made of the loaded names hold too
 
 
 # Item 6: the history is true after any fault, and concurrent runs of a file agree on its counters

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import multiprocessing
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from logging.handlers import BufferingHandler
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,10 @@ from sqlalchemy import create_engine, text
 
 from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
-from py_load_eudravigilance.pipeline import run_load
+from py_load_eudravigilance.pipeline import files_to_load, run_load
+from py_load_eudravigilance.planning import PlanLimits, Planner
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES
+from py_load_eudravigilance.sources import parse_location
 from tests.support.db import query, snapshot
 
 HEADACHE = ReactionSpec("10019211", "Headache", xml_id="r-headache")
@@ -93,43 +93,25 @@ def test_loading_the_same_files_twice_changes_nothing(dsn: str, tmp_path: Path) 
 
 
 @contextmanager
-def load_plan() -> Iterator[list[str]]:
-    """The pipeline's debug messages during the block (how it plans the files: groups, shards)."""
-    from py_load_eudravigilance import pipeline
-
-    handler = BufferingHandler(capacity=1000)  # pytest's log capture is off in this project (Dagster's volume)
-    logger = logging.getLogger(pipeline.__name__)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    messages: list[str] = []
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
-        messages += [record.getMessage() for record in handler.buffer]
-
-
-@contextmanager
-def failing_merge_of_reactions(loader_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Within the block, the loader's bulk load fails when it reaches the reactions table."""
-    insert = loader_class.insert_rows
+def failing_merge_of_reactions(dialect_class: type, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within the block, the dialect's bulk load fails when it reaches the reactions table."""
+    insert = dialect_class.insert_rows
 
     def fail_on_reactions(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
         if table.name == "reactions":
             raise RuntimeError("injected failure while loading reactions")
         return insert(self, conn, table, stream, columns)
 
-    monkeypatch.setattr(loader_class, "insert_rows", fail_on_reactions)
+    monkeypatch.setattr(dialect_class, "insert_rows", fail_on_reactions)
     yield
-    monkeypatch.setattr(loader_class, "insert_rows", insert)
+    monkeypatch.setattr(dialect_class, "insert_rows", insert)
 
 
 def test_failure_mid_file_leaves_tables_unchanged_and_a_rerun_completes(dsn: str, write_batch, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     load(dsn, write_batch("v1.xml", version(1)))
     before = snapshot(dsn)
     path = write_batch("v2.xml", version(2, reactions=[NAUSEA]))
-    with failing_merge_of_reactions(type(get_loader(dsn)), monkeypatch):
+    with failing_merge_of_reactions(type(get_loader(dsn).dialect), monkeypatch):
         summary = run_load(path, dsn, "delta", workers=1)
     assert summary.failures and summary.exit_code == 1
     assert snapshot(dsn) == before
@@ -172,7 +154,6 @@ LARGE_FILE_HISTORY = "SELECT status, messages_total, messages_rejected, cases_in
 
 
 def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.fixtures.generator import build_batch, build_message
 
     messages = [build_message(CaseSpec(f"SHARD-{n % 40:03d}", most_recent_info=f"202401{10 + n // 40:02d}")) for n in range(120)]
@@ -180,23 +161,20 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     path = tmp_path / "in" / "large.xml"
     path.parent.mkdir()
     path.write_text(build_batch(messages)[:-300])  # and a file-level error at the end
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
-    monkeypatch.setattr(pipeline, "PART_MESSAGES", 7)  # on PostgreSQL, each shard is loaded in parts as it is parsed
+    in_shards = PlanLimits(shard_min_bytes=1, part_messages=7)  # on PostgreSQL, each shard is loaded in parts as it is parsed
     monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
 
-    sharded = run_load(path, dsn, workers=3)
+    sharded = run_load(path, dsn, workers=3, limits=in_shards)
     state = snapshot(dsn)
     history = query(dsn, LARGE_FILE_HISTORY)
     quarantined = query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1")
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1 << 62)
-    whole = run_load(path, dsn, mode="full", workers=1)
+    whole = run_load(path, dsn, mode="full", workers=1, limits=PlanLimits(part_messages=7))
     assert snapshot(dsn) == state
     other = tmp_path / "other" / "other.xml"
     other.parent.mkdir()
     other.write_text(build_batch([build_message(CaseSpec("OTHER-1"))]))
     load(dsn, other)
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
-    reloaded = run_load(path, dsn, mode="full", workers=3)  # one file, in parts on PostgreSQL: empties the tables as it merges
+    reloaded = run_load(path, dsn, mode="full", workers=3, limits=in_shards)  # one file, in parts on PostgreSQL: empties the tables
 
     assert not sharded.failures and not whole.failures and not reloaded.failures
     assert snapshot(dsn) == state
@@ -205,40 +183,29 @@ def test_a_large_file_mapped_in_shards_loads_exactly_as_in_one_piece(dsn: str, t
     assert query(dsn, "SELECT message_position, element FROM etl_quarantine ORDER BY 1") == quarantined
 
 
-def sharded(plan: list[str]) -> list[str]:
-    """The plan's lines for sharded files, without the loader's ", loaded in parts" (PostgreSQL only)."""
-    return [line.split(",")[0] for line in plan if line.startswith("mapping ")]
-
-
 def test_a_mid_size_file_is_mapped_by_every_worker_when_other_workers_would_idle(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
-
-    monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small files stand for mid-size daily batches
+    # (which files are shared out: tests/test_planning.py)
+    mid_size = PlanLimits(shard_idle_min_bytes=1)  # these small files stand for mid-size daily batches
     monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
     daily = write_batch("a-daily.xml", *[CaseSpec(f"DAY-{n}") for n in range(6)])
-    with load_plan() as alone:
-        assert not run_load(daily, dsn, workers=2).failures
-    assert sharded(alone) == ["mapping a-daily.xml in 2 shards"]
+    assert not run_load(daily, dsn, workers=2, limits=mid_size).failures
 
     write_batch("b-second.xml", *[CaseSpec(f"SECOND-{n}") for n in range(6)])
     write_batch("c-third.xml", *[CaseSpec(f"THIRD-{n}") for n in range(6)])
-    with load_plan() as three:
-        assert not run_load(daily.parent, dsn, workers=2).failures
-    # Two workers take the first two files; the third would leave one idle, so both map it
-    assert sharded(three) == ["mapping c-third.xml in 2 shards"]
+    assert not run_load(daily.parent, dsn, workers=2, limits=mid_size).failures
     assert query(dsn, "SELECT COUNT(*) FROM icsr_master") == [(18,)]
 
 
+IN_PARTS = PlanLimits(shard_min_bytes=1, part_messages=5)  # a large file shared by the workers, staged in parts of 5 messages
+
+
 def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: int) -> Path:
-    """A batch the pipeline shards across workers and stages in parts of 5 messages per worker."""
-    from py_load_eudravigilance import pipeline
+    """A batch the pipeline shards across workers and stages in parts of 5 messages per worker (with IN_PARTS)."""
     from py_load_eudravigilance.fixtures.generator import build_batch, build_message
 
     path = tmp_path / "in" / "large.xml"
     path.parent.mkdir()
     path.write_text(build_batch([build_message(CaseSpec(f"PART-{n:03d}")) for n in range(cases)]))
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
-    monkeypatch.setattr(pipeline, "PART_MESSAGES", 5)
     monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
     return path
 
@@ -247,12 +214,12 @@ def large_file_in_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: 
 def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loaders.postgresql import PostgresLoader
+    from loaders.postgresql import PostgresDialect
     from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.mapping.mapper import CaseMapper
 
     path = large_file_in_parts(tmp_path, monkeypatch, cases=60)
-    map_message, insert_rows, add_up_shards = CaseMapper.map_message, PostgresLoader.insert_rows, pipeline.add_up_shards
+    map_message, insert_rows, add_up_shards = CaseMapper.map_message, PostgresDialect.insert_rows, pipeline.add_up_shards
     times: dict[str, float] = {}
 
     def slow_after_the_first_parts(self, message, position):  # type: ignore[no-untyped-def]
@@ -269,9 +236,9 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
         return add_up_shards(shards)
 
     monkeypatch.setattr(CaseMapper, "map_message", slow_after_the_first_parts)
-    monkeypatch.setattr(PostgresLoader, "insert_rows", first_copy)
+    monkeypatch.setattr(PostgresDialect, "insert_rows", first_copy)
     monkeypatch.setattr(pipeline, "add_up_shards", all_staged)
-    summary = run_load(path, postgres_dsn, workers=2)
+    summary = run_load(path, postgres_dsn, workers=2, limits=IN_PARTS)
 
     assert not summary.failures and summary.totals()["cases_inserted"] == 60
     assert times["first_copy"] < times["all_staged"] - 0.4, times
@@ -281,22 +248,22 @@ def test_a_large_file_is_bulk_loaded_while_its_later_messages_are_still_parsed(
 def test_a_large_file_loaded_in_parts_that_fails_leaves_nothing_and_a_rerun_completes(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loaders.postgresql import PostgresLoader
+    from loaders.postgresql import PostgresDialect
 
     path = large_file_in_parts(tmp_path, monkeypatch, cases=24)
     get_loader(postgres_dsn).create_all_tables()
     before = snapshot(postgres_dsn)
-    with failing_merge_of_reactions(PostgresLoader, monkeypatch):
-        failed = run_load(path, postgres_dsn, workers=2)
+    with failing_merge_of_reactions(PostgresDialect, monkeypatch):
+        failed = run_load(path, postgres_dsn, workers=2, limits=IN_PARTS)
     assert [name for name, _ in failed.failures] == ["large.xml"] and "injected failure" in failed.failures[0][1]
     assert snapshot(postgres_dsn) == before
     assert query(postgres_dsn, "SELECT status FROM etl_file_history") == [("failed",)]
 
-    rerun = run_load(path, postgres_dsn, workers=2)
+    rerun = run_load(path, postgres_dsn, workers=2, limits=IN_PARTS)
     assert not rerun.failures and rerun.totals()["cases_inserted"] == 24
     assert query(postgres_dsn, "SELECT status, messages_total FROM etl_file_history") == [("completed", 24)]
     assert query(postgres_dsn, "SELECT COUNT(*) FROM icsr_master") == [(24,)]
-    again = run_load(path, postgres_dsn, workers=2)  # the shards see the content loaded: no part, no transaction
+    again = run_load(path, postgres_dsn, workers=2, limits=IN_PARTS)  # the shards see the content loaded: no part, no transaction
     assert again.files_skipped == 1 and not again.outcomes and not again.failures
 
 
@@ -309,7 +276,6 @@ def test_the_latest_audit_view_agrees_with_the_master_when_a_version_lacks_its_c
 
 
 def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: str, s3_bucket, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.fixtures.generator import build_batch, build_message
 
     client, bucket = s3_bucket
@@ -318,34 +284,36 @@ def test_a_large_s3_object_is_mapped_in_shards_and_loads_as_the_local_file(dsn: 
     load(dsn, path)
     expected = snapshot(dsn)
     client.put_object(Bucket=bucket, Key="in/large.xml", Body=path.read_bytes())
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
-    monkeypatch.setattr(pipeline, "PART_MESSAGES", 4)
     monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
+    limits = PlanLimits(shard_min_bytes=1, part_messages=4)
+    source = parse_location(f"s3://{bucket}/in/")
 
-    with load_plan() as planned:  # the key comes as from a Dagster partition: its size from a HEAD request
-        summary = run_load(f"s3://{bucket}/in/", dsn, mode="full", workers=2, keys=["large.xml"])
+    # The key comes as from a Dagster partition: its size from a HEAD request, so it is planned in shards
+    keys, sizes = files_to_load(source, ["large.xml"])
+    assert Planner(sizes, 2, "python", limits=limits).plan(keys)[0].shards == 2
+    summary = run_load(source, dsn, mode="full", workers=2, keys=["large.xml"], limits=limits)
 
     assert not summary.failures and summary.totals()["cases_inserted"] == 30
-    assert sharded(planned) == ["mapping large.xml in 2 shards"]
     assert snapshot(dsn) == expected
 
 
 def test_s3_keys_a_run_names_are_sized_so_its_last_file_is_sharded(sqlite_dsn: str, s3_bucket, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
     from py_load_eudravigilance.fixtures.generator import build_batch, build_message
 
     client, bucket = s3_bucket
     for name in ("a.xml", "b.xml", "c.xml"):
         body = build_batch([build_message(CaseSpec(f"{name}-{n}")) for n in range(3)])
         client.put_object(Bucket=bucket, Key=f"in/{name}", Body=body.encode())
-    monkeypatch.setattr(pipeline, "SHARD_IDLE_MIN_BYTES", 1)  # these small objects stand for mid-size batches
+    limits = PlanLimits(shard_idle_min_bytes=1)  # these small objects stand for mid-size batches
     monkeypatch.setenv("PY_LOAD_EUDRAVIGILANCE_MAPPER", "python")  # (the compiled mapper: tests/test_split.py)
+    source = parse_location(f"s3://{bucket}/in/")
 
-    with load_plan() as plan:  # keys as a Dagster run names them: no listing, so no sizes but HEAD's
-        summary = run_load(f"s3://{bucket}/in/", sqlite_dsn, workers=2, keys=["a.xml", "b.xml", "c.xml"])
+    keys, sizes = files_to_load(source, ["a.xml", "b.xml", "c.xml"])  # keys as a Dagster run names them: no listing
+    assert sorted(sizes) == keys and all(sizes.values())  # HEAD's sizes
+    assert [unit.shards for unit in Planner(sizes, 2, "python", limits=limits).plan(keys)] == [1, 1, 2]
+    summary = run_load(source, sqlite_dsn, workers=2, keys=keys, limits=limits)
 
     assert not summary.failures and summary.totals()["cases_inserted"] == 9
-    assert sharded(plan) == ["mapping c.xml in 2 shards"]
 
 
 def test_shards_that_read_different_bytes_are_refused() -> None:
@@ -393,13 +361,13 @@ def test_loads_of_different_cases_do_not_wait_for_each_other_and_overlapping_one
     import io
     import threading
 
-    from loaders.postgresql import PostgresLoader
+    from loaders.postgresql import PostgresDialect
 
     held = write_batch("held.xml", *[CaseSpec(f"HELD-{n}") for n in range(5)])
     disjoint = write_batch("disjoint.xml", *[CaseSpec(f"OTHER-{n}") for n in range(5)])
     overlapping = write_batch("overlapping.xml", CaseSpec("HELD-3", most_recent_info="20240301", reactions=[NAUSEA]))
     inside, release = threading.Event(), threading.Event()
-    insert_rows = PostgresLoader.insert_rows
+    insert_rows = PostgresDialect.insert_rows
 
     def hold_after_the_master_rows(self, conn, table, stream, columns):  # type: ignore[no-untyped-def]
         if table.name != "patient_characteristics":
@@ -410,7 +378,7 @@ def test_loads_of_different_cases_do_not_wait_for_each_other_and_overlapping_one
             assert release.wait(60), "the test never released the held load"
         return insert_rows(self, conn, table, io.BytesIO(rows), columns)
 
-    monkeypatch.setattr(PostgresLoader, "insert_rows", hold_after_the_master_rows)
+    monkeypatch.setattr(PostgresDialect, "insert_rows", hold_after_the_master_rows)
     with ThreadPoolExecutor(max_workers=1) as holder, ThreadPoolExecutor(max_workers=1) as other:
         holding = holder.submit(run_load, held, postgres_dsn, "delta", 1)
         assert inside.wait(60)

@@ -20,6 +20,7 @@ import pytest
 from py_load_eudravigilance import pipeline
 from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, ReactionSpec, build_batch, build_message, write_corpus
 from py_load_eudravigilance.pipeline import remove_abandoned_staging, run_load
+from py_load_eudravigilance.planning import PlanLimits
 from tests.support.db import query, snapshot
 from tests.test_cli import run_cli
 
@@ -167,8 +168,7 @@ def test_a_killed_worker_fails_its_file_clearly_and_the_others_load(
         return stage_files(files, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "stage_files", killed_on_doomed)
-    monkeypatch.setattr(pipeline, "GROUP_MAX_FILES", 1)  # one file per task
-    summary = run_load(folder, sqlite_dsn, workers=2)
+    summary = run_load(folder, sqlite_dsn, workers=2, limits=PlanLimits(group_max_files=1))  # one file per task
 
     assert summary.failures == [("doomed.xml", pipeline.WORKER_DIED)]
     assert query(sqlite_dsn, "SELECT safetyreportid FROM icsr_master ORDER BY 1") == [("a.xml-1",), ("c.xml-1",)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,18 @@ class RedshiftLoader(LoaderInterface):
 """
 
 
-# A working plugin in the same package: the guide's methods, done by delegating to a SQLite
-# database named by its own URL scheme (pvlite:///path.db). It exposes ``engine`` for read-back.
+# A working plugin in the same package: the guide's methods, done by delegating to the guide's methods over the
+# built-in SQLite loader, in a database named by its own URL scheme (pvlite:///path.db). It exposes ``engine``.
 WORKING_LOADER = """
 from typing import Any
 from sqlalchemy import create_engine
 from py_load_eudravigilance.interfaces import LoaderInterface
+from loaders.guide import GuideMethods
 from loaders.sqlite import SQLiteLoader
 
 class PvLiteLoader(LoaderInterface):
     def __init__(self, dsn_or_engine: Any):
-        self.inner = SQLiteLoader(create_engine("sqlite:" + str(dsn_or_engine).split(":", 1)[1]))
+        self.inner = GuideMethods(SQLiteLoader(create_engine("sqlite:" + str(dsn_or_engine).split(":", 1)[1])))
         self.engine = self.inner.engine
 
     def validate_schema(self, schema_definition):
@@ -194,3 +196,64 @@ def test_a_plugin_from_the_guide_gets_the_same_outcomes_and_commands_as_the_buil
     assert run_cli("validate-db-schema", "--dsn", dsn).stdout.strip().endswith("schema is valid")
     signals = run_cli("signals", "--dsn", dsn)
     assert signals.returncode == 0 and "1 drug-event pairs" in signals.stdout, signals.stdout + signals.stderr
+
+
+def copy_text_streams(batch: Path) -> dict[str, BytesIO]:
+    """A staged batch's tables as the guide's COPY text streams."""
+    from loaders.guide import as_copy_text
+    from py_load_eudravigilance.staging.layout import STAGED_COLUMNS, table_file
+
+    return {
+        name: BytesIO(as_copy_text(table_file(batch, name).read_bytes(), name))
+        for name in STAGED_COLUMNS
+        if table_file(batch, name).exists()
+    }
+
+
+def test_every_guide_method_works_over_a_built_in_loader(tmp_path: Path) -> None:
+    """A plugin delegating to a built-in loader (GuideMethods) gets each guide method working, each on its own."""
+    from loaders.base import schema_definition
+    from loaders.guide import GuideMethods
+    from loaders.sqlite import SQLiteLoader
+    from py_load_eudravigilance.fixtures.generator import CaseSpec, build_batch, build_message
+    from py_load_eudravigilance.staging import sha256_of, stage_files
+    from py_load_eudravigilance.staging.cores import create_core
+    from py_load_eudravigilance.staging.layout import STAGED_COLUMNS
+    from tests.support.db import query
+
+    source = tmp_path / "guide.xml"
+    source.write_text(build_batch([build_message(CaseSpec(f"GUIDE-{n}")) for n in range(3)]), encoding="utf-8")
+    digest = sha256_of(source)
+    group = stage_files([(source, source.name, digest)], tmp_path / "staged", create_core("python"))
+    (batch,) = group.batches()
+    dsn = f"sqlite:///{tmp_path / 'guide.db'}"
+    methods = GuideMethods(SQLiteLoader(dsn))
+
+    methods.create_all_tables()
+    assert methods.validate_schema(schema_definition(methods.loader.metadata))
+    assert methods.get_completed_file_hashes() == set()
+
+    # The audit rows alone, twice: versions already logged are left out
+    for _ in range(2):
+        methods.load_audit_data(copy_text_streams(batch)["icsr_audit_log"], 3, "delta", source.name, digest)
+    assert query(dsn, "SELECT COUNT(*) FROM icsr_audit_log") == [(3,)]
+
+    # A whole file, in one transaction: its cases, and its history row completed
+    methods.load_normalized_data(copy_text_streams(batch), group.files[0].row_counts, "delta", source.name, digest)
+    assert query(dsn, "SELECT COUNT(*) FROM icsr_master") == [(3,)]
+    assert methods.get_completed_file_hashes() == {digest}
+
+    # One table by the three-step path: a staging table, the native bulk load, the upsert (replacing matching rows)
+    columns = STAGED_COLUMNS["reactions"]
+    staged_rows = f"SELECT {', '.join(columns)} FROM reactions ORDER BY 1, 2"
+    reactions = query(dsn, staged_rows)
+    keys = [column.name for column in methods.loader.table("reactions").primary_key.columns]
+    with methods.engine.begin() as conn:
+        staging = methods.prepare_load(conn, "reactions", "delta")
+        methods.bulk_load_native(conn, copy_text_streams(batch)["reactions"], staging, list(columns))
+        methods.handle_upsert(conn, staging, "reactions", keys, None)
+    assert len(reactions) == 3 and query(dsn, staged_rows) == reactions
+    with methods.engine.begin() as conn:
+        methods.prepare_load(conn, "reactions", "full")  # a full reload empties the table
+    assert query(dsn, "SELECT COUNT(*) FROM reactions") == [(0,)]
+

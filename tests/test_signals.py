@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, literal, select, text, union_all
 
 from loaders.registry import get_loader
+from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance import signals
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message
 from py_load_eudravigilance.pipeline import run_load
@@ -134,7 +135,7 @@ def assert_equal_statistics(actual: dict[Pair, dict], expected: dict[Pair, dict]
 
 
 def test_every_column_equals_a_brute_force_computation(analyst_dsn: str) -> None:
-    summary = get_loader(analyst_dsn).refresh_drug_event_statistics(rebuild=True)
+    summary = refresh_drug_event_statistics(get_loader(analyst_dsn).engine, rebuild=True)
     expected = brute_force(analyst_dsn)
     assert summary.rebuilt and summary.pairs == summary.changed_pairs == len(expected) > 20
     assert summary.changed_pair_signals == sum(row["signal"] for row in expected.values())
@@ -143,7 +144,7 @@ def test_every_column_equals_a_brute_force_computation(analyst_dsn: str) -> None
 
 
 def test_concomitant_drugs_count_when_configured(analyst_dsn: str) -> None:
-    get_loader(analyst_dsn).refresh_drug_event_statistics(["1", "2", "3"])
+    refresh_drug_event_statistics(get_loader(analyst_dsn).engine, ["1", "2", "3"])
     expected = brute_force(analyst_dsn, ("1", "2", "3"))
     assert expected != brute_force(analyst_dsn)  # the corpus has concomitant drugs: the setting changes the counts
     assert_equal_statistics(table_rows(analyst_dsn), expected)
@@ -166,7 +167,7 @@ def test_follow_ups_and_nullifications_change_the_counts(dsn: str, write_batch) 
     ]
     run_load(write_batch("first.xml", *first).parent, dsn, workers=1)
     loader = get_loader(dsn)
-    loader.refresh_drug_event_statistics()
+    refresh_drug_event_statistics(loader.engine)
     before = table_rows(dsn)
     assert_equal_statistics(before, brute_force(dsn))
     assert before["WARFARIN SODIUM", "10028813"]["a"] == 2  # CASE-A and CASE-B
@@ -181,7 +182,7 @@ def test_follow_ups_and_nullifications_change_the_counts(dsn: str, write_batch) 
         CaseSpec("CASE-B", most_recent_info="20240301", nullification=True),
     ]
     run_load(write_batch("second.xml", *later).parent, dsn, workers=1)
-    loader.refresh_drug_event_statistics()
+    refresh_drug_event_statistics(loader.engine)
     after = table_rows(dsn)
     assert_equal_statistics(after, brute_force(dsn))
     assert ("WARFARIN SODIUM", "10028813") not in after  # neither case reports it any more
@@ -272,7 +273,7 @@ def test_the_cells_check_reports_a_broken_two_by_two(sqlite_dsn: str, write_batc
     cases = [CaseSpec(f"CASE-{i}", reactions=[ReactionSpec(meddra_code=code)]) for i, code in enumerate(("10019211", "10028813"))]
     run_load(write_batch("cases.xml", *cases).parent, sqlite_dsn, workers=1)
     loader = get_loader(sqlite_dsn)
-    loader.refresh_drug_event_statistics()
+    refresh_drug_event_statistics(loader.engine)
     view, reactions = loader.table(STATISTICS_TABLE), loader.table(REACTION_COUNTS)
     with loader.engine.begin() as conn:
         assert tuple(conn.execute(cells_check_query(view)).one()) == (2, 0)
@@ -403,7 +404,7 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
             run_load(files[1].parent, loader)  # a file loaded before: skipped, changes nothing
         if step in (2, 7):
             continue  # the next refresh takes the cases of two loads
-        summary = loader.refresh_drug_event_statistics()
+        summary = refresh_drug_event_statistics(loader.engine)
         oracle = statistics_rows(loader, recomputed_statistics(loader.table))
         assert_same_rows(statistics_rows(loader, select(view)), oracle)
         assert summary.pairs == len(oracle)
@@ -422,16 +423,16 @@ def test_other_drug_roles_a_long_queue_and_a_request_rebuild(dsn: str, write_bat
     aspirin = DrugSpec(name="Aspirin", substance="ASPIRIN", role="2")
     run_load(write_batch("first.xml", CaseSpec("CASE-A", drugs=[DrugSpec(), aspirin])).parent, dsn)
     loader = get_loader(dsn)
-    assert loader.refresh_drug_event_statistics().rebuilt  # no counts yet
-    assert not loader.refresh_drug_event_statistics(["3", "1"]).rebuilt  # the same roles in another order
-    with_concomitant = loader.refresh_drug_event_statistics(["1", "2", "3"])
+    assert refresh_drug_event_statistics(loader.engine).rebuilt  # no counts yet
+    assert not refresh_drug_event_statistics(loader.engine, ["3", "1"]).rebuilt  # the same roles in another order
+    with_concomitant = refresh_drug_event_statistics(loader.engine, ["1", "2", "3"])
     assert with_concomitant.rebuilt and with_concomitant.pairs == 2
-    assert loader.refresh_drug_event_statistics(["1", "2", "3"], rebuild=True).rebuilt
-    unchanged = loader.refresh_drug_event_statistics(["1", "2", "3"])
+    assert refresh_drug_event_statistics(loader.engine, ["1", "2", "3"], rebuild=True).rebuilt
+    unchanged = refresh_drug_event_statistics(loader.engine, ["1", "2", "3"])
     assert (unchanged.rebuilt, unchanged.cases_recounted, unchanged.changed_pairs, unchanged.pairs) == (False, 0, 0, 2)
     monkeypatch.setattr(signals, "MOST_QUEUED_ROWS", 1)
     run_load(write_batch("second.xml", CaseSpec("CASE-B"), CaseSpec("CASE-C"), folder="second").parent, dsn)
-    long_queue = loader.refresh_drug_event_statistics(["1", "2", "3"])
+    long_queue = refresh_drug_event_statistics(loader.engine, ["1", "2", "3"])
     assert long_queue.rebuilt and long_queue.cases == 3
 
 
@@ -453,7 +454,7 @@ def test_a_load_committing_during_a_refresh_is_counted_by_the_next(postgres_dsn:
     and the next refresh counts them."""
     run_load(write_batch("first.xml", CaseSpec("CASE-A")).parent, postgres_dsn)
     refresher, loading = get_loader(postgres_dsn), get_loader(postgres_dsn)
-    refresher.refresh_drug_event_statistics()
+    refresh_drug_event_statistics(refresher.engine)
     written, committed = threading.Event(), threading.Event()
     finish = loading.update_version_counts
 
@@ -470,12 +471,12 @@ def test_a_load_committing_during_a_refresh_is_counted_by_the_next(postgres_dsn:
     load.start()
     try:
         assert written.wait(60)
-        during = refresher.refresh_drug_event_statistics()
+        during = refresh_drug_event_statistics(refresher.engine)
     finally:
         committed.set()
         load.join()
     assert (during.rebuilt, during.cases_recounted, during.changed_pairs) == (False, 0, 0)
-    after = refresher.refresh_drug_event_statistics()
+    after = refresh_drug_event_statistics(refresher.engine)
     assert (after.cases_recounted, after.cases) == (2, 2)
     oracle = statistics_rows(refresher, recomputed_statistics(refresher.table))
     assert_same_rows(statistics_rows(refresher, select(refresher.table(STATISTICS_TABLE))), oracle)
@@ -485,13 +486,13 @@ def test_a_load_committing_during_a_refresh_is_counted_by_the_next(postgres_dsn:
 def test_counts_out_of_step_with_their_cases_are_rebuilt(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
     run_load(write_batch("first.xml", CaseSpec("CASE-A"), CaseSpec("CASE-B")).parent, dsn)
     loader = get_loader(dsn)
-    loader.refresh_drug_event_statistics()
+    refresh_drug_event_statistics(loader.engine)
     drugs = loader.table(DRUG_COUNTS)
     with loader.engine.begin() as conn:
         conn.execute(drugs.update().values(cases=0))  # damaged: fewer cases than the pairs hold
     follow_up = CaseSpec("CASE-A", most_recent_info="20240301", drugs=[DrugSpec(name="Ibuprofen", substance="IBUPROFEN")])
     run_load(write_batch("second.xml", follow_up, folder="second").parent, dsn)
-    summary = loader.refresh_drug_event_statistics()  # PARACETAMOL's count would fall below zero
+    summary = refresh_drug_event_statistics(loader.engine)  # PARACETAMOL's count would fall below zero
     assert summary.rebuilt and summary.cases == 2
     assert_same_rows(
         statistics_rows(loader, select(loader.table(STATISTICS_TABLE))), statistics_rows(loader, recomputed_statistics(loader.table))

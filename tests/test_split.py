@@ -21,11 +21,11 @@ from py_load_eudravigilance.fixtures.generator import CaseSpec, build_batch, bui
 from py_load_eudravigilance.mapping.mapper import CaseMapper
 from py_load_eudravigilance.parsing.reader import BatchReader, open_source
 from py_load_eudravigilance.pipeline import run_load
+from py_load_eudravigilance.planning import PlanLimits, Planner
 from py_load_eudravigilance.staging import split
 from py_load_eudravigilance.staging.cores import compiled_core_problem
 from tests.support.db import query, snapshot
 from tests.test_compiled import MUST_BE_BUILT
-from tests.test_loaders import load_plan
 
 NAME = "PORR_IN049016UV"
 SMALLEST_CHUNK = 1024  # the scan's smallest window: message boundaries fall across window ends
@@ -222,13 +222,10 @@ def compiled_mapper() -> str:
     return "compiled"
 
 
-@pytest.fixture
-def split_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files of any size are split (a test file stands for a large one), and staged in parts of a few messages."""
-    from py_load_eudravigilance import pipeline
-
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1)
-    monkeypatch.setattr(pipeline, "PART_MESSAGES", 7)
+# Files of any size are split (a test file stands for a large one), and staged in parts of a few messages
+SPLIT_SMALL_FILES = PlanLimits(shard_min_bytes=1, part_messages=7)
+# The same file, in one piece
+IN_ONE_PIECE = PlanLimits(part_messages=7)
 
 
 def loaded(dsn: str) -> dict[str, object]:
@@ -257,23 +254,24 @@ def versions_file(path: Path) -> Path:
     return write(path, build_batch(body, "BATCH-SPLIT"))
 
 
-@pytest.mark.parametrize("shards", [2, 3])
-@pytest.mark.usefixtures("split_small_files")
-def test_a_split_file_loads_exactly_as_the_whole_file(dsn: str, tmp_path: Path, compiled_mapper: str, shards: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
+def planned_shards(path: Path, workers: int, mapper: str) -> int:
+    """How many workers the run's plan gives the file."""
+    sizes = {path.name: path.stat().st_size}
+    planner = Planner(sizes, workers, mapper, limits=SPLIT_SMALL_FILES, splittable=lambda _: split.may_split(path))
+    return planner.unit((path.name,), in_last_round=True).shards
 
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_a_split_file_loads_exactly_as_the_whole_file(dsn: str, tmp_path: Path, compiled_mapper: str, shards: int) -> None:
     path = versions_file(tmp_path / "in" / "big.xml")
     assert split.layout_of(path, shards) is not None  # so each shard parses only its range
+    assert planned_shards(path, shards, compiled_mapper) == shards
 
-    with load_plan() as plan:
-        summary = run_load(path, dsn, workers=shards, mapper=compiled_mapper)
+    summary = run_load(path, dsn, workers=shards, mapper=compiled_mapper, limits=SPLIT_SMALL_FILES)
     assert not summary.failures and summary.totals()["messages_rejected"] == 1
-    assert [line.split(",")[0] for line in plan if line.startswith("mapping ")] == [f"mapping big.xml in {shards} shards"]
-    assert not [line for line in plan if "one piece" in line]
     as_split = loaded(dsn)
 
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1 << 62)
-    whole = run_load(path, dsn, mode="full", workers=1, mapper=compiled_mapper)
+    whole = run_load(path, dsn, mode="full", workers=1, mapper=compiled_mapper, limits=IN_ONE_PIECE)
 
     assert not whole.failures
     assert loaded(dsn) == as_split
@@ -281,25 +279,20 @@ def test_a_split_file_loads_exactly_as_the_whole_file(dsn: str, tmp_path: Path, 
     assert [row[:3] for row in as_split["quarantine"]] == [(45, None, "C.1.1")]  # type: ignore[index]
 
 
-@pytest.mark.usefixtures("split_small_files")
-def test_a_split_that_a_shard_cannot_read_is_loaded_in_one_piece(dsn: str, tmp_path: Path, compiled_mapper: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
-
+def test_a_split_that_a_shard_cannot_read_is_loaded_in_one_piece(dsn: str, tmp_path: Path, compiled_mapper: str) -> None:
     path = versions_file(tmp_path / "in" / "big.xml")
     (tmp_path / "other").mkdir()
     other = write(tmp_path / "other" / "other.xml", path.read_text().replace("CASE-", "OTHER-"))
     write(path, path.read_text()[:-120])  # the trailing header cut short: every shard fails on it, the whole file loads partially
-    assert split.layout_of(path, 2) is not None
+    assert split.layout_of(path, 2) is not None and planned_shards(path, 2, compiled_mapper) == 2
     assert not run_load(other, dsn, workers=1, mapper=compiled_mapper).failures
 
-    with load_plan() as plan:  # a full reload: the load in one piece still empties the tables first
-        summary = run_load(path, dsn, mode="full", workers=2, mapper=compiled_mapper)
+    # A full reload: the load in one piece, after the shards failed, still empties the tables first
+    summary = run_load(path, dsn, mode="full", workers=2, mapper=compiled_mapper, limits=SPLIT_SMALL_FILES)
 
     assert [outcome.status for outcome in summary.outcomes] == ["partial"] and not summary.failures
-    assert [line for line in plan if "one piece" in line]
     as_split = loaded(dsn)
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1 << 62)
-    run_load(path, dsn, mode="full", workers=1, mapper=compiled_mapper)
+    run_load(path, dsn, mode="full", workers=1, mapper=compiled_mapper, limits=IN_ONE_PIECE)
     assert loaded(dsn) == as_split
     assert query(dsn, "SELECT COUNT(*) FROM icsr_master WHERE safetyreportid LIKE 'OTHER-%'") == [(0,)]
     assert query(dsn, "SELECT file_name, status FROM etl_file_history") == [("big.xml", "partial")]
@@ -316,32 +309,26 @@ def test_random_cut_points_never_fall_inside_a_message(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mapper", ["compiled", "python"])
-@pytest.mark.usefixtures("split_small_files")
-def test_a_file_the_scan_cannot_cut_loads_as_the_whole_file(dsn: str, tmp_path: Path, mapper: str, request, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from py_load_eudravigilance import pipeline
-
+def test_a_file_the_scan_cannot_cut_loads_as_the_whole_file(dsn: str, tmp_path: Path, mapper: str, request) -> None:  # type: ignore[no-untyped-def]
     if mapper == "compiled":
         request.getfixturevalue("compiled_mapper")
     path = versions_file(tmp_path / "in" / "big.xml")
     write(path, path.read_text().replace(f"</{NAME}>\n", f"</{NAME}><![CDATA[ ]]>", 1))  # character data between two messages
     assert split.may_split(path) and split.layout_of(path, 2) is None
+    assert planned_shards(path, 2, mapper) == 2
 
-    with load_plan() as plan:  # compiled: shard 0 stages it all; Python: each shard parses it whole, maps every other message
-        summary = run_load(path, dsn, workers=2, mapper=mapper)
-    assert [line.split(",")[0] for line in plan if line.startswith("mapping ")] == ["mapping big.xml in 2 shards"]
+    # Compiled: shard 0 stages it all; Python: each shard parses it whole, maps every other message
+    summary = run_load(path, dsn, workers=2, mapper=mapper, limits=SPLIT_SMALL_FILES)
     assert summary.totals()["messages_total"] == 60
     as_shards = loaded(dsn)
-    monkeypatch.setattr(pipeline, "SHARD_MIN_BYTES", 1 << 62)
-    run_load(path, dsn, mode="full", workers=1, mapper=mapper)
+    run_load(path, dsn, mode="full", workers=1, mapper=mapper, limits=IN_ONE_PIECE)
     assert loaded(dsn) == as_shards
 
 
-@pytest.mark.usefixtures("split_small_files")
 def test_a_gzip_file_is_not_sharded_with_the_compiled_mapper(sqlite_dsn: str, tmp_path: Path, compiled_mapper: str) -> None:
     path = write(tmp_path / "big.xml.gz", gzip.compress(versions_file(tmp_path / "plain" / "big.xml").read_bytes()))
+    assert planned_shards(path, 2, compiled_mapper) == 1  # its shards would each decompress and parse it all
 
-    with load_plan() as plan:
-        summary = run_load(path, sqlite_dsn, workers=2, mapper=compiled_mapper)
+    summary = run_load(path, sqlite_dsn, workers=2, mapper=compiled_mapper, limits=SPLIT_SMALL_FILES)
 
     assert summary.totals()["messages_total"] == 60
-    assert not [line for line in plan if line.startswith("mapping ")]  # its shards would each decompress and parse it all
