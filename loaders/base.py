@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -257,10 +257,17 @@ class SQLAlchemyLoader(Loader):
     def validate_schema(self, schema_definition_: dict[str, Any] | None = None) -> bool:
         return self.schema_report(schema_definition_).ok
 
-    def get_completed_file_hashes(self) -> set[str]:
+    def get_completed_file_hashes(self, sizes: Collection[int] | None = None) -> set[str]:
         history = self.table(FILE_HISTORY_TABLE)
+        loaded = select(history.c.file_sha256).where(history.c.status.in_(FINAL_STATUSES))
         with self.engine.connect() as conn:
-            return set(conn.scalars(select(history.c.file_sha256).where(history.c.status.in_(FINAL_STATUSES))))
+            if sizes is None:
+                return set(conn.scalars(loaded))
+            # Rows an earlier release wrote have no size: they may be any file's (a number fixed at the upgrade)
+            found = set(conn.scalars(loaded.where(history.c.file_size_bytes.is_(None))))
+            for clause in self.dialect.case_filters(history.c.file_size_bytes, sorted(sizes)):
+                found.update(conn.scalars(loaded.where(clause)))
+            return found
 
     def read_versions(self, conn: Connection, case_ids: list[str]) -> dict[str, Version]:
         """The current version of each of ``case_ids`` present, locked until the transaction ends where the database can."""
@@ -457,6 +464,7 @@ class SQLAlchemyLoader(Loader):
                 LoadOutcome(
                     file_name=staged.file_name,
                     file_sha256=staged.file_sha256,
+                    file_size_bytes=staged.file_size_bytes,
                     status=(PARTIAL if loaded else FAILED) if problem else "completed",
                     error=staged.error,
                     row_counts=dict(staged.row_counts),
@@ -540,7 +548,10 @@ class SQLAlchemyLoader(Loader):
 
     def _write_status(self, files: list[StagedFile], load_mode: LoadMode, status: str, error: str | None, started_at: datetime) -> None:
         """The files' history rows, in a transaction of their own (``running`` before a load, ``failed`` after one)."""
-        outcomes = [LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, status=status, error=error) for f in files]
+        outcomes = [
+            LoadOutcome(file_name=f.file_name, file_sha256=f.file_sha256, file_size_bytes=f.file_size_bytes, status=status, error=error)
+            for f in files
+        ]
         with self.engine.begin() as conn:
             self._record_history(conn, outcomes, load_mode, started_at)
 

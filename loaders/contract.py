@@ -10,7 +10,7 @@ releases and the statistics are not part of it: ``loaders/upkeep.py`` does them 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -74,6 +74,7 @@ class LoadOutcome:
     unmapped_paths: list[str] = field(default_factory=list)  # their first distinct paths
     duration_seconds: float = 0.0
     error: str | None = None
+    file_size_bytes: int | None = None  # of the bytes hashed
     # The first rejected messages (position, case id, element, reason), for reports; etl_quarantine holds every one
     rejections: list[tuple[int | None, str | None, str | None, str]] = field(default_factory=list)
 
@@ -119,8 +120,10 @@ class Loader(ABC):
         """Create every table and view of the schema that does not exist yet."""
 
     @abstractmethod
-    def get_completed_file_hashes(self) -> set[str]:
-        """SHA-256 of every file whose content ended loaded (completed or partial): ``delta`` skips them."""
+    def get_completed_file_hashes(self, sizes: Collection[int] | None = None) -> set[str]:
+        """SHA-256 of every file whose content ended loaded (completed or partial): ``delta`` skips them. With
+        ``sizes``, those of files of these sizes (and of any whose size is not recorded) suffice: a run asks for its
+        own files' sizes, so what it reads follows the run, not the history."""
 
     @abstractmethod
     def load(self, batches: Iterable[Path], load_mode: LoadMode, files: StagedFiles) -> list[LoadOutcome]:

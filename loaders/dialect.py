@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import IO, Any
@@ -117,8 +117,8 @@ class Dialect:
         """Bulk-insert rows given as Python values (MedDRA terms, the statistics' counts)."""
         execute_inserts(conn, table, iter(records))
 
-    def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]:
-        """WHERE clauses that together select ``case_ids``: IN lists of bounded size."""
+    def case_filters(self, column: Column, case_ids: Sequence[str | int]) -> Iterator[ColumnElement[bool]]:
+        """WHERE clauses that together select ``case_ids`` (or any other keys): IN lists of bounded size."""
         for start in range(0, len(case_ids), KEYS_PER_STATEMENT):
             yield column.in_(case_ids[start : start + KEYS_PER_STATEMENT])
 

@@ -24,6 +24,7 @@ Two directions:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Collection
 from io import BytesIO, IOBase
 from pathlib import Path
 from typing import IO, Any
@@ -109,8 +110,8 @@ class GuideLoader(SQLAlchemyLoader):
         self.plugin.create_all_tables()
         super().create_all_tables()
 
-    def get_completed_file_hashes(self) -> set[str]:
-        return set(self.plugin.get_completed_file_hashes())
+    def get_completed_file_hashes(self, sizes: Collection[int] | None = None) -> set[str]:
+        return set(self.plugin.get_completed_file_hashes())  # the guide's method knows no sizes: every loaded hash
 
     def schema_report(self, definition: dict[str, dict[str, str]] | None = None) -> SchemaReport:
         expected = definition or schema_definition(self.metadata)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from io import BytesIO
 from typing import IO, Any
 
 from psycopg2.extras import Json, execute_values
-from sqlalchemy import Column, Table, Text, any_, bindparam, text
+from sqlalchemy import Column, Table, any_, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.elements import ColumnElement
@@ -77,9 +77,9 @@ class PostgresDialect(Dialect):
         finally:
             cursor.close()
 
-    def case_filters(self, column: Column, case_ids: list[str]) -> Iterator[ColumnElement[bool]]:
+    def case_filters(self, column: Column, case_ids: Sequence[str | int]) -> Iterator[ColumnElement[bool]]:
         # One array parameter, however many keys: the planner uses the index for = ANY(array)
-        yield column == any_(bindparam("keys", value=list(case_ids), type_=ARRAY(Text), unique=True))
+        yield column == any_(bindparam("keys", value=list(case_ids), type_=ARRAY(column.type), unique=True))
 
     def upsert_history(self, conn: Connection, history: Table, rows: list[dict[str, Any]]) -> None:
         # Two loads of one file at once (two runs, or a run and a sensor) must not collide on its history row. All

@@ -285,6 +285,8 @@ def _stage_group(task: _StageTask) -> _Staged:
             raise  # not a failure of the file: run_load stages it again, in one piece
         except Exception as exc:  # an I/O error (a full staging disk) or a bug: the parent records these files failed
             raise StagingError([(name, digest) for _, name, digest in todo], f"{type(exc).__name__}: {first_line(exc)}") from exc
+        for (path, _, _), staged in zip(todo, group.files, strict=True):
+            staged.file_size_bytes = path.stat().st_size  # the bytes hashed: a later run asks for hashes by size
         if task.quarantine is not None and (task.share is None or task.share.index == 0):
             for key, (path, _, _), staged in zip(keys, todo, group.files, strict=True):
                 if staged.error:
@@ -497,7 +499,12 @@ def run_load(
     loader.create_all_tables()
     todo, sizes = files_to_load(location, keys)
     summary = RunSummary(files_found=len(todo))
-    completed = frozenset(loader.get_completed_file_hashes()) if load_mode is LoadMode.DELTA else frozenset()
+    completed = frozenset()
+    if load_mode is LoadMode.DELTA:
+        # Content loaded before can only be a file of the same size: with every size known, the history is read by
+        # its index on size, for the run's files (not every file ever loaded)
+        known = len(sizes) == len(todo)
+        completed = frozenset(loader.get_completed_file_hashes(set(sizes.values()) if known else None))
     planner = Planner(
         sizes,
         workers,

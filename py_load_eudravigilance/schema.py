@@ -169,6 +169,11 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("file_sha256", Text, primary_key=True),
         Column("file_name", Text, nullable=False),
         Column(
+            "file_size_bytes",
+            BigInteger,
+            comment="The file's size: a run asks for the loaded hashes of its files' sizes only (equal content, equal size)",
+        ),
+        Column(
             "status",
             Text,
             nullable=False,
@@ -196,6 +201,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
         Column("error", Text),
         # A run of the Dagster tables alone checks the files loaded since the checks last ran
         Index(f"ix_{FILE_HISTORY_TABLE}_finished_at", "finished_at"),
+        Index(f"ix_{FILE_HISTORY_TABLE}_file_size_bytes", "file_size_bytes"),
         comment="One row per source file: what happened to it",
     )
     Table(

@@ -140,6 +140,7 @@ class StagedFile:
     rejections: list[tuple[int | None, str | None, str | None, str]] = field(default_factory=list)  # the first few
     unmapped_values: int = 0  # values of the staged messages no column holds
     unmapped_paths: list[str] = field(default_factory=list)  # their first distinct paths
+    file_size_bytes: int | None = None  # of the bytes hashed (None: not known)
 
 
 @dataclass
