@@ -59,7 +59,7 @@ from py_load_eudravigilance.signals import (
     queue_cases,
     rebuild_on_next_refresh,
     refresh,
-    retire_statistics_table,
+    retire_earlier_counts,
 )
 from py_load_eudravigilance.staging import StagedFile, utc_now
 from py_load_eudravigilance.staging.copybinary import decode_rows, encode_row, encode_value
@@ -154,7 +154,7 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         with self.engine.begin() as conn:
             self.acquire_schema_lock(conn)
             self.tune_session(conn)
-            retire_statistics_table(conn, self.schema)
+            retire_earlier_counts(conn, self.metadata)
             self.metadata.create_all(conn)
             self.add_missing_columns(conn)
             # create_all indexes only the tables it creates: a database made by an earlier release gains them here
@@ -219,6 +219,8 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
         loaded: dict[str, int] = {}
         with self.engine.begin() as conn:
             self.tune_session(conn)
+            # The events of the statistics are PTs of the latest release: the next refresh counts them again
+            rebuild_on_next_refresh(conn, self.table)
             for term_file in TERM_FILES:
                 table = self.table(term_file.table)
                 conn.execute(table.delete().where(table.c[VERSION] == release.version))
@@ -232,11 +234,14 @@ class SQLAlchemyLoader(Loader, LoaderInterface):
             )
         return loaded
 
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES, rebuild: bool = False) -> StatisticsSummary:
+    def refresh_drug_event_statistics(
+        self, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES, rebuild: bool = False, meddra_version: str | None = None
+    ) -> StatisticsSummary:
         """Bring ``drug_event_statistics`` up to date in one transaction: from the cases loads wrote since the last
-        refresh, or in full (``rebuild``, or when needed). Readers see the old statistics or the new ones."""
+        refresh, or in full (``rebuild``, or when needed). Events are PTs of ``meddra_version`` (default: the latest
+        MedDRA release loaded; none loaded: the reported codes). Readers see the old statistics or the new ones."""
         with self.engine.begin() as conn:
-            return refresh(conn, self, drug_roles, rebuild)
+            return refresh(conn, self, drug_roles, rebuild, meddra_version)
 
     def lock_for_refresh(self, conn: Connection, table: Table) -> None:
         """Make concurrent refreshes of ``table`` run one after another (dialect hook; SQLite's write lock does)."""

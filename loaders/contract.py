@@ -109,9 +109,12 @@ class Loader(ABC):
         """Load a user-supplied MedDRA release into the ``meddra_*`` tables (rows per table)."""
 
     @abstractmethod
-    def refresh_drug_event_statistics(self, drug_roles: Sequence[str], rebuild: bool = False) -> StatisticsSummary:
-        """Bring ``drug_event_statistics`` up to date with the current cases, counting drugs of ``drug_roles``: from the
-        cases loaded since the last refresh, or in full with ``rebuild``."""
+    def refresh_drug_event_statistics(
+        self, drug_roles: Sequence[str], rebuild: bool = False, meddra_version: str | None = None
+    ) -> StatisticsSummary:
+        """Bring ``drug_event_statistics`` up to date with the current cases, counting drugs of ``drug_roles`` and
+        events as PTs of ``meddra_version`` (default: the latest loaded): from the cases loaded since the last refresh,
+        or in full with ``rebuild``."""
 
     def keyed_lookups(self, conn: Connection) -> None:  # noqa: B027 - an optional hook: doing nothing is right by default
         """For the rest of ``conn``'s transaction, join large tables by looking rows up by key, as reading the few rows

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from loaders.contract import Loader, LoadOutcome
     from py_load_eudravigilance.pipeline import RunSummary
     from py_load_eudravigilance.settings import Settings
+    from py_load_eudravigilance.signals import StatisticsSummary
 
 
 class DatabaseNotReady(Exception):
@@ -37,7 +38,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     for name in ("mode", "workers"):
         overrides[name] = getattr(args, name, None)
     overrides["source_uri"] = getattr(args, "source", None)
-    overrides["signals"] = {"drug_roles": getattr(args, "drug_roles", None)}
+    overrides["signals"] = {"drug_roles": getattr(args, "drug_roles", None), "meddra_version": getattr(args, "meddra_version", None)}
     return load_settings(overrides, getattr(args, "config", None))
 
 
@@ -256,6 +257,13 @@ def cmd_meddra_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def events_of(summary: StatisticsSummary) -> str:
+    """What the statistics' events are, as the output says it."""
+    if summary.meddra_version is None:
+        return "events: the reported MedDRA codes, no MedDRA release loaded"
+    return f"events: PTs of MedDRA {summary.meddra_version}"
+
+
 def cmd_signals(args: argparse.Namespace) -> int:
     from py_load_eudravigilance.pipeline import redact_dsn
     from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
@@ -264,7 +272,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     loader = database_to_read(settings)  # a mistyped path is an error, not an empty database with 0 pairs
     loader.create_all_tables()  # the statistics table, in a database initialised before it existed
-    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles, rebuild=args.rebuild)
+    summary = loader.refresh_drug_event_statistics(settings.signals.drug_roles, args.rebuild, settings.signals.meddra_version)
     statistics = table_of(settings, STATISTICS_TABLE)
     with loader.engine.connect() as conn:
         # What an analyst asks this command for; both read the whole view (the refresh itself did not)
@@ -273,11 +281,11 @@ def cmd_signals(args: argparse.Namespace) -> int:
             # EBGM's prior is fitted over every pair: all of them are read, then shown by EB05
             scored, fit = with_ebgm([dict(row) for row in conn.execute(top_pairs(statistics, None)).mappings()])
             flagged = None if args.rule == EB05 else args.rule
-            wanted = {(row.drug, row.reaction_meddra_code) for row in conn.execute(top_pairs(statistics, None, args.drug, flagged))}
+            wanted = {(row.drug, row.event_code) for row in conn.execute(top_pairs(statistics, None, args.drug, flagged))}
             shown = [
                 row
                 for row in scored
-                if (row["drug"], row["reaction_meddra_code"]) in wanted and (args.rule != EB05 or row["eb05"] >= EB05_THRESHOLD)
+                if (row["drug"], row["event_code"]) in wanted and (args.rule != EB05 or row["eb05"] >= EB05_THRESHOLD)
             ]
             rows = sorted(shown, key=lambda row: -row["eb05"])[: args.top]
         else:
@@ -286,7 +294,7 @@ def cmd_signals(args: argparse.Namespace) -> int:
     how = "rebuilt in full" if summary.rebuilt else f"{summary.cases_recounted} cases recounted, {summary.changed_pairs} pairs changed"
     print(
         f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)} ({how}): {summary.pairs} drug-event pairs, "
-        f"{signals} signals among {summary.cases} cases (drug roles {', '.join(settings.signals.drug_roles)})"
+        f"{signals} signals among {summary.cases} cases (drug roles {', '.join(settings.signals.drug_roles)}; {events_of(summary)})"
     )
     if fit is not None:
         prior = fit.prior
@@ -426,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("evans_prr", "ic025", "ema_sdr", "eb05"),
         help="only the pairs meeting this screening rule (docs/signal-rules.md); eb05 computes EBGM",
     )
+    signals.add_argument("--meddra-version", help="count events as PTs of this loaded MedDRA version (default: the latest loaded)")
     signals.add_argument("--ebgm", action="store_true", help="add EBGM, EB05 and EB95 (gamma-Poisson shrinker over every pair)")
     database_options(signals)
     signals.set_defaults(func=cmd_signals)
@@ -467,6 +476,7 @@ STATED_ERRORS = (
     "py_load_eudravigilance.settings:SettingsError",
     "py_load_eudravigilance.errors:E2BError",
     "py_load_eudravigilance.meddra:MeddraReleaseError",
+    "py_load_eudravigilance.signals:MeddraVersionNotLoaded",
 )
 # ...and the others, shown with their type (SQLAlchemy's errors do not carry the password; botocore's:
 # no bucket, no credentials, no endpoint)
