@@ -54,7 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateView, DropView
 
-from py_load_eudravigilance import markdown
+from py_load_eudravigilance import duplicates, markdown
 from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.meddra import LLT_TABLE, PT_TABLE, RELEASES_TABLE, VERSION
@@ -169,8 +169,13 @@ def contingency_counts(table: TableNamed, drug_roles: Sequence[str], meddra_vers
     """a, b, c, d and n of every (drug, event) pair reported together at least once."""
     drugs = counted_drugs(table, drug_roles).cte("counted_drug")
     reactions = coded_reactions(table, meddra_version).cte("coded_reaction")
-    # The cases counted: at least one counted drug and one coded reaction
-    with_both = and_(drugs.c.drug != "", drugs.c[CASE_KEY].in_(select(reactions.c[CASE_KEY])))
+    # The cases counted: at least one counted drug and one coded reaction, one case per group of duplicates (the
+    # groups as the last refresh left them)
+    with_both = and_(
+        drugs.c.drug != "",
+        drugs.c[CASE_KEY].in_(select(reactions.c[CASE_KEY])),
+        drugs.c[CASE_KEY].not_in(duplicates.left_out_of_counts(table)),
+    )
     population = select(drugs.c[CASE_KEY]).where(with_both).distinct().cte("population")
     in_population = select(population.c[CASE_KEY])
     drug_cases = (
@@ -536,13 +541,16 @@ def held_counts(conn: Connection, hooks: RefreshHooks, name: str, key: str, keys
 
 
 def update_counts(conn: Connection, hooks: RefreshHooks, basis: Basis, held: Mapping[str, Any]) -> StatisticsSummary:
-    """Apply the changes of the queued cases; raises :class:`CountsOutOfStep` before writing any count that would
-    fall below zero."""
+    """Apply the changes of the queued cases, and of the cases in their duplicate groups (before or after: a group's
+    representative may change); raises :class:`CountsOutOfStep` before writing any count that would fall below
+    zero."""
     table = hooks.table
     hooks.keyed_lookups(conn)  # every statement below reads or writes the rows of a few keys
-    cases = take_pending_cases(conn, hooks)
+    cases, groups = duplicates.regroup(conn, hooks, take_pending_cases(conn, hooks))
     before = stored_contributions(conn, hooks, cases)
-    after = current_contributions(conn, hooks, cases, basis)
+    current = current_contributions(conn, hooks, cases, basis)
+    left_out = duplicates.write_groups(conn, hooks, cases, groups, lambda case_id: current[case_id] != NOTHING)
+    after = {case_id: NOTHING if case_id in left_out else part for case_id, part in current.items()}
     changes = count_changes(before, after)
     # The changed pairs, kept for the reports of this refresh, also name the pair counts to read and replace
     pairs, changed = table(PAIR_COUNTS), table(CHANGED_PAIRS)
@@ -623,6 +631,17 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, basis: Basis) -> Stati
     # leaves the population (its load queued it for the next refresh)
     reacted = exists().where(case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
     conn.execute(case_drugs.delete().where(~reacted))
+
+    def counted_of(conn: Connection, members: list[str]) -> set[str]:
+        found: set[str] = set()
+        for clause in hooks.case_filters(case_drugs.c[CASE_KEY], members):
+            found.update(conn.scalars(select(case_drugs.c[CASE_KEY]).where(clause).distinct()))
+        return found
+
+    # Duplicates count once: the members of a group other than its representative leave the population
+    duplicates.rebuild_groups(conn, hooks, counted_of)
+    for kept in (case_drugs, case_reactions):
+        conn.execute(kept.delete().where(kept.c[CASE_KEY].in_(duplicates.left_out_of_counts(table))))
     together = case_drugs.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
     conn.execute(
         pairs.insert().from_select(
@@ -670,7 +689,18 @@ def rebuild_on_next_refresh(conn: Connection, table: TableNamed) -> None:
     conn.execute(state.update().values(rebuild=True))
 
 
-KEPT_TABLES = (PENDING_CASES, CASE_DRUGS, CASE_REACTIONS, PAIR_COUNTS, DRUG_COUNTS, REACTION_COUNTS, COUNTS_STATE, CHANGED_PAIRS)
+KEPT_TABLES = (
+    PENDING_CASES,
+    CASE_DRUGS,
+    CASE_REACTIONS,
+    PAIR_COUNTS,
+    DRUG_COUNTS,
+    REACTION_COUNTS,
+    COUNTS_STATE,
+    CHANGED_PAIRS,
+    duplicates.CASE_IDENTIFIERS,
+    duplicates.DUPLICATE_GROUPS,
+)
 
 
 def retire_earlier_counts(conn: Connection, metadata: MetaData) -> None:
@@ -687,10 +717,10 @@ def retire_earlier_counts(conn: Connection, metadata: MetaData) -> None:
     qualified = (lambda name: f"{schema}.{name}") if schema else (lambda name: name)
     wanted = {name: set(metadata.tables[qualified(name)].columns.keys()) for name in KEPT_TABLES}
     held = {name: {column["name"] for column in inspector.get_columns(name, schema=schema)} for name in KEPT_TABLES if name in present}
-    if all(held[name] == columns for name, columns in wanted.items() if name in held):
+    if all(held.get(name) == columns for name, columns in wanted.items()):
         return
-    if STATISTICS_TABLE in inspector.get_view_names(schema=schema):
-        conn.execute(DropView(Table(STATISTICS_TABLE, MetaData(schema=schema))))
+    for view in set(inspector.get_view_names(schema=schema)) & {STATISTICS_TABLE, duplicates.DUPLICATES_VIEW}:
+        conn.execute(DropView(Table(view, MetaData(schema=schema))))
     for name in held:
         Table(name, MetaData(schema=schema)).drop(conn)
 
@@ -823,4 +853,5 @@ def add_tables(metadata: MetaData) -> None:
     def table(name: str) -> Table:
         return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
 
+    duplicates.add_tables(metadata, table)
     CreateView(statistics(stored_counts(table)), STATISTICS_TABLE, metadata=metadata, schema=metadata.schema)

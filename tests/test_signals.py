@@ -357,15 +357,52 @@ DRUG_CHOICES = (
 )
 
 
-def random_version(rng: random.Random, case_id: str, day: date) -> CaseSpec:
+def random_version(rng: random.Random, case_id: str, day: date, cases: int = 14) -> CaseSpec:
     """A version of a case: any drugs (none, or only uncounted ones, included) and reactions (none or uncoded
-    included), now and then a nullification; dated ``day``."""
+    included), now and then a nullification; dated ``day``. Now and then a duplicate: a worldwide unique case id
+    another case may share, or links (C.1.10.r) to other cases' keys or to ids no case has."""
     dated = {"most_recent_info": day.strftime("%Y%m%d"), "message_created": day.strftime("%Y%m%d") + "120000+0000"}
     if rng.random() < 0.1:
         return CaseSpec(case_id, nullification=True, **dated)
     drugs = [DrugSpec(name=name, substance=substance, role=role) for name, substance, role in rng.sample(DRUG_CHOICES, rng.randint(0, 3))]
     reactions = [ReactionSpec(meddra_code=code) for code in rng.sample(CODES, rng.randint(0, 3))]
-    return CaseSpec(case_id, drugs=drugs, reactions=reactions, **dated)
+    worldwide_id = rng.choice(["WW-1", "WW-2"]) if rng.random() < 0.25 else None
+    links = tuple(rng.choice([f"CASE-{rng.randrange(cases)}", "WW-3", "ELSEWHERE-1"]) for _ in range(rng.choice([0, 0, 0, 1, 2])))
+    return CaseSpec(case_id, drugs=drugs, reactions=reactions, worldwide_id=worldwide_id, linked_reports=links, **dated)
+
+
+def brute_force_groups(dsn: str) -> set[frozenset[str]]:
+    """The duplicate groups of two or more current cases, by a search over the loaded identifiers."""
+    current = current_case_ids(dsn)
+    ids_of = defaultdict(set)  # every case's identifiers, its own key among them (a link may name it)
+    for case, worldwide in query(dsn, "SELECT safetyreportid, worldwide_unique_case_id FROM icsr_master"):
+        if case in current:
+            ids_of[case] |= {case, *([worldwide.strip()] if worldwide and worldwide.strip() else [])}
+    for case, linked in query(dsn, "SELECT safetyreportid, linked_report_id FROM linked_reports"):
+        if case in current and linked and linked.strip():
+            ids_of[case].add(linked.strip())
+    groups, seen = set(), set()
+    for start in ids_of:
+        if start in seen:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            case = todo.pop()
+            linked = {other for other in ids_of if other not in group and ids_of[other] & ids_of[case]}
+            group |= linked
+            todo += linked
+        seen |= group
+        if len(group) > 1:
+            groups.add(frozenset(group))
+    return groups
+
+
+def kept_groups(loader) -> set[frozenset[str]]:  # type: ignore[no-untyped-def]
+    members = defaultdict(set)
+    with loader.engine.connect() as conn:
+        for group_id, case in conn.execute(text("SELECT group_id, safetyreportid FROM duplicate_case_groups")):
+            members[group_id].add(case)
+    return {frozenset(group) for group in members.values()}
 
 
 def statistics_rows(loader, query) -> dict[Pair, dict]:  # type: ignore[no-untyped-def]
@@ -387,12 +424,14 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
     """A random history of loads (new cases, follow-ups that add and drop drugs and reactions, older versions,
     nullifications), with a file loaded again, the same messages in a file of another name, two loads before one
     refresh and a full reload: after each refresh every row of the view equals the one-query computation, and the
-    refresh changed exactly the pairs whose a differs."""
+    refresh changed exactly the pairs whose a differs. Cases share worldwide ids and link each other now and then: the
+    duplicate groups always equal a search over the loaded identifiers, and the full rebuild leaves the same rows."""
     rng = random.Random(3)
     loader = get_loader(dsn)
     view = loader.table(STATISTICS_TABLE)
     files: list[Path] = []
     shown = {}  # the oracle's rows at the last refresh
+    grouped_at_least_once = False
     full_reload_at = 6
     for step in range(9):
         folder = tmp_path / f"step{step}"
@@ -411,6 +450,9 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
         if step in (2, 7):
             continue  # the next refresh takes the cases of two loads
         summary = loader.refresh_drug_event_statistics()
+        groups = kept_groups(loader)
+        assert groups == brute_force_groups(dsn), (step, summary.rebuilt, groups ^ brute_force_groups(dsn))
+        grouped_at_least_once |= bool(groups)
         oracle = statistics_rows(loader, recomputed_statistics(loader.table))
         assert_same_rows(statistics_rows(loader, select(view)), oracle)
         assert summary.pairs == len(oracle)
@@ -423,6 +465,12 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
         shown = oracle
     with loader.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(loader.table(PENDING_CASES))) == 0
+    assert grouped_at_least_once
+    # The full rebuild, the incremental refreshes' oracle, leaves the same rows and groups
+    kept = statistics_rows(loader, select(view))
+    assert loader.refresh_drug_event_statistics(rebuild=True).rebuilt
+    assert_same_rows(statistics_rows(loader, select(view)), kept)
+    assert kept_groups(loader) == brute_force_groups(dsn)
 
 
 def test_other_drug_roles_a_long_queue_and_a_request_rebuild(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
