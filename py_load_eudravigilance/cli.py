@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -268,7 +269,9 @@ def cmd_signals(args: argparse.Namespace) -> int:
     from py_load_eudravigilance.pipeline import redact_dsn
     from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
     from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, summary_query, top_pairs, with_ebgm
+    from py_load_eudravigilance.subgroups import check_screen, screen, screen_columns
 
+    check_screen(args.drug, args.subgroup or [], args.since)
     settings = settings_for(args)
     loader = database_to_read(settings)  # a mistyped path is an error, not an empty database with 0 pairs
     loader.create_all_tables()  # the statistics table, in a database initialised before it existed
@@ -291,6 +294,8 @@ def cmd_signals(args: argparse.Namespace) -> int:
         else:
             fit = None
             rows = conn.execute(top_pairs(statistics, args.top, args.drug, args.rule)).mappings().all()
+        if args.subgroup or args.since:
+            rows = screen(conn, loader.table, rows, args.subgroup or [], args.since)
     how = "rebuilt in full" if summary.rebuilt else f"{summary.cases_recounted} cases recounted, {summary.changed_pairs} pairs changed"
     print(
         f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)} ({how}): {summary.pairs} drug-event pairs, "
@@ -302,8 +307,10 @@ def cmd_signals(args: argparse.Namespace) -> int:
             f"EBGM prior (two-gamma mixture, maximum likelihood over {fit.pairs} pairs): alpha1={prior.alpha1:.4g} "
             f"beta1={prior.beta1:.4g} alpha2={prior.alpha2:.4g} beta2={prior.beta2:.4g} p={prior.p:.4g}"
         )
+    if args.since:
+        print(f"a_new: cases whose most recent information (C.1.5) is from {args.since.isoformat()} on")
     if rows:
-        print(markdown_table(rows))
+        print(markdown_table(rows, screen_columns(args.subgroup or [], args.since)))
     elif args.drug:
         print(f"no pairs for drug {args.drug.strip()!r}")
     return 0
@@ -434,6 +441,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("evans_prr", "ic025", "ema_sdr", "eb05"),
         help="only the pairs meeting this screening rule (docs/signal-rules.md); eb05 computes EBGM",
     )
+    signals.add_argument(
+        "--subgroup",
+        action="append",
+        metavar="NAME",
+        help="with --drug: counts, ROR, EMA's SDR rule and the relative ROR against the other cases within this subgroup: "
+        "paediatric, geriatric, female, male, eea, north_america, japan, asia, rest_of_world (repeatable; docs/signals.md)",
+    )
+    signals.add_argument(
+        "--since",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="with --drug: a_new, the cases of each pair whose most recent information (C.1.5) is from this day on",
+    )
     signals.add_argument("--meddra-version", help="count events as PTs of this loaded MedDRA version (default: the latest loaded)")
     signals.add_argument("--ebgm", action="store_true", help="add EBGM, EB05 and EB95 (gamma-Poisson shrinker over every pair)")
     database_options(signals)
@@ -477,6 +497,7 @@ STATED_ERRORS = (
     "py_load_eudravigilance.errors:E2BError",
     "py_load_eudravigilance.meddra:MeddraReleaseError",
     "py_load_eudravigilance.signals:MeddraVersionNotLoaded",
+    "py_load_eudravigilance.subgroups:ScreenRequestError",
 )
 # ...and the others, shown with their type (SQLAlchemy's errors do not carry the password; botocore's:
 # no bucket, no credentials, no endpoint)

@@ -54,7 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateView, DropView
 
-from py_load_eudravigilance import duplicates, markdown
+from py_load_eudravigilance import duplicates, markdown, subgroups
 from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.meddra import LLT_TABLE, PT_TABLE, RELEASES_TABLE, VERSION
@@ -572,6 +572,7 @@ def update_counts(conn: Connection, hooks: RefreshHooks, basis: Basis, held: Map
             conn.execute(kept.delete().where(clause))
         rows = [{CASE_KEY: case_id, column: value} for case_id in changed_cases for value in sorted(getattr(after[case_id], values))]
         hooks.insert_records(conn, kept, rows)
+    write_attributes(conn, hooks, [case_id for case_id in cases if after[case_id] != NOTHING], cases)
     conn.execute(pairs.delete().where(among_changed_pairs(table)))
     hooks.insert_records(conn, pairs, [{"drug": d, REACTION: r, "a": a} for (d, r), a in sorted(new_pairs.items()) if a])
     for name, key, values in ((DRUG_COUNTS, "drug", new_drugs), (REACTION_COUNTS, REACTION, new_reactions)):
@@ -594,6 +595,17 @@ def update_counts(conn: Connection, hooks: RefreshHooks, basis: Basis, held: Map
         changed_pair_signals=changed_signal_count(conn, table),
         meddra_version=basis.meddra_version,
     )
+
+
+def write_attributes(conn: Connection, hooks: RefreshHooks, counted: list[str], recounted: list[str]) -> None:
+    """Replace the subgroups' attributes of the ``recounted`` cases by the current ones of those ``counted`` (a
+    follow-up may change a case's age or country without changing its contribution)."""
+    attributes, master = hooks.table(subgroups.CASE_ATTRIBUTES), hooks.table("icsr_master")
+    for clause in hooks.case_filters(attributes.c[CASE_KEY], recounted):
+        conn.execute(attributes.delete().where(clause))
+    for clause in hooks.case_filters(master.c[CASE_KEY], counted):
+        rows = conn.execute(subgroups.case_attributes(hooks.table, clause)).mappings().all()
+        hooks.insert_records(conn, attributes, [dict(row) for row in rows])
 
 
 def changed_signal_count(conn: Connection, table: TableNamed) -> int:
@@ -642,6 +654,10 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, basis: Basis) -> Stati
     duplicates.rebuild_groups(conn, hooks, counted_of)
     for kept in (case_drugs, case_reactions):
         conn.execute(kept.delete().where(kept.c[CASE_KEY].in_(duplicates.left_out_of_counts(table))))
+    attributes, master = table(subgroups.CASE_ATTRIBUTES), table("icsr_master")
+    conn.execute(attributes.delete())
+    counted_cases = subgroups.case_attributes(table, master.c[CASE_KEY].in_(select(case_drugs.c[CASE_KEY])))
+    conn.execute(attributes.insert().from_select([column.name for column in counted_cases.selected_columns], counted_cases))
     together = case_drugs.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
     conn.execute(
         pairs.insert().from_select(
@@ -700,6 +716,7 @@ KEPT_TABLES = (
     CHANGED_PAIRS,
     duplicates.CASE_IDENTIFIERS,
     duplicates.DUPLICATE_GROUPS,
+    subgroups.CASE_ATTRIBUTES,
 )
 
 
@@ -755,10 +772,10 @@ SHOWN_COLUMNS = ("drug", REACTION, EVENT_NAME, "a", "b", "c", "d", "prr", "ror",
 EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``rows`` of the table as a Markdown table of :data:`SHOWN_COLUMNS` (with EBGM's when computed; statistics to 2
-    decimals, NULL as -)."""
-    columns = SHOWN_COLUMNS + (EBGM_COLUMNS if rows and "eb05" in rows[0] else ())
+def markdown_table(rows: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()) -> str:
+    """``rows`` of the table as a Markdown table of :data:`SHOWN_COLUMNS` (with EBGM's when computed, then ``extra``;
+    statistics to 2 decimals, NULL as -)."""
+    columns = SHOWN_COLUMNS + (EBGM_COLUMNS if rows and "eb05" in rows[0] else ()) + tuple(extra)
 
     def shown(row: Mapping[str, Any], name: str) -> str:
         value = rules_of(row) if name == "rules" else row[name]
@@ -854,4 +871,5 @@ def add_tables(metadata: MetaData) -> None:
         return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
 
     duplicates.add_tables(metadata, table)
+    subgroups.add_tables(metadata)
     CreateView(statistics(stored_counts(table)), STATISTICS_TABLE, metadata=metadata, schema=metadata.schema)

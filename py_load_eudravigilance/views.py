@@ -133,19 +133,23 @@ def case_drug_reactions(table: TableNamed) -> Select:
     )
 
 
-def cases(table: TableNamed) -> Select:
-    master, patients, reactions, drugs, sources = (
-        table(name) for name in ("icsr_master", "patient_characteristics", "reactions", "drugs", "primary_sources")
-    )
-    codes = table(CODE_LIST_TABLE)
-    # The primary source for regulatory purposes (C.2.r.5 = 1), else the first one listed
-    primary_source = (
+def primary_source_country(sources: Table, master: Table) -> ColumnElement[str]:
+    """C.2.r.3 of the case's primary source for regulatory purposes (C.2.r.5 = 1), else of the first one listed."""
+    return (
         select(sources.c.reporter_country)
         .where(sources.c[CASE_KEY] == master.c[CASE_KEY])
         .order_by(case((sources.c.primary_source_for_regulatory_purposes == 1, 0), else_=1), sources.c.reporter_seq)
         .limit(1)
         .scalar_subquery()
     )
+
+
+def cases(table: TableNamed) -> Select:
+    master, patients, reactions, drugs, sources = (
+        table(name) for name in ("icsr_master", "patient_characteristics", "reactions", "drugs", "primary_sources")
+    )
+    codes = table(CODE_LIST_TABLE)
+    primary_source = primary_source_country(sources, master)
 
     def count_of(child: Table) -> ColumnElement[int]:
         return select(func.count()).select_from(child).where(child.c[CASE_KEY] == master.c[CASE_KEY]).scalar_subquery()

@@ -39,6 +39,7 @@ from py_load_eudravigilance.signals import (
     statistics,
     updated,
 )
+from py_load_eudravigilance.subgroups import CASE_ATTRIBUTES, case_attributes
 from tests.support.db import query
 from tests.support.meddra import write_release
 from tests.test_analyst import current_case_ids, rows
@@ -397,6 +398,16 @@ def brute_force_groups(dsn: str) -> set[frozenset[str]]:
     return groups
 
 
+def assert_attributes_kept(loader) -> None:  # type: ignore[no-untyped-def]
+    """The subgroups' attributes are kept for exactly the cases the counts hold, equal to the cases' current ones."""
+    attributes = loader.table(CASE_ATTRIBUTES)
+    with loader.engine.connect() as conn:
+        kept = {row[0]: tuple(row[1:]) for row in conn.execute(select(attributes))}
+        counted = set(conn.scalars(select(loader.table(signals.CASE_DRUGS).c.safetyreportid)))
+        current = {row[0]: tuple(row[1:]) for row in conn.execute(case_attributes(loader.table))}
+    assert set(kept) == counted and kept == {case_id: current[case_id] for case_id in counted}
+
+
 def kept_groups(loader) -> set[frozenset[str]]:  # type: ignore[no-untyped-def]
     members = defaultdict(set)
     with loader.engine.connect() as conn:
@@ -453,6 +464,7 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
         groups = kept_groups(loader)
         assert groups == brute_force_groups(dsn), (step, summary.rebuilt, groups ^ brute_force_groups(dsn))
         grouped_at_least_once |= bool(groups)
+        assert_attributes_kept(loader)
         oracle = statistics_rows(loader, recomputed_statistics(loader.table))
         assert_same_rows(statistics_rows(loader, select(view)), oracle)
         assert summary.pairs == len(oracle)
