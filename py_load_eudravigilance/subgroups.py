@@ -153,18 +153,20 @@ def screen(
     95% bound within it, whether EMA's SDR rule holds within it (``ema_sdr_<name>``), and the relative ROR of the
     subgroup against the other cases with its lower bound; and with ``since``, ``a_new``: the pair's cases whose
     information (C.1.5) is from that day on."""
+    from py_load_eudravigilance.signals import CASE_DRUGS, CASE_REACTIONS, REACTION  # signals imports this module
+
     if not rows:
         return []
     (drug,) = {row["drug"] for row in rows}
-    events = [row["event_code"] for row in rows]
-    attributes, case_drugs, case_reactions = table(CASE_ATTRIBUTES), table("drug_event_case_drugs"), table("drug_event_case_reactions")
+    events = [row[REACTION] for row in rows]
+    attributes, case_drugs, case_reactions = table(CASE_ATTRIBUTES), table(CASE_DRUGS), table(CASE_REACTIONS)
     conditions = {name: subgroup_condition(attributes, name) for name in subgroups}
     if since is not None:
         conditions["new"] = attributes.c.most_recent_info >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc)
     counted = [count_where(condition).label(name) for name, condition in conditions.items()]
     with_drug = case_drugs.join(attributes, attributes.c[CASE_KEY] == case_drugs.c[CASE_KEY])
     pairs = with_drug.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
-    event = case_reactions.c.event_code
+    event = case_reactions.c[REACTION]
     a_in = {
         row[0]: row._mapping
         for row in conn.execute(select(event, *counted).select_from(pairs).where(case_drugs.c.drug == drug).group_by(event))
@@ -178,7 +180,7 @@ def screen(
     n_in = conn.execute(select(*counted).select_from(attributes)).one()._mapping
     screened = []
     for row in rows:
-        code, extra = row["event_code"], {}
+        code, extra = row[REACTION], {}
         for name in subgroups:
             inside = SubgroupCounts(a_in.get(code, {}).get(name, 0), drug_in[name], event_in.get(code, {}).get(name, 0), n_in[name])
             outside = SubgroupCounts(
