@@ -2,14 +2,16 @@
 
 ``drug_event_statistics`` is a view over counts the database keeps up to date case by case. Counts
 are of distinct cases among the ``n`` cases that have at least one counted drug and one coded
-reaction (the population): ``a`` with the drug and the reaction, ``b`` the drug without the
-reaction, ``c`` the reaction without the drug, ``d`` neither. Each statistic is built as a small
-expression below (read them as the formulas in docs/signals.md); one whose formula divides by zero
-or takes the logarithm of zero is NULL.
+reaction (the population), one per group of duplicates (:mod:`duplicates`): ``a`` with the drug
+and the event, ``b`` the drug without the event, ``c`` the event without the drug, ``d`` neither.
+The event is the reaction's MedDRA PT in the reference version, else its reported code
+(:func:`coded_reactions`). Each statistic is built as a small expression below (read them as the
+formulas in docs/signals.md); one whose formula divides by zero or takes the logarithm of zero is
+NULL.
 
 Kept incrementally: every load queues the cases it wrote (``drug_event_pending_cases``, in its own
-transaction). A refresh takes the queued cases, reads what each contributed to the counts (its
-counted drugs and coded reactions, kept per case) and what it contributes now, and applies the
+transaction). A refresh takes the queued cases and those in their duplicate groups, reads what each
+contributed to the counts (its counted drugs and events, kept per case) and what it contributes now, and applies the
 difference (:func:`count_changes`, pure) to the pair counts ``a``, the cases per drug, the cases
 per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. Its cost
 follows the queued cases, not the database. A full rebuild recomputes everything from the current
