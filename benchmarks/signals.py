@@ -35,7 +35,7 @@ from benchmarks.scale import copy_cases
 from loaders.registry import get_loader
 from py_load_eudravigilance.fixtures.generator import CorpusSpec, write_corpus
 from py_load_eudravigilance.pipeline import run_load
-from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, STATISTICS_TABLE, StatisticsSummary, recomputed_statistics, refresh
+from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, REACTION, STATISTICS_TABLE, StatisticsSummary, recomputed_statistics, refresh
 
 STATISTICS_SOURCES = ("icsr_master", "drugs", "drug_substances", "reactions")
 SEED, LOAD = 31, 32  # generator seeds: distinct case ids in each corpus
@@ -77,7 +77,7 @@ def timed_refresh(loader, rebuild: bool) -> tuple[StatisticsSummary, float, floa
 
 def verify(loader) -> int:  # type: ignore[no-untyped-def]
     """Rows of the view that differ from the one-query computation (counts and signal flag)."""
-    compared = ("drug", "reaction_meddra_code", "a", "b", "c", "d", "n", "signal")
+    compared = ("drug", REACTION, "a", "b", "c", "d", "n", "signal")
     with loader.engine.connect() as conn:
         view = {tuple(row) for row in conn.execute(select(*(loader.table(STATISTICS_TABLE).c[c] for c in compared)))}
         oracle = recomputed_statistics(loader.table).subquery()

@@ -39,10 +39,12 @@ CELLS_CHECK_DESCRIPTION = "The 2x2 table of every pair the refresh changed is wh
 
 
 class StatisticsConfig(Config):
-    """Which G.k.1 drug roles count (default: the ``signals.drug_roles`` setting, suspect and interacting), and whether
-    to recount every case instead of those loaded since the last refresh."""
+    """Which G.k.1 drug roles count (default: the ``signals.drug_roles`` setting, suspect and interacting), the MedDRA
+    version whose PTs the events are (default: the ``signals.meddra_version`` setting, else the latest loaded), and
+    whether to recount every case instead of those loaded since the last refresh."""
 
     drug_roles: list[str] | None = None
+    meddra_version: str | None = None
     rebuild: bool = False
 
 
@@ -53,15 +55,19 @@ class StatisticsConfig(Config):
     automation_condition=AutomationCondition.eager(),
     check_specs=[AssetCheckSpec(CELLS_CHECK, asset=STATISTICS_TABLE, description=CELLS_CHECK_DESCRIPTION)],
     description=(
-        "Drug-event disproportionality (PRR, ROR, chi-square, IC with their intervals, and the signal flag) over the "
-        "current, non-nullified cases; kept up to date in the database after each load, from the cases it wrote."
+        "Drug-event disproportionality (PRR, ROR, chi-square, IC with their intervals, the signal flag and the rules met) "
+        "of every active substance and MedDRA PT (with its name) over the current, non-nullified cases; kept up to date "
+        "in the database after each load, from the cases it wrote."
     ),
 )
 def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) -> MaterializeResult:
     # Roles given in the run's config are checked as the setting is (G.k.1 codes); none given: the setting
-    roles = SignalSettings(drug_roles=config.drug_roles).drug_roles if config.drug_roles is not None else load_settings().signals.drug_roles
+    setting = load_settings().signals
+    roles = SignalSettings(drug_roles=config.drug_roles).drug_roles if config.drug_roles is not None else setting.drug_roles
     loader = database.loader()
-    summary = refresh_drug_event_statistics(loader.engine, roles, config.rebuild, database.db_schema)
+    summary = refresh_drug_event_statistics(
+        loader.engine, roles, config.rebuild, database.db_schema, meddra_version=config.meddra_version or setting.meddra_version
+    )
     # The rows of the pairs this refresh changed (of the last refresh, should another one have run since), read by key
     changed = changed_statistics(database.reader().table).subquery("changed")
     with loader.engine.begin() as conn:
@@ -79,6 +85,8 @@ def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) 
             "changed_pairs": summary.changed_pairs,
             "signals_among_changed_pairs": summary.changed_pair_signals,
             "drug_roles": ", ".join(roles),
+            # The events: PTs of this MedDRA version (their names in the table), or the reported codes without MedDRA
+            "meddra_version": summary.meddra_version or "none loaded: events are the reported codes",
             "top_signals": MetadataValue.md(markdown_table(top)),
         },
         check_results=[

@@ -62,7 +62,7 @@ from py_load_eudravigilance.schema import (
 from py_load_eudravigilance.signals import (
     queue_cases,
     rebuild_on_next_refresh,
-    retire_statistics_table,
+    retire_earlier_counts,
 )
 from py_load_eudravigilance.staging import SplitFailed, StagedFile, utc_now
 from py_load_eudravigilance.staging.copybinary import encode_value
@@ -130,7 +130,7 @@ class SQLAlchemyLoader(Loader):
         with self.engine.begin() as conn:
             self.dialect.acquire_schema_lock(conn)
             self.dialect.tune_session(conn)
-            retire_statistics_table(conn, self.schema)
+            retire_earlier_counts(conn, self.metadata)
             # Outdated views go first: create_all then makes them again, once the columns they read exist
             for view in reversed(self.outdated_views(conn)):
                 conn.execute(text(f"DROP VIEW {self.qualified(view.name)}"))

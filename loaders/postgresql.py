@@ -107,8 +107,10 @@ class PostgresDialect(Dialect):
     def keyed_lookups(self, conn: Connection) -> None:
         # A refresh joins a few thousand changed keys with tables of millions of rows: the planner, costing random
         # reads high, would scan the large table whole (measured: 3M pairs, 20k keys, 1.8 s against 0.8 s looked
-        # up). Without hash and merge joins it looks each key up in the primary key; no JIT for these small reads
-        for setting in ("enable_hashjoin", "enable_mergejoin", "jit"):
+        # up). Without hash and merge joins it looks each key up in the primary key; no JIT for these small reads.
+        # A filter on ~900 keys (`= ANY(array)`) of a 120k-row table was a sequential scan too (30-60 ms, growing
+        # with the table, against 3-13 ms through the index): no sequential scan where an index serves
+        for setting in ("enable_hashjoin", "enable_mergejoin", "enable_seqscan", "jit"):
             conn.execute(text(f"SET LOCAL {setting} = off"))
 
     def lock_for_refresh(self, conn: Connection, table: Table) -> None:

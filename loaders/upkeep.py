@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from loaders.dialect import Dialect, dialect_for
 from py_load_eudravigilance.meddra import RELEASES_TABLE, TERM_FILES, VERSION, Release
 from py_load_eudravigilance.schema import build_metadata
-from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, StatisticsSummary, refresh
+from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, StatisticsSummary, rebuild_on_next_refresh, refresh
 from py_load_eudravigilance.staging import utc_now
 
 
@@ -53,6 +53,8 @@ def load_meddra(engine: Engine, release: Release, schema: str | None = None, dia
     loaded: dict[str, int] = {}
     with engine.begin() as conn:
         dialect.tune_session(conn)
+        # The statistics count events as PTs of the latest release: the next refresh counts them again
+        rebuild_on_next_refresh(conn, table)
         for term_file in TERM_FILES:
             terms = table(term_file.table)
             conn.execute(terms.delete().where(terms.c[VERSION] == release.version))
@@ -73,8 +75,11 @@ def refresh_drug_event_statistics(
     rebuild: bool = False,
     schema: str | None = None,
     dialect: Dialect | None = None,
+    meddra_version: str | None = None,
 ) -> StatisticsSummary:
     """Bring ``drug_event_statistics`` up to date in one transaction: from the cases loads wrote since the last
-    refresh, or in full (``rebuild``, or when needed). Readers see the old statistics or the new ones."""
+    refresh, or in full (``rebuild``, or when needed). Events are PTs of ``meddra_version`` (default: the latest
+    MedDRA release loaded; none loaded: the reported codes). Readers see the old statistics or the new ones."""
     with engine.begin() as conn:
-        return refresh(conn, RefreshTarget(schema_tables(schema), dialect or dialect_for(engine)), drug_roles, rebuild)
+        target = RefreshTarget(schema_tables(schema), dialect or dialect_for(engine))
+        return refresh(conn, target, drug_roles, rebuild, meddra_version)

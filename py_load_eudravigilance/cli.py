@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from loaders.contract import Loader, LoadOutcome
     from py_load_eudravigilance.pipeline import RunSummary
     from py_load_eudravigilance.settings import Settings
+    from py_load_eudravigilance.signals import StatisticsSummary
 
 
 class DatabaseNotReady(Exception):
@@ -37,7 +39,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     for name in ("mode", "workers"):
         overrides[name] = getattr(args, name, None)
     overrides["source_uri"] = getattr(args, "source", None)
-    overrides["signals"] = {"drug_roles": getattr(args, "drug_roles", None)}
+    overrides["signals"] = {"drug_roles": getattr(args, "drug_roles", None), "meddra_version": getattr(args, "meddra_version", None)}
     return load_settings(overrides, getattr(args, "config", None))
 
 
@@ -277,6 +279,13 @@ def counted_names(settings: Settings, drug: str) -> CompoundSelect:
     return union(select(asked), of_product)
 
 
+def events_of(summary: StatisticsSummary) -> str:
+    """What the statistics' events are, as the output says it."""
+    if summary.meddra_version is None:
+        return "events: the reported MedDRA codes, no MedDRA release loaded"
+    return f"events: PTs of MedDRA {summary.meddra_version}"
+
+
 def cmd_signals(args: argparse.Namespace) -> int:
     from sqlalchemy.sql import Select
 
@@ -284,11 +293,16 @@ def cmd_signals(args: argparse.Namespace) -> int:
     from py_load_eudravigilance.pipeline import redact_dsn
     from py_load_eudravigilance.signal_rules import EB05, EB05_THRESHOLD
     from py_load_eudravigilance.signals import STATISTICS_TABLE, markdown_table, summary_query, top_pairs, with_ebgm
+    from py_load_eudravigilance.subgroups import check_screen, screen, screen_columns
 
+    check_screen(args.drug, args.subgroup or [], args.since)
     settings = settings_for(args)
     loader = database_to_read(settings)  # a mistyped path is an error, not an empty database with 0 pairs
     loader.create_all_tables()  # the statistics table, in a database initialised before it existed
-    summary = refresh_drug_event_statistics(loader.engine, settings.signals.drug_roles, args.rebuild, settings.database.db_schema)
+    signal_settings = settings.signals
+    summary = refresh_drug_event_statistics(
+        loader.engine, signal_settings.drug_roles, args.rebuild, settings.database.db_schema, meddra_version=signal_settings.meddra_version
+    )
     statistics = table_of(settings, STATISTICS_TABLE)
 
     def pairs(top: int | None, rule: str | None) -> Select:  # top_pairs, of the drug asked for by substance or product
@@ -304,20 +318,22 @@ def cmd_signals(args: argparse.Namespace) -> int:
             # EBGM's prior is fitted over every pair: all of them are read, then shown by EB05
             scored, fit = with_ebgm([dict(row) for row in conn.execute(top_pairs(statistics, None)).mappings()])
             flagged = None if args.rule == EB05 else args.rule
-            wanted = {(row.drug, row.reaction_meddra_code) for row in conn.execute(pairs(None, flagged))}
+            wanted = {(row.drug, row.event_code) for row in conn.execute(pairs(None, flagged))}
             shown = [
                 row
                 for row in scored
-                if (row["drug"], row["reaction_meddra_code"]) in wanted and (args.rule != EB05 or row["eb05"] >= EB05_THRESHOLD)
+                if (row["drug"], row["event_code"]) in wanted and (args.rule != EB05 or row["eb05"] >= EB05_THRESHOLD)
             ]
             rows = sorted(shown, key=lambda row: -row["eb05"])[: args.top]
         else:
             fit = None
             rows = conn.execute(pairs(args.top, args.rule)).mappings().all()
+        if args.subgroup or args.since:
+            rows = screen(conn, loader.table, rows, args.subgroup or [], args.since)
     how = "rebuilt in full" if summary.rebuilt else f"{summary.cases_recounted} cases recounted, {summary.changed_pairs} pairs changed"
     print(
         f"drug_event_statistics refreshed in {redact_dsn(settings.database.dsn)} ({how}): {summary.pairs} drug-event pairs, "
-        f"{signals} signals among {summary.cases} cases (drug roles {', '.join(settings.signals.drug_roles)})"
+        f"{signals} signals among {summary.cases} cases (drug roles {', '.join(settings.signals.drug_roles)}; {events_of(summary)})"
     )
     if fit is not None:
         prior = fit.prior
@@ -325,8 +341,10 @@ def cmd_signals(args: argparse.Namespace) -> int:
             f"EBGM prior (two-gamma mixture, maximum likelihood over {fit.pairs} pairs): alpha1={prior.alpha1:.4g} "
             f"beta1={prior.beta1:.4g} alpha2={prior.alpha2:.4g} beta2={prior.beta2:.4g} p={prior.p:.4g}"
         )
+    if args.since:
+        print(f"a_new: cases whose most recent information (C.1.5) is from {args.since.isoformat()} on")
     if rows:
-        print(markdown_table(rows))
+        print(markdown_table(rows, screen_columns(args.subgroup or [], args.since)))
     elif args.drug:
         print(f"no pairs for drug {args.drug.strip()!r}")
     return 0
@@ -458,6 +476,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("evans_prr", "ic025", "ema_sdr", "eb05"),
         help="only the pairs meeting this screening rule (docs/signal-rules.md); eb05 computes EBGM",
     )
+    signals.add_argument(
+        "--subgroup",
+        action="append",
+        metavar="NAME",
+        help="with --drug: counts, ROR, EMA's SDR rule and the relative ROR against the other cases within this subgroup: "
+        "paediatric, geriatric, female, male, eea, north_america, japan, asia, rest_of_world (repeatable; docs/signals.md)",
+    )
+    signals.add_argument(
+        "--since",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="with --drug: a_new, the cases of each pair whose most recent information (C.1.5) is from this day on",
+    )
+    signals.add_argument("--meddra-version", help="count events as PTs of this loaded MedDRA version (default: the latest loaded)")
     signals.add_argument("--ebgm", action="store_true", help="add EBGM, EB05 and EB95 (gamma-Poisson shrinker over every pair)")
     database_options(signals)
     signals.set_defaults(func=cmd_signals)
@@ -499,6 +531,8 @@ STATED_ERRORS = (
     "py_load_eudravigilance.settings:SettingsError",
     "py_load_eudravigilance.errors:E2BError",
     "py_load_eudravigilance.meddra:MeddraReleaseError",
+    "py_load_eudravigilance.signals:MeddraVersionNotLoaded",
+    "py_load_eudravigilance.subgroups:ScreenRequestError",
 )
 # ...and the others, shown with their type (SQLAlchemy's errors do not carry the password; botocore's:
 # no bucket, no credentials, no endpoint)

@@ -17,6 +17,7 @@ from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, Table, Text
 
 RELEASES_TABLE = "meddra_releases"
 LLT_TABLE = "meddra_llt"
+PT_TABLE = "meddra_pt"
 HIERARCHY_TABLE = "meddra_hierarchy"
 VERSION = "meddra_version"
 
@@ -35,7 +36,7 @@ TERM_FILES = (
     TermFile("soc.asc", "meddra_soc", {"soc_code": 0, "soc_name": 1, "soc_abbrev": 2}, ("soc_code",)),
     TermFile("hlgt.asc", "meddra_hlgt", {"hlgt_code": 0, "hlgt_name": 1}, ("hlgt_code",)),
     TermFile("hlt.asc", "meddra_hlt", {"hlt_code": 0, "hlt_name": 1}, ("hlt_code",)),
-    TermFile("pt.asc", "meddra_pt", {"pt_code": 0, "pt_name": 1, "primary_soc_code": 3}, ("pt_code",)),
+    TermFile("pt.asc", PT_TABLE, {"pt_code": 0, "pt_name": 1, "primary_soc_code": 3}, ("pt_code",)),
     TermFile("llt.asc", LLT_TABLE, {"llt_code": 0, "llt_name": 1, "pt_code": 2, "llt_currency": 9}, ("llt_code",)),
     # Every path from a PT up to a SOC (a PT sits under several); the flag marks its primary SOC path
     TermFile(

@@ -81,12 +81,14 @@ class CatalogSettings(BaseModel):
 
 
 class SignalSettings(BaseModel):
-    """Which drugs the drug-event statistics count: their G.k.1 roles (1 suspect, 2 concomitant, 3 interacting,
-    4 not administered). From the environment: ``..._SIGNALS__DRUG_ROLES=1,3``."""
+    """What the drug-event statistics count: drugs of these G.k.1 roles (1 suspect, 2 concomitant, 3 interacting,
+    4 not administered), events as PTs of this MedDRA version. From the environment: ``..._SIGNALS__DRUG_ROLES=1,3``."""
 
     model_config = ConfigDict(extra="forbid")
 
     drug_roles: list[str] = list(DEFAULT_DRUG_ROLES)
+    # The MedDRA version whose PTs the events are (``..._SIGNALS__MEDDRA_VERSION``); None: the latest release loaded
+    meddra_version: str | None = None
 
     @field_validator("drug_roles", mode="before")
     @classmethod

@@ -2,14 +2,16 @@
 
 ``drug_event_statistics`` is a view over counts the database keeps up to date case by case. Counts
 are of distinct cases among the ``n`` cases that have at least one counted drug and one coded
-reaction (the population): ``a`` with the drug and the reaction, ``b`` the drug without the
-reaction, ``c`` the reaction without the drug, ``d`` neither. Each statistic is built as a small
-expression below (read them as the formulas in docs/signals.md); one whose formula divides by zero
-or takes the logarithm of zero is NULL.
+reaction (the population), one per group of duplicates (:mod:`duplicates`): ``a`` with the drug
+and the event, ``b`` the drug without the event, ``c`` the event without the drug, ``d`` neither.
+The event is the reaction's MedDRA PT in the reference version, else its reported code
+(:func:`coded_reactions`). Each statistic is built as a small expression below (read them as the
+formulas in docs/signals.md); one whose formula divides by zero or takes the logarithm of zero is
+NULL.
 
 Kept incrementally: every load queues the cases it wrote (``drug_event_pending_cases``, in its own
-transaction). A refresh takes the queued cases, reads what each contributed to the counts (its
-counted drugs and coded reactions, kept per case) and what it contributes now, and applies the
+transaction). A refresh takes the queued cases and those in their duplicate groups, reads what each
+contributed to the counts (its counted drugs and events, kept per case) and what it contributes now, and applies the
 difference (:func:`count_changes`, pure) to the pair counts ``a``, the cases per drug, the cases
 per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. Its cost
 follows the queued cases, not the database. A full rebuild recomputes everything from the current
@@ -52,11 +54,12 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import CreateView
+from sqlalchemy.schema import CreateView, DropView
 
-from py_load_eudravigilance import markdown
+from py_load_eudravigilance import duplicates, markdown, subgroups
 from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.meddra import LLT_TABLE, PT_TABLE, RELEASES_TABLE, VERSION
 from py_load_eudravigilance.views import TableNamed, count_where, current_cases
 
 logger = logging.getLogger(__name__)
@@ -70,7 +73,10 @@ DRUG_COUNTS = "drug_event_drug_counts"
 REACTION_COUNTS = "drug_event_reaction_counts"
 COUNTS_STATE = "drug_event_counts_state"
 CHANGED_PAIRS = "drug_event_changed_pairs"
-REACTION = "reaction_meddra_code"
+# The event of a pair: the PT code in the reference MedDRA version, else the reported code (coded_reactions)
+REACTION = "event_code"
+EVENT_NAME = "event_name"
+STATE_VERSION = "meddra_version"
 # G.k.1 drug roles counted by default: suspect (1) and interacting (3)
 DEFAULT_DRUG_ROLES = ("1", "3")
 COUNTS = ("a", "b", "c", "d", "n")
@@ -121,50 +127,84 @@ def counted_drugs(table: TableNamed, drug_roles: Sequence[str]) -> Select:
     )
 
 
-def coded_reactions(table: TableNamed) -> Select:
-    """(case, MedDRA code) for every coded reaction of a current case."""
+def coded_reactions(table: TableNamed, meddra_version: str | None = None) -> Select:
+    """(case, event) for every coded reaction of a current case. The event is the PT that the reported code (E.i.2.1b:
+    an LLT or a PT code, of any version; LLT codes are never reused) maps to through the LLT table of
+    ``meddra_version``, non-current LLTs included; the reported code itself without a MedDRA version, or for a code
+    that version does not hold."""
     master, reactions = table("icsr_master"), table("reactions")
     code = func.trim(reactions.c.reaction_meddra_code)
+    event = code
+    if meddra_version is not None:
+        llt = table(LLT_TABLE)
+        pt_code = select(llt.c.pt_code).where(llt.c[VERSION] == meddra_version, llt.c.llt_code == code).scalar_subquery()
+        event = func.coalesce(pt_code, code)
     return (
-        select(master.c[CASE_KEY], code.label("reaction_meddra_code"))
+        select(master.c[CASE_KEY], event.label(REACTION))
         .select_from(master.join(reactions, reactions.c[CASE_KEY] == master.c[CASE_KEY]))
         .where(current_cases(master), func.coalesce(code, "") != "")
     )
 
 
-def contingency_counts(table: TableNamed, drug_roles: Sequence[str]) -> Select:
-    """a, b, c, d and n of every (drug, reaction) pair reported together at least once."""
+def version_order(version: str) -> tuple[tuple[int, int, str], ...]:
+    """A MedDRA version as it sorts: ``27.1`` after ``9.0`` (numbers as numbers)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in version.strip().split("."))
+
+
+class MeddraVersionNotLoaded(ValueError):
+    """The MedDRA version asked for as the statistics' reference is not loaded."""
+
+
+def reference_meddra_version(conn: Connection, table: TableNamed, wanted: str | None = None) -> str | None:
+    """The MedDRA version whose PTs the statistics count: ``wanted`` (refused unless loaded), else the latest release
+    loaded, else None (reported codes)."""
+    loaded = list(conn.scalars(select(table(RELEASES_TABLE).c[VERSION])))
+    if wanted is not None:
+        if wanted not in loaded:
+            held = ", ".join(sorted(loaded, key=version_order)) or "none"
+            raise MeddraVersionNotLoaded(f"MedDRA {wanted} is not loaded (loaded: {held}); load it with `eudravigloader meddra load`")
+        return wanted
+    return max(loaded, key=version_order, default=None)
+
+
+def contingency_counts(table: TableNamed, drug_roles: Sequence[str], meddra_version: str | None = None) -> Select:
+    """a, b, c, d and n of every (drug, event) pair reported together at least once."""
     drugs = counted_drugs(table, drug_roles).cte("counted_drug")
-    reactions = coded_reactions(table).cte("coded_reaction")
-    # The cases counted: at least one counted drug and one coded reaction
-    with_both = and_(drugs.c.drug != "", drugs.c[CASE_KEY].in_(select(reactions.c[CASE_KEY])))
+    reactions = coded_reactions(table, meddra_version).cte("coded_reaction")
+    # The cases counted: at least one counted drug and one coded reaction, one case per group of duplicates (the
+    # groups as the last refresh left them)
+    with_both = and_(
+        drugs.c.drug != "",
+        drugs.c[CASE_KEY].in_(select(reactions.c[CASE_KEY])),
+        drugs.c[CASE_KEY].not_in(duplicates.left_out_of_counts(table)),
+    )
     population = select(drugs.c[CASE_KEY]).where(with_both).distinct().cte("population")
     in_population = select(population.c[CASE_KEY])
     drug_cases = (
         select(drugs.c[CASE_KEY], drugs.c.drug).where(drugs.c.drug != "", drugs.c[CASE_KEY].in_(in_population)).distinct().cte("drug_case")
     )
     event_cases = (
-        select(reactions.c[CASE_KEY], reactions.c.reaction_meddra_code)
+        select(reactions.c[CASE_KEY], reactions.c[REACTION])
         .where(reactions.c[CASE_KEY].in_(in_population))
         .distinct()
         .cte("event_case")
     )
     pairs = (
-        select(drug_cases.c.drug, event_cases.c.reaction_meddra_code, func.count().label("a"))
+        select(drug_cases.c.drug, event_cases.c[REACTION], func.count().label("a"))
         .select_from(drug_cases.join(event_cases, event_cases.c[CASE_KEY] == drug_cases.c[CASE_KEY]))
-        .group_by(drug_cases.c.drug, event_cases.c.reaction_meddra_code)
+        .group_by(drug_cases.c.drug, event_cases.c[REACTION])
         .subquery("pair")
     )
     with_drug = select(drug_cases.c.drug, func.count().label("cases")).group_by(drug_cases.c.drug).subquery("with_drug")
     with_event = (
-        select(event_cases.c.reaction_meddra_code, func.count().label("cases"))
-        .group_by(event_cases.c.reaction_meddra_code)
+        select(event_cases.c[REACTION], func.count().label("cases"))
+        .group_by(event_cases.c[REACTION])
         .subquery("with_event")
     )
     n = select(func.count()).select_from(population).scalar_subquery()
     return select(
         pairs.c.drug,
-        pairs.c.reaction_meddra_code,
+        pairs.c[REACTION],
         pairs.c.a,
         (with_drug.c.cases - pairs.c.a).label("b"),
         (with_event.c.cases - pairs.c.a).label("c"),
@@ -172,7 +212,7 @@ def contingency_counts(table: TableNamed, drug_roles: Sequence[str]) -> Select:
         n.label("n"),
     ).select_from(
         pairs.join(with_drug, with_drug.c.drug == pairs.c.drug).join(
-            with_event, with_event.c.reaction_meddra_code == pairs.c.reaction_meddra_code
+            with_event, with_event.c[REACTION] == pairs.c[REACTION]
         )
     )
 
@@ -211,7 +251,8 @@ def point_estimates(counts: Select) -> Select:
 
 
 def statistics(counts: Select) -> Select:
-    """Every column of ``drug_event_statistics``: counts, estimates, their 95% intervals and the signal flag."""
+    """Every column of ``drug_event_statistics``: the keys of ``counts`` (every column but the counts), the counts,
+    estimates, their 95% intervals, the signal flag and the rules met."""
     estimates = point_estimates(counts).subquery("estimates")
     e = estimates.c
     ic = e.log2_observed - e.log2_expected
@@ -233,9 +274,9 @@ def statistics(counts: Select) -> Select:
         return case((condition, True), else_=false())
 
     signal = flag(or_(evans, ic025 > 0.0))
+    keys = [column for column in counts.selected_columns if column.name not in COUNTS]
     return select(
-        e.drug,
-        e.reaction_meddra_code,
+        *(e[column.name] for column in keys),
         *(e[name] for name in COUNTS),
         e.prr,
         interval(e.prr, e.prr_se, -1).label("prr_lower95"),
@@ -254,9 +295,9 @@ def statistics(counts: Select) -> Select:
     )
 
 
-def recomputed_statistics(table: TableNamed, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES) -> Select:
+def recomputed_statistics(table: TableNamed, drug_roles: Sequence[str] = DEFAULT_DRUG_ROLES, meddra_version: str | None = None) -> Select:
     """Every row of ``drug_event_statistics`` computed from scratch in one query: the oracle of the kept counts."""
-    return statistics(contingency_counts(table, drug_roles))
+    return statistics(contingency_counts(table, drug_roles, meddra_version))
 
 
 # -- the counts, kept incrementally ---------------------------------------------------------------------------------
@@ -341,23 +382,45 @@ def role_key(drug_roles: Sequence[str]) -> str:
     return ",".join(sorted({role.strip() for role in drug_roles}))
 
 
+@dataclass(frozen=True)
+class Basis:
+    """What the counts count by: the G.k.1 roles of the drugs counted, and the MedDRA version whose PTs the events are
+    (None: the reported codes). Counts held on another basis are rebuilt."""
+
+    drug_roles: Sequence[str]
+    meddra_version: str | None = None
+
+    def holds(self, state: Mapping[str, Any]) -> bool:
+        """Whether the counts of this state row were built on this basis."""
+        return state["drug_roles"] == role_key(self.drug_roles) and state[STATE_VERSION] == self.meddra_version
+
+
 def stored_counts(table: TableNamed, changed_only: bool = False) -> Select:
-    """a, b, c, d and n of every pair from the kept counts (``changed_only``: of the pairs the last refresh changed)."""
+    """a, b, c, d and n of every pair from the kept counts, with the event's PT name and the MedDRA version the events
+    are PTs of (both NULL when the events are reported codes); ``changed_only``: of the pairs the last refresh changed."""
     pairs, drugs, reactions, state = table(PAIR_COUNTS), table(DRUG_COUNTS), table(REACTION_COUNTS), table(COUNTS_STATE)
+    pts = table(PT_TABLE)
     # The state row by its key, so that the planner knows it is one row (a table it has no statistics of yet is guessed
     # at a thousand, and PostgreSQL spent seconds compiling the view with its JIT for the rows that guess promised)
-    one_row = select(state.c.cases).where(state.c.id == STATE_ID).subquery("state")
+    one_row = select(state.c.cases, state.c[STATE_VERSION]).where(state.c.id == STATE_ID).subquery("state")
     n = one_row.c.cases
-    joined = pairs.join(drugs, drugs.c.drug == pairs.c.drug).join(reactions, reactions.c[REACTION] == pairs.c[REACTION])
+    joined = (
+        pairs.join(drugs, drugs.c.drug == pairs.c.drug)
+        .join(reactions, reactions.c[REACTION] == pairs.c[REACTION])
+        .join(one_row, true())
+        .outerjoin(pts, and_(pts.c[VERSION] == one_row.c[STATE_VERSION], pts.c.pt_code == pairs.c[REACTION]))
+    )
     counts = select(
         pairs.c.drug,
         pairs.c[REACTION],
+        pts.c.pt_name.label(EVENT_NAME),
+        one_row.c[STATE_VERSION],
         pairs.c.a,
         (drugs.c.cases - pairs.c.a).label("b"),
         (reactions.c.cases - pairs.c.a).label("c"),
         (n - drugs.c.cases - reactions.c.cases + pairs.c.a).label("d"),
         n.label("n"),
-    ).select_from(joined.join(one_row, true()))
+    ).select_from(joined)
     return counts.where(among_changed_pairs(table)) if changed_only else counts
 
 
@@ -396,16 +459,20 @@ class StatisticsSummary:
 
     pairs: int  # drug-event pairs in drug_event_statistics
     cases: int  # n: cases with a counted drug and a coded reaction
-    rebuilt: bool  # recomputed in full (first refresh, after a full reload, other drug roles, or asked for)
+    rebuilt: bool  # recomputed in full (first refresh, after a full reload or a MedDRA load, another basis, or asked for)
     cases_recounted: int  # cases whose contribution was read again (every case of the population after a rebuild)
     changed_pairs: int  # pairs whose a changed (added, changed or gone; every pair after a rebuild)
     changed_pair_signals: int  # signals among the changed pairs still present
+    meddra_version: str | None  # the MedDRA version whose PTs the events are; None: the reported codes
 
 
-def refresh(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str], rebuild: bool = False) -> StatisticsSummary:
+def refresh(
+    conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str], rebuild: bool = False, meddra_version: str | None = None
+) -> StatisticsSummary:
     """Bring the counts up to date in ``conn``'s transaction: incrementally from the queued cases, or in full when
-    asked, when no counts exist yet, after a full reload, when they were built for other drug roles, or when more
-    than :data:`MOST_QUEUED_ROWS` cases are queued.
+    asked, when no counts exist yet, after a full reload or a MedDRA load, when they were built on another basis
+    (other drug roles, or PTs of another MedDRA version: ``meddra_version``, by default the latest loaded), or when
+    more than :data:`MOST_QUEUED_ROWS` cases are queued.
 
     Concurrent loads are never lost: the queued cases are taken off the queue before their data is read, so a load
     committing meanwhile either is seen by that read or leaves its queue rows for the next refresh (recounting a
@@ -413,17 +480,18 @@ def refresh(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str], re
     state = hooks.table(COUNTS_STATE)
     hooks.lock_for_refresh(conn, state)
     held = conn.execute(select(state).where(state.c.id == STATE_ID)).mappings().first()
-    if rebuild or held is None or held["rebuild"] or held["drug_roles"] != role_key(drug_roles):
-        return rebuild_counts(conn, hooks, drug_roles)
+    basis = Basis(drug_roles, reference_meddra_version(conn, hooks.table, meddra_version))
+    if rebuild or held is None or held["rebuild"] or not basis.holds(held):
+        return rebuild_counts(conn, hooks, basis)
     if queued_rows(conn, hooks, up_to=MOST_QUEUED_ROWS + 1) > MOST_QUEUED_ROWS:
-        return rebuild_counts(conn, hooks, drug_roles)
+        return rebuild_counts(conn, hooks, basis)
     try:
         # In a savepoint: when the counts are out of step, its writes and its planner settings go before the rebuild
         with conn.begin_nested():
-            return update_counts(conn, hooks, drug_roles, held)
+            return update_counts(conn, hooks, basis, held)
     except CountsOutOfStep as error:
         logger.warning("drug-event counts out of step with their cases (%s): rebuilding them", error)
-        return rebuild_counts(conn, hooks, drug_roles)
+        return rebuild_counts(conn, hooks, basis)
 
 
 def queued_rows(conn: Connection, hooks: RefreshHooks, up_to: int) -> int:
@@ -453,15 +521,15 @@ def stored_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str]
     return {case_id: contribution(drugs_of[case_id], reactions_of[case_id]) for case_id in cases}
 
 
-def current_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str], drug_roles: Sequence[str]) -> dict[str, Contribution]:
+def current_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str], basis: Basis) -> dict[str, Contribution]:
     """What ``cases`` contribute now, by the queries of the full computation restricted to them: drugs and reactions
     in one statement, so that both come from the same version of a case."""
     master = hooks.table("icsr_master")
     drugs_of: dict[str, list[str]] = defaultdict(list)
     reactions_of: dict[str, list[str]] = defaultdict(list)
     for clause in hooks.case_filters(master.c[CASE_KEY], cases):
-        drugs = counted_drugs(hooks.table, drug_roles).where(clause).add_columns(literal(True).label("is_drug"))
-        reactions = coded_reactions(hooks.table).where(clause).add_columns(literal(False).label("is_drug"))
+        drugs = counted_drugs(hooks.table, basis.drug_roles).where(clause).add_columns(literal(True).label("is_drug"))
+        reactions = coded_reactions(hooks.table, basis.meddra_version).where(clause).add_columns(literal(False).label("is_drug"))
         for case_id, value, is_drug in conn.execute(union_all(drugs, reactions)):
             (drugs_of if is_drug else reactions_of)[case_id].append(value)
     return {case_id: contribution(drugs_of[case_id], reactions_of[case_id]) for case_id in cases}
@@ -475,14 +543,17 @@ def held_counts(conn: Connection, hooks: RefreshHooks, name: str, key: str, keys
     return held
 
 
-def update_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str], held: Mapping[str, Any]) -> StatisticsSummary:
-    """Apply the changes of the queued cases; raises :class:`CountsOutOfStep` before writing any count that would
-    fall below zero."""
+def update_counts(conn: Connection, hooks: RefreshHooks, basis: Basis, held: Mapping[str, Any]) -> StatisticsSummary:
+    """Apply the changes of the queued cases, and of the cases in their duplicate groups (before or after: a group's
+    representative may change); raises :class:`CountsOutOfStep` before writing any count that would fall below
+    zero."""
     table = hooks.table
     hooks.keyed_lookups(conn)  # every statement below reads or writes the rows of a few keys
-    cases = take_pending_cases(conn, hooks)
+    cases, groups = duplicates.regroup(conn, hooks, take_pending_cases(conn, hooks))
     before = stored_contributions(conn, hooks, cases)
-    after = current_contributions(conn, hooks, cases, drug_roles)
+    current = current_contributions(conn, hooks, cases, basis)
+    left_out = duplicates.write_groups(conn, hooks, cases, groups, lambda case_id: current[case_id] != NOTHING)
+    after = {case_id: NOTHING if case_id in left_out else part for case_id, part in current.items()}
     changes = count_changes(before, after)
     # The changed pairs, kept for the reports of this refresh, also name the pair counts to read and replace
     pairs, changed = table(PAIR_COUNTS), table(CHANGED_PAIRS)
@@ -504,6 +575,7 @@ def update_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[st
             conn.execute(kept.delete().where(clause))
         rows = [{CASE_KEY: case_id, column: value} for case_id in changed_cases for value in sorted(getattr(after[case_id], values))]
         hooks.insert_records(conn, kept, rows)
+    write_attributes(conn, hooks, [case_id for case_id in cases if after[case_id] != NOTHING], cases)
     conn.execute(pairs.delete().where(among_changed_pairs(table)))
     hooks.insert_records(conn, pairs, [{"drug": d, REACTION: r, "a": a} for (d, r), a in sorted(new_pairs.items()) if a])
     for name, key, values in ((DRUG_COUNTS, "drug", new_drugs), (REACTION_COUNTS, REACTION, new_reactions)):
@@ -524,7 +596,19 @@ def update_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[st
         cases_recounted=len(cases),
         changed_pairs=len(changes.pairs),
         changed_pair_signals=changed_signal_count(conn, table),
+        meddra_version=basis.meddra_version,
     )
+
+
+def write_attributes(conn: Connection, hooks: RefreshHooks, counted: list[str], recounted: list[str]) -> None:
+    """Replace the subgroups' attributes of the ``recounted`` cases by the current ones of those ``counted`` (a
+    follow-up may change a case's age or country without changing its contribution)."""
+    attributes, master = hooks.table(subgroups.CASE_ATTRIBUTES), hooks.table("icsr_master")
+    for clause in hooks.case_filters(attributes.c[CASE_KEY], recounted):
+        conn.execute(attributes.delete().where(clause))
+    for clause in hooks.case_filters(master.c[CASE_KEY], counted):
+        rows = conn.execute(subgroups.case_attributes(hooks.table, clause)).mappings().all()
+        hooks.insert_records(conn, attributes, [dict(row) for row in rows])
 
 
 def changed_signal_count(conn: Connection, table: TableNamed) -> int:
@@ -532,7 +616,7 @@ def changed_signal_count(conn: Connection, table: TableNamed) -> int:
     return int(conn.scalar(select(count_where(changed.c.signal))))
 
 
-def rebuild_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[str]) -> StatisticsSummary:
+def rebuild_counts(conn: Connection, hooks: RefreshHooks, basis: Basis) -> StatisticsSummary:
     """Recompute the contributions and the counts from every current case; empties the queue."""
     table = hooks.table
     # First off the queue: a load committing later is either seen by the statements below or stays queued
@@ -543,8 +627,8 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[s
     )
     for emptied in (case_drugs, case_reactions, pairs, drugs, reactions, changed, state):
         conn.execute(emptied.delete())
-    counted = counted_drugs(table, drug_roles).subquery("counted_drug")
-    coded = coded_reactions(table).subquery("coded_reaction")
+    counted = counted_drugs(table, basis.drug_roles).subquery("counted_drug")
+    coded = coded_reactions(table, basis.meddra_version).subquery("coded_reaction")
     with_reaction = select(coded.c[CASE_KEY])
     conn.execute(
         case_drugs.insert().from_select(
@@ -562,6 +646,21 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[s
     # leaves the population (its load queued it for the next refresh)
     reacted = exists().where(case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
     conn.execute(case_drugs.delete().where(~reacted))
+
+    def counted_of(conn: Connection, members: list[str]) -> set[str]:
+        found: set[str] = set()
+        for clause in hooks.case_filters(case_drugs.c[CASE_KEY], members):
+            found.update(conn.scalars(select(case_drugs.c[CASE_KEY]).where(clause).distinct()))
+        return found
+
+    # Duplicates count once: the members of a group other than its representative leave the population
+    duplicates.rebuild_groups(conn, hooks, counted_of)
+    for kept in (case_drugs, case_reactions):
+        conn.execute(kept.delete().where(kept.c[CASE_KEY].in_(duplicates.left_out_of_counts(table))))
+    attributes, master = table(subgroups.CASE_ATTRIBUTES), table("icsr_master")
+    conn.execute(attributes.delete())
+    counted_cases = subgroups.case_attributes(table, master.c[CASE_KEY].in_(select(case_drugs.c[CASE_KEY])))
+    conn.execute(attributes.insert().from_select([column.name for column in counted_cases.selected_columns], counted_cases))
     together = case_drugs.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
     conn.execute(
         pairs.insert().from_select(
@@ -576,7 +675,16 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[s
     conn.execute(changed.insert().from_select(["drug", REACTION], select(pairs.c.drug, pairs.c[REACTION])))
     total_cases = int(conn.scalar(select(func.count(case_drugs.c[CASE_KEY].distinct()))))
     total_pairs = int(conn.scalar(select(func.count()).select_from(pairs)))
-    conn.execute(state.insert().values(id=STATE_ID, drug_roles=role_key(drug_roles), cases=total_cases, pairs=total_pairs, rebuild=False))
+    conn.execute(
+        state.insert().values(
+            id=STATE_ID,
+            drug_roles=role_key(basis.drug_roles),
+            **{STATE_VERSION: basis.meddra_version},
+            cases=total_cases,
+            pairs=total_pairs,
+            rebuild=False,
+        )
+    )
     return StatisticsSummary(
         pairs=total_pairs,
         cases=total_cases,
@@ -584,6 +692,7 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, drug_roles: Sequence[s
         cases_recounted=total_cases,
         changed_pairs=total_pairs,
         changed_pair_signals=changed_signal_count(conn, table),
+        meddra_version=basis.meddra_version,
     )
 
 
@@ -593,19 +702,47 @@ def queue_cases(conn: Connection, hooks: RefreshHooks, case_ids: Iterable[str]) 
 
 
 def rebuild_on_next_refresh(conn: Connection, table: TableNamed) -> None:
-    """After a full reload: the next refresh recomputes the counts in full (the view shows the old ones until then)."""
+    """After a full reload, or a MedDRA load (the events' PTs may change): the next refresh recomputes the counts in
+    full (the view shows the old ones until then)."""
     state = table(COUNTS_STATE)
     conn.execute(state.update().values(rebuild=True))
 
 
-def retire_statistics_table(conn: Connection, schema: str | None) -> None:
-    """A database made before the counts were kept incrementally holds ``drug_event_statistics`` as a table: drop it,
-    so that the view takes its name (the first refresh rebuilds the counts)."""
+KEPT_TABLES = (
+    PENDING_CASES,
+    CASE_DRUGS,
+    CASE_REACTIONS,
+    PAIR_COUNTS,
+    DRUG_COUNTS,
+    REACTION_COUNTS,
+    COUNTS_STATE,
+    CHANGED_PAIRS,
+    duplicates.CASE_IDENTIFIERS,
+    duplicates.DUPLICATE_GROUPS,
+    subgroups.CASE_ATTRIBUTES,
+)
+
+
+def retire_earlier_counts(conn: Connection, metadata: MetaData) -> None:
+    """Drop what an earlier release kept of the statistics when its columns differ from this release's (all of it is
+    derived from the cases): ``drug_event_statistics`` as a table (before the counts were kept), or kept counts keyed
+    otherwise. The schema's creation makes them again, empty, and the first refresh rebuilds the counts."""
+    schema = metadata.schema
     inspector = inspect(conn)
-    if inspector.has_table(COUNTS_STATE, schema=schema):
-        return  # made by this release: nothing to retire
-    if STATISTICS_TABLE in inspector.get_table_names(schema=schema):
-        Table(STATISTICS_TABLE, MetaData(schema=schema)).drop(conn)
+    present = set(inspector.get_table_names(schema=schema))
+    if COUNTS_STATE not in present:
+        if STATISTICS_TABLE in present:
+            Table(STATISTICS_TABLE, MetaData(schema=schema)).drop(conn)
+        return
+    qualified = (lambda name: f"{schema}.{name}") if schema else (lambda name: name)
+    wanted = {name: set(metadata.tables[qualified(name)].columns.keys()) for name in KEPT_TABLES}
+    held = {name: {column["name"] for column in inspector.get_columns(name, schema=schema)} for name in KEPT_TABLES if name in present}
+    if all(held.get(name) == columns for name, columns in wanted.items()):
+        return
+    for view in set(inspector.get_view_names(schema=schema)) & {STATISTICS_TABLE, duplicates.DUPLICATES_VIEW}:
+        conn.execute(DropView(Table(view, MetaData(schema=schema))))
+    for name in held:
+        Table(name, MetaData(schema=schema)).drop(conn)
 
 
 # The rules the view flags (meets_<rule>); EB05 needs the EBGM prior, fitted over all pairs when asked
@@ -634,14 +771,14 @@ def rules_of(row: Mapping[str, Any]) -> str:
 
 
 # The columns a reader scans first, as the CLI and the Dagster metadata show them
-SHOWN_COLUMNS = ("drug", "reaction_meddra_code", "a", "b", "c", "d", "prr", "ror", "ror_lower95", "chi_square", "ic025", "signal", "rules")
+SHOWN_COLUMNS = ("drug", REACTION, EVENT_NAME, "a", "b", "c", "d", "prr", "ror", "ror_lower95", "chi_square", "ic025", "signal", "rules")
 EBGM_COLUMNS = ("ebgm", "eb05", "eb95")
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``rows`` of the table as a Markdown table of :data:`SHOWN_COLUMNS` (with EBGM's when computed; statistics to 2
-    decimals, NULL as -)."""
-    columns = SHOWN_COLUMNS + (EBGM_COLUMNS if rows and "eb05" in rows[0] else ())
+def markdown_table(rows: Sequence[Mapping[str, Any]], extra: Sequence[str] = ()) -> str:
+    """``rows`` of the table as a Markdown table of :data:`SHOWN_COLUMNS` (with EBGM's when computed, then ``extra``;
+    statistics to 2 decimals, NULL as -)."""
+    columns = SHOWN_COLUMNS + (EBGM_COLUMNS if rows and "eb05" in rows[0] else ()) + tuple(extra)
 
     def shown(row: Mapping[str, Any], name: str) -> str:
         value = rules_of(row) if name == "rules" else row[name]
@@ -687,7 +824,7 @@ def summary_query(target: FromClause) -> Select:
 def add_tables(metadata: MetaData) -> None:
     """The kept counts, their queue and state, and the ``drug_event_statistics`` view over them."""
     drug = "Active substance (G.k.2.3.r.1), else product name (G.k.2.2); normalized"
-    reaction = "E.i.2.1b MedDRA code as reported"
+    reaction = "The event: PT code in the counts' MedDRA version (E.i.2.1b mapped through its LLT code), else as reported"
 
     def key(name: str, comment: str) -> Column:
         return Column(name, Text, primary_key=True, comment=comment)
@@ -719,6 +856,7 @@ def add_tables(metadata: MetaData) -> None:
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=False),
         Column("drug_roles", Text, nullable=False, comment="G.k.1 roles the counts were built with, e.g. 1,3"),
+        Column(STATE_VERSION, Text, comment="MedDRA version whose PTs the events are; NULL: the reported codes (no MedDRA loaded)"),
         cases("n: cases with a counted drug and a coded reaction"),
         Column("pairs", BigInteger, nullable=False, comment="Rows of drug_event_pair_counts"),
         Column("rebuild", Boolean, nullable=False, comment="A full reload emptied the cases: the next refresh rebuilds"),
@@ -735,4 +873,6 @@ def add_tables(metadata: MetaData) -> None:
     def table(name: str) -> Table:
         return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
 
+    duplicates.add_tables(metadata, table)
+    subgroups.add_tables(metadata)
     CreateView(statistics(stored_counts(table)), STATISTICS_TABLE, metadata=metadata, schema=metadata.schema)

@@ -336,7 +336,7 @@ def test_signal_statistics_are_requested_after_each_load_and_report_their_signal
     # The first refresh builds the counts in full: every pair is one it changed
     assert metadata["rebuilt"].value and metadata["changed_pairs"].value == len(expected)
     assert metadata["signals_among_changed_pairs"].value == sum(row["signal"] for row in expected.values())
-    assert metadata["top_signals"].value.startswith("| drug | reaction_meddra_code | a |")
+    assert metadata["top_signals"].value.startswith("| drug | event_code | event_name | a |")
     (check,) = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["rows_checked"].value == len(expected) and check.metadata["rows_failing"].value == 0
 
@@ -350,6 +350,6 @@ def test_signal_statistics_are_requested_after_each_load_and_report_their_signal
     (event,) = [e for e in again.get_asset_materialization_events() if e.asset_key == statistics]
     metadata = event.materialization.metadata
     assert not metadata["rebuilt"].value and (metadata["cases_recounted"].value, metadata["changed_pairs"].value) == (1, 1)
-    assert metadata["pairs"].value == len(expected) + 1 and "| ZETADRUG | 10000001 | 1 |" in metadata["top_signals"].value
+    assert metadata["pairs"].value == len(expected) + 1 and "| ZETADRUG | 10000001 | - | 1 |" in metadata["top_signals"].value
     (check,) = again.get_asset_check_evaluations()
     assert check.passed and check.metadata["rows_checked"].value == 1

@@ -118,6 +118,10 @@ def test_the_examples_load_as_the_readme_says(tmp_path: Path) -> None:
     # The synthetic MedDRA release names every reaction's PT and SOC
     assert meddra.returncode == 0 and f"MedDRA {MEDDRA_VERSION} loaded" in meddra.stdout, meddra.stdout + meddra.stderr
     assert query(dsn, "SELECT COUNT(*) FROM case_drug_reactions WHERE soc_name IS NULL") == [(0,)]
+    # The screen of one substance names its PTs in the release loaded, with a subgroup and a period
+    screened = run_cli("signals", "--dsn", dsn, "--drug", "paracetamol", "--subgroup", "paediatric", "--since", "2024-03-01")
+    assert screened.returncode == 0, screened.stderr
+    assert f"events: PTs of MedDRA {MEDDRA_VERSION}" in screened.stdout and "| PARACETAMOL | 10019211 | Headache |" in screened.stdout
 
 
 if __name__ == "__main__":

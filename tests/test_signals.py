@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, literal, select, text, union_all
 
 from loaders.registry import get_loader
-from loaders.upkeep import refresh_drug_event_statistics
+from loaders.upkeep import load_meddra, refresh_drug_event_statistics
 from py_load_eudravigilance import signals
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message
+from py_load_eudravigilance.meddra import read_release
 from py_load_eudravigilance.pipeline import run_load
 from py_load_eudravigilance.signal_rules import PairStatistics, rules_met
 from py_load_eudravigilance.signals import (
@@ -39,7 +40,9 @@ from py_load_eudravigilance.signals import (
     statistics,
     updated,
 )
+from py_load_eudravigilance.subgroups import CASE_ATTRIBUTES, case_attributes
 from tests.support.db import query
+from tests.support.meddra import write_release
 from tests.test_analyst import current_case_ids, rows
 from tests.test_cli import run_cli
 
@@ -95,10 +98,14 @@ def brute_force(dsn: str, roles: Iterable[str] = ("1", "3")) -> dict[Pair, dict]
             for name in substances[case, drug_seq] or [product or ""]:
                 if normalize_drug_name(name):
                     drugs_of[case].add(normalize_drug_name(name))
+    # With MedDRA loaded, each reported code counts as the PT its LLT code has in the latest version
+    versions = [version for (version,) in query(dsn, "SELECT meddra_version FROM meddra_releases")]
+    latest = max(versions, key=lambda version: [int(part) for part in version.split(".")], default=None)
+    pt_of = dict(query(dsn, f"SELECT llt_code, pt_code FROM meddra_llt WHERE meddra_version = '{latest}'")) if latest else {}
     events_of = defaultdict(set)
     for case, code in query(dsn, "SELECT safetyreportid, reaction_meddra_code FROM reactions"):
         if case in current and code and code.strip():
-            events_of[case].add(code.strip())
+            events_of[case].add(pt_of.get(code.strip(), code.strip()))
     population = set(drugs_of) & set(events_of)
     n = len(population)
     together = Counter((drug, event) for case in population for drug in drugs_of[case] for event in events_of[case])
@@ -115,7 +122,7 @@ def brute_force(dsn: str, roles: Iterable[str] = ("1", "3")) -> dict[Pair, dict]
 
 
 def table_rows(dsn: str) -> dict[Pair, dict]:
-    return {(row.pop("drug"), row.pop("reaction_meddra_code")): row for row in rows(dsn, "SELECT * FROM drug_event_statistics")}
+    return {(row.pop("drug"), row.pop("event_code")): row for row in rows(dsn, "SELECT * FROM drug_event_statistics")}
 
 
 def assert_equal_statistics(actual: dict[Pair, dict], expected: dict[Pair, dict]) -> None:
@@ -196,7 +203,7 @@ def test_a_published_two_by_two_gives_its_published_statistics(dsn: str) -> None
     (R's chisq.test on the same table)."""
     counts = select(
         literal("PLACEBO").label("drug"),
-        literal("MI").label("reaction_meddra_code"),
+        literal("MI").label("event_code"),
         *(literal(value).label(name) for name, value in zip("abcdn", (189, 10845, 104, 10933, 22071), strict=True)),
     )
     get_loader(dsn).create_all_tables()
@@ -220,7 +227,7 @@ def test_statistics_are_null_where_a_cell_is_zero(dsn: str) -> None:
         *(
             select(
                 literal(name).label("drug"),
-                literal("R").label("reaction_meddra_code"),
+                literal("R").label("event_code"),
                 *(literal(value).label(k) for k, value in zip("abcd", values, strict=True)),
                 literal(sum(values)).label("n"),
             )
@@ -256,8 +263,9 @@ def test_signals_command_refreshes_and_prints_the_top_pairs(sqlite_dsn: str, wri
     assert result.returncode == 0, result.stderr
     assert "4 drug-event pairs, 2 signals" in result.stdout
     want = expected_statistics(6, 1, 1, 6)
+    assert "events: the reported MedDRA codes, no MedDRA release loaded" in result.stdout
     line = next(line for line in result.stdout.splitlines() if line.startswith("| PARACETAMOL | 10019211 |"))
-    shown = f"| PARACETAMOL | 10019211 | 6 | 1 | 1 | 6 | {want['prr']:.2f} | {want['ror']:.2f} | {want['ror_lower95']:.2f} |"
+    shown = f"| PARACETAMOL | 10019211 | - | 6 | 1 | 1 | 6 | {want['prr']:.2f} | {want['ror']:.2f} | {want['ror_lower95']:.2f} |"
     assert line.startswith(shown)
     assert line.endswith("| yes | evans_prr, ema_sdr |")  # IC025 is below 0 in so few cases
     ema = run_cli("signals", "--dsn", sqlite_dsn, "--rule", "ema_sdr", "--ebgm")
@@ -278,7 +286,7 @@ def test_the_cells_check_reports_a_broken_two_by_two(sqlite_dsn: str, write_batc
     with loader.engine.begin() as conn:
         assert tuple(conn.execute(cells_check_query(view)).one()) == (2, 0)
         # A reaction count below its pair's a: c = -1 and d one more, so the cells still sum to n but one is below zero
-        conn.execute(reactions.update().where(reactions.c.reaction_meddra_code == "10028813").values(cases=0))
+        conn.execute(reactions.update().where(reactions.c.event_code == "10028813").values(cases=0))
         assert tuple(conn.execute(cells_check_query(view)).one()) == (2, 1)
 
 
@@ -351,20 +359,67 @@ DRUG_CHOICES = (
 )
 
 
-def random_version(rng: random.Random, case_id: str, day: date) -> CaseSpec:
+def random_version(rng: random.Random, case_id: str, day: date, cases: int = 14) -> CaseSpec:
     """A version of a case: any drugs (none, or only uncounted ones, included) and reactions (none or uncoded
-    included), now and then a nullification; dated ``day``."""
+    included), now and then a nullification; dated ``day``. Now and then a duplicate: a worldwide unique case id
+    another case may share, or links (C.1.10.r) to other cases' keys or to ids no case has."""
     dated = {"most_recent_info": day.strftime("%Y%m%d"), "message_created": day.strftime("%Y%m%d") + "120000+0000"}
     if rng.random() < 0.1:
         return CaseSpec(case_id, nullification=True, **dated)
     drugs = [DrugSpec(name=name, substance=substance, role=role) for name, substance, role in rng.sample(DRUG_CHOICES, rng.randint(0, 3))]
     reactions = [ReactionSpec(meddra_code=code) for code in rng.sample(CODES, rng.randint(0, 3))]
-    return CaseSpec(case_id, drugs=drugs, reactions=reactions, **dated)
+    worldwide_id = rng.choice(["WW-1", "WW-2"]) if rng.random() < 0.25 else None
+    links = tuple(rng.choice([f"CASE-{rng.randrange(cases)}", "WW-3", "ELSEWHERE-1"]) for _ in range(rng.choice([0, 0, 0, 1, 2])))
+    return CaseSpec(case_id, drugs=drugs, reactions=reactions, worldwide_id=worldwide_id, linked_reports=links, **dated)
+
+
+def brute_force_groups(dsn: str) -> set[frozenset[str]]:
+    """The duplicate groups of two or more current cases, by a search over the loaded identifiers."""
+    current = current_case_ids(dsn)
+    ids_of = defaultdict(set)  # every case's identifiers, its own key among them (a link may name it)
+    for case, worldwide in query(dsn, "SELECT safetyreportid, worldwide_unique_case_id FROM icsr_master"):
+        if case in current:
+            ids_of[case] |= {case, *([worldwide.strip()] if worldwide and worldwide.strip() else [])}
+    for case, linked in query(dsn, "SELECT safetyreportid, linked_report_id FROM linked_reports"):
+        if case in current and linked and linked.strip():
+            ids_of[case].add(linked.strip())
+    groups, seen = set(), set()
+    for start in ids_of:
+        if start in seen:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            case = todo.pop()
+            linked = {other for other in ids_of if other not in group and ids_of[other] & ids_of[case]}
+            group |= linked
+            todo += linked
+        seen |= group
+        if len(group) > 1:
+            groups.add(frozenset(group))
+    return groups
+
+
+def assert_attributes_kept(loader) -> None:  # type: ignore[no-untyped-def]
+    """The subgroups' attributes are kept for exactly the cases the counts hold, equal to the cases' current ones."""
+    attributes = loader.table(CASE_ATTRIBUTES)
+    with loader.engine.connect() as conn:
+        kept = {row[0]: tuple(row[1:]) for row in conn.execute(select(attributes))}
+        counted = set(conn.scalars(select(loader.table(signals.CASE_DRUGS).c.safetyreportid)))
+        current = {row[0]: tuple(row[1:]) for row in conn.execute(case_attributes(loader.table))}
+    assert set(kept) == counted and kept == {case_id: current[case_id] for case_id in counted}
+
+
+def kept_groups(loader) -> set[frozenset[str]]:  # type: ignore[no-untyped-def]
+    members = defaultdict(set)
+    with loader.engine.connect() as conn:
+        for group_id, case in conn.execute(text("SELECT group_id, safetyreportid FROM duplicate_case_groups")):
+            members[group_id].add(case)
+    return {frozenset(group) for group in members.values()}
 
 
 def statistics_rows(loader, query) -> dict[Pair, dict]:  # type: ignore[no-untyped-def]
     with loader.engine.connect() as conn:
-        return {(row.pop("drug"), row.pop("reaction_meddra_code")): row for row in map(dict, conn.execute(query).mappings())}
+        return {(row.pop("drug"), row.pop("event_code")): row for row in map(dict, conn.execute(query).mappings())}
 
 
 def assert_same_rows(kept: dict[Pair, dict], oracle: dict[Pair, dict]) -> None:
@@ -381,12 +436,14 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
     """A random history of loads (new cases, follow-ups that add and drop drugs and reactions, older versions,
     nullifications), with a file loaded again, the same messages in a file of another name, two loads before one
     refresh and a full reload: after each refresh every row of the view equals the one-query computation, and the
-    refresh changed exactly the pairs whose a differs."""
+    refresh changed exactly the pairs whose a differs. Cases share worldwide ids and link each other now and then: the
+    duplicate groups always equal a search over the loaded identifiers, and the full rebuild leaves the same rows."""
     rng = random.Random(3)
     loader = get_loader(dsn)
     view = loader.table(STATISTICS_TABLE)
     files: list[Path] = []
     shown = {}  # the oracle's rows at the last refresh
+    grouped_at_least_once = False
     full_reload_at = 6
     for step in range(9):
         folder = tmp_path / f"step{step}"
@@ -405,6 +462,10 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
         if step in (2, 7):
             continue  # the next refresh takes the cases of two loads
         summary = refresh_drug_event_statistics(loader.engine)
+        groups = kept_groups(loader)
+        assert groups == brute_force_groups(dsn), (step, summary.rebuilt, groups ^ brute_force_groups(dsn))
+        grouped_at_least_once |= bool(groups)
+        assert_attributes_kept(loader)
         oracle = statistics_rows(loader, recomputed_statistics(loader.table))
         assert_same_rows(statistics_rows(loader, select(view)), oracle)
         assert summary.pairs == len(oracle)
@@ -417,6 +478,12 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
         shown = oracle
     with loader.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(loader.table(PENDING_CASES))) == 0
+    assert grouped_at_least_once
+    # The full rebuild, the incremental refreshes' oracle, leaves the same rows and groups
+    kept = statistics_rows(loader, select(view))
+    assert refresh_drug_event_statistics(loader.engine, rebuild=True).rebuilt
+    assert_same_rows(statistics_rows(loader, select(view)), kept)
+    assert kept_groups(loader) == brute_force_groups(dsn)
 
 
 def test_other_drug_roles_a_long_queue_and_a_request_rebuild(dsn: str, write_batch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -497,3 +564,64 @@ def test_counts_out_of_step_with_their_cases_are_rebuilt(dsn: str, write_batch) 
     assert_same_rows(
         statistics_rows(loader, select(loader.table(STATISTICS_TABLE))), statistics_rows(loader, recomputed_statistics(loader.table))
     )
+
+
+# -- events at MedDRA PT level ------------------------------------------------------------------------------------
+
+
+def test_events_are_pts_of_the_latest_meddra_release_with_their_names(dsn: str, write_batch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Reported LLTs count as their PT in the latest MedDRA release loaded (a release loaded after the cases makes the
+    next refresh rebuild), with the PT's name; a code the release does not hold stays as reported."""
+    warfarin = [DrugSpec(name="Coumadin", substance="WARFARIN")]
+    head_pain, headache, unknown = "10019198", "10019211", "10099999"  # an LLT of Headache, its PT, no MedDRA code
+    codes = (head_pain, headache, unknown)
+    cases = [CaseSpec(f"CASE-{code}", drugs=warfarin, reactions=[ReactionSpec(meddra_code=code)]) for code in codes]
+    run_load(write_batch("first.xml", *cases).parent, dsn)
+    loader = get_loader(dsn)
+    reported = refresh_drug_event_statistics(loader.engine)
+    assert reported.meddra_version is None and set(table_rows(dsn)) == {("WARFARIN", code) for code in (head_pain, headache, unknown)}
+
+    load_meddra(loader.engine, read_release(write_release(tmp_path / "26.1", "26.1")))
+    load_meddra(loader.engine, read_release(write_release(tmp_path / "27.0", "27.0", pt_names={headache: "Headache (27.0)"})))
+    by_pt = refresh_drug_event_statistics(loader.engine)
+    assert by_pt.rebuilt and by_pt.meddra_version == "27.0"  # 27.0 sorts after 26.1
+    got = table_rows(dsn)
+    assert {pair: (row["a"], row["event_name"], row["meddra_version"]) for pair, row in got.items()} == {
+        ("WARFARIN", headache): (2, "Headache (27.0)", "27.0"),
+        ("WARFARIN", unknown): (1, None, "27.0"),
+    }
+    assert_equal_statistics(got, brute_force(dsn))
+
+    # A follow-up reporting the LLT: counted incrementally under its PT
+    follow_up = CaseSpec(f"CASE-{unknown}", most_recent_info="20240301", drugs=warfarin, reactions=[ReactionSpec(meddra_code=head_pain)])
+    run_load(write_batch("second.xml", follow_up, folder="second").parent, dsn)
+    incremental = refresh_drug_event_statistics(loader.engine)
+    assert not incremental.rebuilt and incremental.cases_recounted == 1
+    oracle = statistics_rows(loader, recomputed_statistics(loader.table, meddra_version="27.0"))
+    assert_same_rows(statistics_rows(loader, select(loader.table(STATISTICS_TABLE))), oracle)
+    assert table_rows(dsn)["WARFARIN", headache]["a"] == 3
+
+    # An earlier version asked for: rebuilt with its names; a version not loaded is refused
+    older = refresh_drug_event_statistics(loader.engine, meddra_version="26.1")
+    assert older.rebuilt and table_rows(dsn)["WARFARIN", headache]["event_name"] == "Headache"
+    with pytest.raises(signals.MeddraVersionNotLoaded, match="9.0 is not loaded"):
+        refresh_drug_event_statistics(loader.engine, meddra_version="9.0")
+    shown = run_cli("signals", "--dsn", dsn, "--drug", "warfarin")
+    assert shown.returncode == 0, shown.stderr
+    assert "events: PTs of MedDRA 27.0" in shown.stdout and f"| WARFARIN | {headache} | Headache (27.0) | 3 |" in shown.stdout
+    refused = run_cli("signals", "--dsn", dsn, "--meddra-version", "9.0")
+    assert refused.returncode == 1 and "MedDRA 9.0 is not loaded" in refused.stderr
+
+
+def test_counts_an_earlier_release_kept_otherwise_are_rebuilt(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    """Kept counts whose columns differ from this release's are dropped when the schema is created, then rebuilt."""
+    run_load(write_batch("first.xml", CaseSpec("CASE-A")).parent, dsn)
+    loader = get_loader(dsn)
+    refresh_drug_event_statistics(loader.engine)
+    with loader.engine.begin() as conn:
+        conn.execute(text(f"DROP VIEW {STATISTICS_TABLE}"))
+        conn.execute(text(f"ALTER TABLE {COUNTS_STATE} DROP COLUMN meddra_version"))
+    loader.create_all_tables()
+    assert loader.schema_report().ok
+    summary = refresh_drug_event_statistics(loader.engine)
+    assert summary.rebuilt and summary.pairs == 1
