@@ -101,6 +101,15 @@ def is_primary_source(sources: Table, case_key: ColumnElement) -> ColumnElement[
     return and_(sources.c[CASE_KEY] == case_key, sources.c.reporter_seq == first)
 
 
+def of_the_pair(rows: FromClause, drugs: Table, reactions: Table) -> ColumnElement[bool]:
+    """Join condition: the rows of ``rows`` (keyed by case, drug and reaction XML id) of one drug-reaction pair."""
+    return and_(
+        rows.c[CASE_KEY] == drugs.c[CASE_KEY],
+        rows.c.drug_seq == drugs.c.drug_seq,
+        rows.c.reaction_xml_id == reactions.c.reaction_xml_id,
+    )
+
+
 def active_substances(substances: Table, drugs: Table) -> ColumnElement[str]:
     """The drug's active substance names (G.k.2.3.r.1) as reported, ``; ``-separated in the report's order; NULL when
     it names none. One value per drug, so that several substances never multiply the drug's rows."""
@@ -155,22 +164,8 @@ def case_drug_reactions(table: TableNamed) -> Select:
         master.join(drugs, drugs.c[CASE_KEY] == master.c[CASE_KEY])
         .join(reactions, reactions.c[CASE_KEY] == master.c[CASE_KEY])
         # The pair's matrix entry (G.k.9.i): the mapper writes one per reaction a drug lists, so the grain stays
-        .outerjoin(
-            matrix,
-            and_(
-                matrix.c[CASE_KEY] == drugs.c[CASE_KEY],
-                matrix.c.drug_seq == drugs.c.drug_seq,
-                matrix.c.reaction_xml_id == reactions.c.reaction_xml_id,
-            ),
-        )
-        .outerjoin(
-            assessed,
-            and_(
-                assessed.c[CASE_KEY] == drugs.c[CASE_KEY],
-                assessed.c.drug_seq == drugs.c.drug_seq,
-                assessed.c.reaction_xml_id == reactions.c.reaction_xml_id,
-            ),
-        )
+        .outerjoin(matrix, of_the_pair(matrix, drugs, reactions))
+        .outerjoin(assessed, of_the_pair(assessed, drugs, reactions))
         .outerjoin(sources, is_primary_source(sources, master.c[CASE_KEY]))
         .outerjoin(llt, and_(llt.c[VERSION] == reactions.c.reaction_meddra_version, llt.c.llt_code == reactions.c.reaction_meddra_code))
         .outerjoin(
