@@ -375,7 +375,52 @@ ENTITIES[b'&'], ENTITIES[b'<'], ENTITIES[b'>'] = b"&amp;", b"&lt;", b"&gt;"
 ENTITIES[b'"'], ENTITIES[b'\t'], ENTITIES[b'\n'], ENTITIES[b'\r'] = b"&quot;", b"&#9;", b"&#10;", b"&#13;"
 
 
-cdef bint put_xml_escaped(string& out, const xmlChar* text, bint attribute) noexcept:
+# Appends to a std::string through its own cursor: the payload is written in many small pieces, and a
+# std::string append per piece (a call, a capacity check, a length) cost more than the copying
+cdef struct Writer:
+    string* out
+    char* data
+    size_t size  # bytes written
+    size_t capacity  # the string's size: written bytes, then room not yet written
+
+
+cdef inline void begin_writing(Writer* w, string* out) noexcept:
+    w.out, w.size = out, out.size()
+    w.capacity = w.size
+    w.data = &deref(out)[0] if w.size else NULL
+
+
+cdef void make_room(Writer* w, size_t n) noexcept:
+    cdef size_t capacity = 2 * w.capacity if 2 * w.capacity > w.size + n + 4096 else w.size + n + 4096
+    w.out.resize(capacity)
+    w.data = &deref(w.out)[0]
+    w.capacity = capacity
+
+
+cdef inline void put(Writer* w, const char* s, size_t n) noexcept:
+    if w.size + n > w.capacity:
+        make_room(w, n)
+    memcpy(w.data + w.size, s, n)
+    w.size += n
+
+
+cdef inline void put_char(Writer* w, char c) noexcept:
+    if w.size + 1 > w.capacity:
+        make_room(w, 1)
+    w.data[w.size] = c
+    w.size += 1
+
+
+cdef inline void put_c_string(Writer* w, const char* s) noexcept:
+    put(w, s, strlen(s))
+
+
+cdef inline void end_writing(Writer* w) noexcept:
+    """The string holds what was written, and no more."""
+    w.out.resize(w.size)
+
+
+cdef void put_xml_escaped(Writer* out, const xmlChar* text, bint attribute) noexcept:
     """libxml2's escaping: & < > everywhere, and in attribute values also " and the tab, LF and CR
     character references (in text only CR). UTF-8 passes through."""
     cdef const char* s = <const char*>text
@@ -384,13 +429,13 @@ cdef bint put_xml_escaped(string& out, const xmlChar* text, bint attribute) noex
     cdef char c
     while True:
         run = strcspn(s, special)  # vectorized in glibc: most text has nothing to escape
-        out.append(s, run)
+        put(out, s, run)
         s += run
         c = s[0]
         if c == 0:
-            return True
+            return
         s += 1
-        out.append(ENTITIES[<unsigned char>c])
+        put_c_string(out, ENTITIES[<unsigned char>c])
 
 
 cdef inline bint plain_uri(const xmlChar* href) noexcept:
@@ -404,24 +449,24 @@ cdef inline bint plain_uri(const xmlChar* href) noexcept:
     return True
 
 
-cdef bint put_namespace(string& out, xmlNs* ns) noexcept:
+cdef bint put_namespace(Writer* out, xmlNs* ns) noexcept:
     if ns.href == NULL or not plain_uri(ns.href):
         return False
-    out.append(b" xmlns", 6)
+    put(out, b" xmlns", 6)
     if ns.prefix != NULL:
-        out.push_back(b':')
-        out.append(<const char*>ns.prefix)
-    out.append(b'="', 2)
-    out.append(<const char*>ns.href)
-    out.push_back(b'"')
+        put_char(out, b':')
+        put_c_string(out, <const char*>ns.prefix)
+    put(out, b'="', 2)
+    put_c_string(out, <const char*>ns.href)
+    put_char(out, b'"')
     return True
 
 
-cdef inline void put_name(string& out, xmlNs* ns, const xmlChar* name) noexcept:
+cdef inline void put_name(Writer* out, xmlNs* ns, const xmlChar* name) noexcept:
     if ns != NULL and ns.prefix != NULL:
-        out.append(<const char*>ns.prefix)
-        out.push_back(b':')
-    out.append(<const char*>name)
+        put_c_string(out, <const char*>ns.prefix)
+        put_char(out, b':')
+    put_c_string(out, <const char*>name)
 
 
 cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexcept:
@@ -431,6 +476,7 @@ cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexce
     cdef unordered_set[NsPointer] declared, listed
     cdef xmlNode* node = root
     cdef xmlNs* ns
+    cdef xmlNs* last = NULL  # the namespace just noted: most elements use their parent's, and noting it again does nothing
     cdef xmlAttr* attribute
     outside.clear()
     while True:
@@ -439,10 +485,14 @@ cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexce
             while ns != NULL:
                 declared.insert(ns)
                 ns = ns.next
-            note_outside(node.ns, declared, listed, outside)
+            if node.ns != last:
+                note_outside(node.ns, declared, listed, outside)
+                last = node.ns
             attribute = node.properties
             while attribute != NULL:
-                note_outside(attribute.ns, declared, listed, outside)
+                if attribute.ns != NULL and attribute.ns != last:
+                    note_outside(attribute.ns, declared, listed, outside)
+                    last = attribute.ns
                 attribute = attribute.next
             if node.children != NULL:
                 node = node.children
@@ -464,10 +514,21 @@ cdef inline void note_outside(xmlNs* ns, unordered_set[NsPointer]& declared, uno
     outside.push_back(ns)
 
 
-cdef bint serialize(xmlNode* root, string& out) noexcept:
-    """``reference.audit_payload(root)`` (lxml's tostring() of a copy of the message), written straight into ``out``;
-    False (with ``out`` as it was) for what this does not write as libxml2 would: Python's is then used."""
-    cdef size_t mark = out.size()
+cdef bint serialize(xmlNode* root, string& into) noexcept:
+    """``reference.audit_payload(root)`` (lxml's tostring() of a copy of the message), appended to ``into``;
+    False (with ``into`` as it was) for what this does not write as libxml2 would: Python's is then used."""
+    cdef Writer writer
+    cdef Writer* out = &writer
+    begin_writing(out, &into)
+    cdef size_t mark = out.size
+    cdef bint written = write_tree(root, out)
+    if not written:
+        out.size = mark
+    end_writing(out)
+    return written
+
+
+cdef bint write_tree(xmlNode* root, Writer* out) noexcept:
     cdef xmlNode* node = root
     cdef xmlNs* ns
     cdef xmlAttr* attribute
@@ -476,12 +537,11 @@ cdef bint serialize(xmlNode* root, string& out) noexcept:
     cdef size_t i
     while True:
         if node.type == XML_ELEMENT_NODE:
-            out.push_back(b'<')
+            put_char(out, b'<')
             put_name(out, node.ns, node.name)
             ns = node.nsDef
             while ns != NULL:
                 if not put_namespace(out, ns):
-                    out.resize(mark)
                     return False
                 ns = ns.next
             if node == root:
@@ -489,38 +549,35 @@ cdef bint serialize(xmlNode* root, string& out) noexcept:
                 namespaces_from_outside(root, outside)
                 for i in range(outside.size()):
                     if not put_namespace(out, outside[i]):
-                        out.resize(mark)
                         return False
             attribute = node.properties
             while attribute != NULL:
                 value = attribute_text(attribute)
                 if value == NULL:
-                    out.resize(mark)
                     return False
-                out.push_back(b' ')
+                put_char(out, b' ')
                 put_name(out, attribute.ns, attribute.name)
-                out.append(b'="', 2)
+                put(out, b'="', 2)
                 put_xml_escaped(out, <const xmlChar*>value, True)
-                out.push_back(b'"')
+                put_char(out, b'"')
                 attribute = attribute.next
             if node.children == NULL:
-                out.append(b"/>", 2)
+                put(out, b"/>", 2)
             else:
-                out.push_back(b'>')
+                put_char(out, b'>')
                 node = node.children
                 continue
         elif node.type == XML_TEXT_NODE:
             if node.content != NULL:
                 put_xml_escaped(out, node.content, False)
         else:  # CDATA (the reader strips it), entity references, comments, PIs: tostring() knows them
-            out.resize(mark)
             return False
         # Next: the sibling, or close the parents that end here
         while node != root and node.next == NULL:
             node = node.parent
-            out.append(b"</", 2)
+            put(out, b"</", 2)
             put_name(out, node.ns, node.name)
-            out.push_back(b'>')
+            put_char(out, b'>')
         if node == root:
             return True
         node = node.next
