@@ -15,7 +15,7 @@ bytes for every table.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
 from libc.math cimport isfinite
-from libc.stdlib cimport strtoll
+from libc.stdlib cimport abort, realloc, strtoll
 from libc.string cimport memcmp, memcpy, strcmp, strcspn, strlen
 from libcpp cimport bool as cbool
 from libcpp.algorithm cimport sort as std_sort
@@ -87,6 +87,11 @@ ctypedef vector[vector[xmlNode*]] Selection
 
 # -- names, attributes, text ----------------------------------------------------------------------
 
+# Keyed paths drop their indexes when it changes, and names what they matched (a new message: a pointer freed with
+# the last one may come back naming something else)
+cdef long long MESSAGE_SERIAL = 0
+
+
 cdef class Name:
     """A qualified name as C strings: ``ns`` is NULL for no namespace."""
 
@@ -94,6 +99,10 @@ cdef class Name:
     cdef bytes _local
     cdef const char* ns
     cdef const char* local
+    # libxml2 interns names and elements share their namespace's struct: pointers that matched in this message match
+    cdef const xmlChar* matched_local
+    cdef xmlNs* matched_ns
+    cdef long long matched_serial
 
     def __init__(self, str clark):
         if clark.startswith("{"):
@@ -114,11 +123,21 @@ cdef inline bint is_element(xmlNode* node) noexcept nogil:
 
 cdef inline bint element_named(xmlNode* node, Name name) noexcept:
     cdef const char* local = <const char*>node.name
-    if local[0] != name.local[0] or strcmp(local, name.local) != 0:
-        return False
+    if name.matched_serial != MESSAGE_SERIAL:
+        name.matched_local, name.matched_ns, name.matched_serial = <const xmlChar*>NULL, <xmlNs*>NULL, MESSAGE_SERIAL
+    if node.name != name.matched_local:
+        if local[0] != name.local[0] or strcmp(local, name.local) != 0:
+            return False
+        name.matched_local = node.name
     if name.ns == NULL:
         return node.ns == NULL
-    return node.ns != NULL and strcmp(<const char*>node.ns.href, name.ns) == 0
+    if node.ns == NULL:
+        return False
+    if node.ns != name.matched_ns:
+        if strcmp(<const char*>node.ns.href, name.ns) != 0:
+            return False
+        name.matched_ns = node.ns
+    return True
 
 
 cdef xmlAttr* find_attribute(xmlNode* node, Name name) noexcept:
@@ -375,49 +394,42 @@ ENTITIES[b'&'], ENTITIES[b'<'], ENTITIES[b'>'] = b"&amp;", b"&lt;", b"&gt;"
 ENTITIES[b'"'], ENTITIES[b'\t'], ENTITIES[b'\n'], ENTITIES[b'\r'] = b"&quot;", b"&#9;", b"&#10;", b"&#13;"
 
 
-# Appends to a std::string through its own cursor: the payload is written in many small pieces, and a
-# std::string append per piece (a call, a capacity check, a length) cost more than the copying
+# The payload is written in many small pieces: a std::string append per piece (a call, its checks) cost more than
+# the copying. It is written here instead (kept across messages: the walk holds the GIL) and appended at once
 cdef struct Writer:
-    string* out
     char* data
     size_t size  # bytes written
-    size_t capacity  # the string's size: written bytes, then room not yet written
+    size_t capacity
 
 
-cdef inline void begin_writing(Writer* w, string* out) noexcept:
-    w.out, w.size = out, out.size()
-    w.capacity = w.size
-    w.data = &deref(out)[0] if w.size else NULL
+cdef Writer PAYLOAD_WRITER
 
 
-cdef void make_room(Writer* w, size_t n) noexcept:
-    cdef size_t capacity = 2 * w.capacity if 2 * w.capacity > w.size + n + 4096 else w.size + n + 4096
-    w.out.resize(capacity)
-    w.data = &deref(w.out)[0]
-    w.capacity = capacity
+cdef bint make_room(Writer* w, size_t n) noexcept:
+    cdef size_t capacity = 2 * w.capacity if 2 * w.capacity > w.size + n else w.size + n + 65536
+    cdef char* data = <char*>realloc(w.data, capacity)
+    if data == NULL:
+        return False
+    w.data, w.capacity = data, capacity
+    return True
 
 
 cdef inline void put(Writer* w, const char* s, size_t n) noexcept:
-    if w.size + n > w.capacity:
-        make_room(w, n)
+    if w.size + n > w.capacity and not make_room(w, n):
+        abort()  # out of memory
     memcpy(w.data + w.size, s, n)
     w.size += n
 
 
 cdef inline void put_char(Writer* w, char c) noexcept:
-    if w.size + 1 > w.capacity:
-        make_room(w, 1)
+    if w.size + 1 > w.capacity and not make_room(w, 1):
+        abort()
     w.data[w.size] = c
     w.size += 1
 
 
 cdef inline void put_c_string(Writer* w, const char* s) noexcept:
     put(w, s, strlen(s))
-
-
-cdef inline void end_writing(Writer* w) noexcept:
-    """The string holds what was written, and no more."""
-    w.out.resize(w.size)
 
 
 cdef void put_xml_escaped(Writer* out, const xmlChar* text, bint attribute) noexcept:
@@ -517,15 +529,12 @@ cdef inline void note_outside(xmlNs* ns, unordered_set[NsPointer]& declared, uno
 cdef bint serialize(xmlNode* root, string& into) noexcept:
     """``reference.audit_payload(root)`` (lxml's tostring() of a copy of the message), appended to ``into``;
     False (with ``into`` as it was) for what this does not write as libxml2 would: Python's is then used."""
-    cdef Writer writer
-    cdef Writer* out = &writer
-    begin_writing(out, &into)
-    cdef size_t mark = out.size
-    cdef bint written = write_tree(root, out)
-    if not written:
-        out.size = mark
-    end_writing(out)
-    return written
+    cdef Writer* out = &PAYLOAD_WRITER
+    out.size = 0
+    if not write_tree(root, out):
+        return False
+    into.append(out.data, out.size)
+    return True
 
 
 cdef bint write_tree(xmlNode* root, Writer* out) noexcept:
@@ -673,7 +682,6 @@ cdef bint RANKED = False
 cdef size_t SMALL_SET = 16  # up to this many nodes, insertion by before() is cheaper than ranking the message
 
 
-cdef long long MESSAGE_SERIAL = 0  # keyed paths drop their indexes when it changes
 cdef long long VISITS = 0  # nodes looked at by steps and walks: the work of mapping, for tests that it grows linearly
 
 

@@ -14,7 +14,7 @@ from libcpp.unordered_map cimport unordered_map
 from libcpp.unordered_set cimport unordered_set
 from libcpp.vector cimport vector
 from libcpp cimport bool as cbool
-from libc.string cimport strcmp
+from libc.string cimport strcmp, strspn
 from cython.operator cimport dereference as deref
 
 from lxml.includes.etreepublic cimport _Element, import_lxml__etree
@@ -63,13 +63,7 @@ cdef inline const char* attribute_href(xmlAttr* attribute) noexcept:
 
 
 cdef inline bint blank(const char* text) noexcept:
-    if text == NULL:
-        return True
-    while text[0] != 0:
-        if text[0] != b" " and text[0] != b"\t" and text[0] != b"\r" and text[0] != b"\n":
-            return False
-        text += 1
-    return True
+    return text == NULL or text[strspn(text, " \t\r\n")] == 0  # XML's white space (strspn: vectorized in glibc)
 
 
 cdef const char* XSI = b"http://www.w3.org/2001/XMLSchema-instance"
@@ -406,6 +400,11 @@ cdef class Counter:
         cdef unordered_map[unsigned long long, int].iterator cached = step.by_mask.find(mask)
         if cached != step.by_mask.end():
             return deref(cached).second
+        return self.new_state(state, step, mask)
+
+    cdef int new_state(self, State state, Step step, unsigned long long mask) except -1:
+        """The state after ``step`` with the keys of ``mask`` passed, asked of the automaton once (a method of its
+        own: the generator below would cost ``step`` a closure on every call)."""
         passed = frozenset(k for i, k in enumerate(step.python_keys) if mask >> i & 1)
         next_index = self.state_of(state.python.next(step.tag, passed, self.reference.states))
         step.by_mask[mask] = next_index
