@@ -162,6 +162,15 @@ def test_odd_values_stage_identically_or_are_rejected_identically(tmp_path: Path
     assert 0 < reference["account"].messages_rejected < len(messages)  # type: ignore[attr-defined]
 
 
+def test_case_ids_at_the_length_limits_stage_or_are_rejected_identically(tmp_path: Path) -> None:
+    # 500 characters and 1,000 bytes of UTF-8 are the limits; the compiled core asks the rule only past 500 bytes
+    ids = ["A" * 500, "A" * 501, "\u6771" * 333, "\u6771" * 334, "\U0001f600" * 250, "\U0001f600" * 251]
+    path = tmp_path / "long-ids.xml"
+    path.write_text(build_batch([build_message(CaseSpec(case_id)) for case_id in ids]), encoding="utf-8")
+    reference = assert_same_staging(path, tmp_path / "long-ids")
+    assert reference["account"].messages_rejected == 3  # type: ignore[attr-defined]
+
+
 def test_awkward_text_stages_identically(tmp_path: Path) -> None:
     awkward = "tab\there \\. back\\slash\r\nCRLF\n\\.\n  \u00a0\u2003spaces\u3000 \u6771\u4eac \U0001f600"
     case = CaseSpec("AWK\\.\t1", narrative=awkward, reactions=[ReactionSpec(term=awkward)], drugs=[DrugSpec(name=f" {awkward} ")])
