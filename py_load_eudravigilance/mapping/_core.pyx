@@ -1556,10 +1556,13 @@ cdef class Core:
     cdef object message_key
     cdef object tostring
     cdef object message_error
+    cdef object no_case_id
+    cdef object no_most_recent
+    cdef string nullification_code  # C.1.11.1's code of a nullification
     cdef list json_keys  # '"table":' of each table, for the audit row's row counts
 
     def __init__(self, Table master, fallbacks, table_names, int indexed, int variables, int max_case_id, message_key, tostring,
-                 message_error):
+                 message_error, no_case_id, no_most_recent, str nullification_code):
         self.master, self.fallbacks = master, fallbacks
         self.table_names = list(table_names)
         self.indexed, self.audit_number, self.variables = indexed, indexed - 1, variables
@@ -1570,6 +1573,8 @@ cdef class Core:
         self.message_rows.resize(len(self.table_names), 0)
         self.row = Row()
         self.message_key, self.tostring, self.message_error = message_key, tostring, message_error
+        self.no_case_id, self.no_most_recent = no_case_id, no_most_recent  # mapper.Required: the Python mapper's rules
+        self.nullification_code = nullification_code.encode("utf-8")
         self.json_keys = [f'"{name}":'.encode() for name in self.table_names]
 
     # -- the protocol's bookkeeping ----------------------------------------------------------------
@@ -1656,12 +1661,12 @@ cdef class Core:
     cdef int check_message(self) except -1:
         cdef str case_id
         if not self.has_case_id:
-            raise self.message_error("the message has no safety report identifier", element="C.1.1")
+            raise self.message_error(self.no_case_id.reason, element=self.no_case_id.element)
         case_id = self.case_id.decode("utf-8")
         if self.case_id.size() > <size_t>self.max_case_id:  # shorter ones pass the rule whatever their characters
             self.fallbacks.check_case_id(case_id)  # the Python mapper's rule
         if not self.has_most_recent:
-            raise self.message_error("the message has no date of most recent information", element="C.1.5", case_id=case_id)
+            raise self.message_error(self.no_most_recent.reason, element=self.no_most_recent.element, case_id=case_id)
         return 0
 
     cdef int write_audit(self, _Element message, int position) except -1:
@@ -1933,7 +1938,7 @@ cdef class Core:
             collapse_token(raw)
             row.text(raw)
             if field.role == ROLE_NULLIFICATION:
-                self.nullification = raw == b"1"
+                self.nullification = raw == self.nullification_code
             return 0
         self.scratch = raw
         strip(self.scratch)
