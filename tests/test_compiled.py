@@ -27,6 +27,7 @@ from py_load_eudravigilance.fixtures.generator import (
     single_message_file,
     write_corpus,
 )
+from py_load_eudravigilance.mapping.mapper import NO_CASE_ID, NO_MOST_RECENT
 from py_load_eudravigilance.staging import stage_file
 from py_load_eudravigilance.staging.cores import chosen_mapper, compiled_core_problem, create_core
 from py_load_eudravigilance.staging.layout import INDEX_FILE, STAGED_TABLES, table_file
@@ -160,6 +161,30 @@ def test_odd_values_stage_identically_or_are_rejected_identically(tmp_path: Path
     path.write_text(build_batch(messages), encoding="utf-8")
     reference = assert_same_staging(path, tmp_path / "odd")
     assert 0 < reference["account"].messages_rejected < len(messages)  # type: ignore[attr-defined]
+
+
+def test_case_ids_at_the_length_limits_stage_or_are_rejected_identically(tmp_path: Path) -> None:
+    # 500 characters and 1,000 bytes of UTF-8 are the limits; the compiled core asks the rule only past 500 bytes
+    ids = ["A" * 500, "A" * 501, "\u6771" * 333, "\u6771" * 334, "\U0001f600" * 250, "\U0001f600" * 251]
+    path = tmp_path / "long-ids.xml"
+    path.write_text(build_batch([build_message(CaseSpec(case_id)) for case_id in ids]), encoding="utf-8")
+    reference = assert_same_staging(path, tmp_path / "long-ids")
+    assert reference["account"].messages_rejected == 3  # type: ignore[attr-defined]
+
+
+def test_messages_without_a_required_value_are_rejected_identically(tmp_path: Path) -> None:
+    without_case_id = build_message(CaseSpec("NOID-1")).replace(
+        'extension="NOID-1" root="2.16.840.1.113883.3.989.2.1.3.1"', 'root="2.16.840.1.113883.3.989.2.1.3.1"', 1
+    )
+    without_date = build_message(CaseSpec("NODATE-1")).replace('<availabilityTime value="20240115"/>', "", 1)
+    messages = [without_case_id, without_date, build_message(CaseSpec("NULLIFIED-1", nullification=True))]
+    path = tmp_path / "required.xml"
+    path.write_text(build_batch(messages), encoding="utf-8")
+    account = assert_same_staging(path, tmp_path / "required")["account"]
+    assert [(r[2], r[3]) for r in account.rejections] == [  # type: ignore[attr-defined]
+        (NO_CASE_ID.element, NO_CASE_ID.reason),
+        (NO_MOST_RECENT.element, NO_MOST_RECENT.reason),
+    ]
 
 
 def test_awkward_text_stages_identically(tmp_path: Path) -> None:

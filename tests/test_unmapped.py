@@ -120,6 +120,38 @@ def test_the_c_walk_counts_as_the_python_one() -> None:
         assert compiled(message) == python(message)
 
 
+# HL7 names in other namespaces (or none), and an attribute of a read name in a foreign namespace: not HL7's
+NAMESAKES = (
+    '<r:id xmlns:r="urn:example:regional" extension="not the case id"/>',
+    '<code xmlns="" code="no namespace"/>',
+    '<statusCode xmlns="urn:example:other" code="active"/>',
+    '<id xmlns:r="urn:example:regional" r:extension="foreign attribute" root="2.16.840.1.113883.3.989.2.1.3.2"'
+    ' extension="WW-NAMESAKE"/>',
+)
+
+
+@pytest.mark.skipif(not COMPILED_BUILT, reason="the compiled mapper is not built")
+def test_the_c_walk_tells_names_apart_by_namespace_in_every_document() -> None:
+    # The C walk knows names by libxml2's pointers: each document parsed on its own, in changing orders and
+    # mixed with plain ones, must still be counted by name and namespace, as the Python walk does
+    plain = build_message(CaseSpec("PLAIN-NAMES"))
+    variants = [
+        plain.replace("</investigationEvent>", f"{namesake}</investigationEvent>", 1)
+        for namesake in (*NAMESAKES, "".join(NAMESAKES), "".join(reversed(NAMESAKES)))
+    ]
+    python, compiled = counter_for("python"), counter_for("compiled")
+    rng = random.Random(3)
+    for _ in range(3):
+        order = [*variants, plain, foreign_message("FOREIGN-4")]
+        rng.shuffle(order)
+        for document in order:
+            (message,) = messages_of(build_batch([document]))
+            assert compiled(message) == python(message)
+    (message,) = messages_of(build_batch([variants[-1]]))
+    count, paths = python(message)
+    assert count == len(NAMESAKES) and f"{EVENT}/id/@{{urn:example:regional}}extension" in paths
+
+
 def test_the_fda_examples_leave_only_the_documented_content_unmapped() -> None:
     found: set[str] = set()
     for name, message in fda_messages():

@@ -15,7 +15,7 @@ bytes for every table.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
 from libc.math cimport isfinite
-from libc.stdlib cimport strtoll
+from libc.stdlib cimport abort, realloc, strtoll
 from libc.string cimport memcmp, memcpy, strcmp, strcspn, strlen
 from libcpp cimport bool as cbool
 from libcpp.algorithm cimport sort as std_sort
@@ -87,6 +87,11 @@ ctypedef vector[vector[xmlNode*]] Selection
 
 # -- names, attributes, text ----------------------------------------------------------------------
 
+# Keyed paths drop their indexes when it changes, and names what they matched (a new message: a pointer freed with
+# the last one may come back naming something else)
+cdef long long MESSAGE_SERIAL = 0
+
+
 cdef class Name:
     """A qualified name as C strings: ``ns`` is NULL for no namespace."""
 
@@ -94,6 +99,10 @@ cdef class Name:
     cdef bytes _local
     cdef const char* ns
     cdef const char* local
+    # libxml2 interns names and elements share their namespace's struct: pointers that matched in this message match
+    cdef const xmlChar* matched_local
+    cdef xmlNs* matched_ns
+    cdef long long matched_serial
 
     def __init__(self, str clark):
         if clark.startswith("{"):
@@ -114,11 +123,21 @@ cdef inline bint is_element(xmlNode* node) noexcept nogil:
 
 cdef inline bint element_named(xmlNode* node, Name name) noexcept:
     cdef const char* local = <const char*>node.name
-    if local[0] != name.local[0] or strcmp(local, name.local) != 0:
-        return False
+    if name.matched_serial != MESSAGE_SERIAL:
+        name.matched_local, name.matched_ns, name.matched_serial = <const xmlChar*>NULL, <xmlNs*>NULL, MESSAGE_SERIAL
+    if node.name != name.matched_local:
+        if local[0] != name.local[0] or strcmp(local, name.local) != 0:
+            return False
+        name.matched_local = node.name
     if name.ns == NULL:
         return node.ns == NULL
-    return node.ns != NULL and strcmp(<const char*>node.ns.href, name.ns) == 0
+    if node.ns == NULL:
+        return False
+    if node.ns != name.matched_ns:
+        if strcmp(<const char*>node.ns.href, name.ns) != 0:
+            return False
+        name.matched_ns = node.ns
+    return True
 
 
 cdef xmlAttr* find_attribute(xmlNode* node, Name name) noexcept:
@@ -375,7 +394,45 @@ ENTITIES[b'&'], ENTITIES[b'<'], ENTITIES[b'>'] = b"&amp;", b"&lt;", b"&gt;"
 ENTITIES[b'"'], ENTITIES[b'\t'], ENTITIES[b'\n'], ENTITIES[b'\r'] = b"&quot;", b"&#9;", b"&#10;", b"&#13;"
 
 
-cdef bint put_xml_escaped(string& out, const xmlChar* text, bint attribute) noexcept:
+# The payload is written in many small pieces: a std::string append per piece (a call, its checks) cost more than
+# the copying. It is written here instead (kept across messages: the walk holds the GIL) and appended at once
+cdef struct Writer:
+    char* data
+    size_t size  # bytes written
+    size_t capacity
+
+
+cdef Writer PAYLOAD_WRITER
+
+
+cdef bint make_room(Writer* w, size_t n) noexcept:
+    cdef size_t capacity = 2 * w.capacity if 2 * w.capacity > w.size + n else w.size + n + 65536
+    cdef char* data = <char*>realloc(w.data, capacity)
+    if data == NULL:
+        return False
+    w.data, w.capacity = data, capacity
+    return True
+
+
+cdef inline void put(Writer* w, const char* s, size_t n) noexcept:
+    if w.size + n > w.capacity and not make_room(w, n):
+        abort()  # out of memory
+    memcpy(w.data + w.size, s, n)
+    w.size += n
+
+
+cdef inline void put_char(Writer* w, char c) noexcept:
+    if w.size + 1 > w.capacity and not make_room(w, 1):
+        abort()
+    w.data[w.size] = c
+    w.size += 1
+
+
+cdef inline void put_c_string(Writer* w, const char* s) noexcept:
+    put(w, s, strlen(s))
+
+
+cdef void put_xml_escaped(Writer* out, const xmlChar* text, bint attribute) noexcept:
     """libxml2's escaping: & < > everywhere, and in attribute values also " and the tab, LF and CR
     character references (in text only CR). UTF-8 passes through."""
     cdef const char* s = <const char*>text
@@ -384,13 +441,13 @@ cdef bint put_xml_escaped(string& out, const xmlChar* text, bint attribute) noex
     cdef char c
     while True:
         run = strcspn(s, special)  # vectorized in glibc: most text has nothing to escape
-        out.append(s, run)
+        put(out, s, run)
         s += run
         c = s[0]
         if c == 0:
-            return True
+            return
         s += 1
-        out.append(ENTITIES[<unsigned char>c])
+        put_c_string(out, ENTITIES[<unsigned char>c])
 
 
 cdef inline bint plain_uri(const xmlChar* href) noexcept:
@@ -404,24 +461,24 @@ cdef inline bint plain_uri(const xmlChar* href) noexcept:
     return True
 
 
-cdef bint put_namespace(string& out, xmlNs* ns) noexcept:
+cdef bint put_namespace(Writer* out, xmlNs* ns) noexcept:
     if ns.href == NULL or not plain_uri(ns.href):
         return False
-    out.append(b" xmlns", 6)
+    put(out, b" xmlns", 6)
     if ns.prefix != NULL:
-        out.push_back(b':')
-        out.append(<const char*>ns.prefix)
-    out.append(b'="', 2)
-    out.append(<const char*>ns.href)
-    out.push_back(b'"')
+        put_char(out, b':')
+        put_c_string(out, <const char*>ns.prefix)
+    put(out, b'="', 2)
+    put_c_string(out, <const char*>ns.href)
+    put_char(out, b'"')
     return True
 
 
-cdef inline void put_name(string& out, xmlNs* ns, const xmlChar* name) noexcept:
+cdef inline void put_name(Writer* out, xmlNs* ns, const xmlChar* name) noexcept:
     if ns != NULL and ns.prefix != NULL:
-        out.append(<const char*>ns.prefix)
-        out.push_back(b':')
-    out.append(<const char*>name)
+        put_c_string(out, <const char*>ns.prefix)
+        put_char(out, b':')
+    put_c_string(out, <const char*>name)
 
 
 cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexcept:
@@ -431,6 +488,7 @@ cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexce
     cdef unordered_set[NsPointer] declared, listed
     cdef xmlNode* node = root
     cdef xmlNs* ns
+    cdef xmlNs* last = NULL  # the namespace just noted: most elements use their parent's, and noting it again does nothing
     cdef xmlAttr* attribute
     outside.clear()
     while True:
@@ -439,10 +497,14 @@ cdef void namespaces_from_outside(xmlNode* root, vector[xmlNs*]& outside) noexce
             while ns != NULL:
                 declared.insert(ns)
                 ns = ns.next
-            note_outside(node.ns, declared, listed, outside)
+            if node.ns != last:
+                note_outside(node.ns, declared, listed, outside)
+                last = node.ns
             attribute = node.properties
             while attribute != NULL:
-                note_outside(attribute.ns, declared, listed, outside)
+                if attribute.ns != NULL and attribute.ns != last:
+                    note_outside(attribute.ns, declared, listed, outside)
+                    last = attribute.ns
                 attribute = attribute.next
             if node.children != NULL:
                 node = node.children
@@ -464,10 +526,18 @@ cdef inline void note_outside(xmlNs* ns, unordered_set[NsPointer]& declared, uno
     outside.push_back(ns)
 
 
-cdef bint serialize(xmlNode* root, string& out) noexcept:
-    """``reference.audit_payload(root)`` (lxml's tostring() of a copy of the message), written straight into ``out``;
-    False (with ``out`` as it was) for what this does not write as libxml2 would: Python's is then used."""
-    cdef size_t mark = out.size()
+cdef bint serialize(xmlNode* root, string& into) noexcept:
+    """``reference.audit_payload(root)`` (lxml's tostring() of a copy of the message), appended to ``into``;
+    False (with ``into`` as it was) for what this does not write as libxml2 would: Python's is then used."""
+    cdef Writer* out = &PAYLOAD_WRITER
+    out.size = 0
+    if not write_tree(root, out):
+        return False
+    into.append(out.data, out.size)
+    return True
+
+
+cdef bint write_tree(xmlNode* root, Writer* out) noexcept:
     cdef xmlNode* node = root
     cdef xmlNs* ns
     cdef xmlAttr* attribute
@@ -476,12 +546,11 @@ cdef bint serialize(xmlNode* root, string& out) noexcept:
     cdef size_t i
     while True:
         if node.type == XML_ELEMENT_NODE:
-            out.push_back(b'<')
+            put_char(out, b'<')
             put_name(out, node.ns, node.name)
             ns = node.nsDef
             while ns != NULL:
                 if not put_namespace(out, ns):
-                    out.resize(mark)
                     return False
                 ns = ns.next
             if node == root:
@@ -489,38 +558,35 @@ cdef bint serialize(xmlNode* root, string& out) noexcept:
                 namespaces_from_outside(root, outside)
                 for i in range(outside.size()):
                     if not put_namespace(out, outside[i]):
-                        out.resize(mark)
                         return False
             attribute = node.properties
             while attribute != NULL:
                 value = attribute_text(attribute)
                 if value == NULL:
-                    out.resize(mark)
                     return False
-                out.push_back(b' ')
+                put_char(out, b' ')
                 put_name(out, attribute.ns, attribute.name)
-                out.append(b'="', 2)
+                put(out, b'="', 2)
                 put_xml_escaped(out, <const xmlChar*>value, True)
-                out.push_back(b'"')
+                put_char(out, b'"')
                 attribute = attribute.next
             if node.children == NULL:
-                out.append(b"/>", 2)
+                put(out, b"/>", 2)
             else:
-                out.push_back(b'>')
+                put_char(out, b'>')
                 node = node.children
                 continue
         elif node.type == XML_TEXT_NODE:
             if node.content != NULL:
                 put_xml_escaped(out, node.content, False)
         else:  # CDATA (the reader strips it), entity references, comments, PIs: tostring() knows them
-            out.resize(mark)
             return False
         # Next: the sibling, or close the parents that end here
         while node != root and node.next == NULL:
             node = node.parent
-            out.append(b"</", 2)
+            put(out, b"</", 2)
             put_name(out, node.ns, node.name)
-            out.push_back(b'>')
+            put_char(out, b'>')
         if node == root:
             return True
         node = node.next
@@ -616,7 +682,6 @@ cdef bint RANKED = False
 cdef size_t SMALL_SET = 16  # up to this many nodes, insertion by before() is cheaper than ranking the message
 
 
-cdef long long MESSAGE_SERIAL = 0  # keyed paths drop their indexes when it changes
 cdef long long VISITS = 0  # nodes looked at by steps and walks: the work of mapping, for tests that it grows linearly
 
 
@@ -1462,7 +1527,7 @@ cdef class Core:
     cdef int indexed  # how many tables the index locates per message (the case tables, then the audit log)
     cdef int audit_number
     cdef int variables
-    cdef int max_case_id
+    cdef int max_case_id  # bytes of UTF-8 a case id may have without asking the Python mapper's rule
     cdef vector[string] buffers
     cdef vector[long long] taken_bytes
     cdef vector[long long] counts  # rows staged so far, by table
@@ -1491,10 +1556,13 @@ cdef class Core:
     cdef object message_key
     cdef object tostring
     cdef object message_error
+    cdef object no_case_id
+    cdef object no_most_recent
+    cdef string nullification_code  # C.1.11.1's code of a nullification
     cdef list json_keys  # '"table":' of each table, for the audit row's row counts
 
     def __init__(self, Table master, fallbacks, table_names, int indexed, int variables, int max_case_id, message_key, tostring,
-                 message_error):
+                 message_error, no_case_id, no_most_recent, str nullification_code):
         self.master, self.fallbacks = master, fallbacks
         self.table_names = list(table_names)
         self.indexed, self.audit_number, self.variables = indexed, indexed - 1, variables
@@ -1505,6 +1573,8 @@ cdef class Core:
         self.message_rows.resize(len(self.table_names), 0)
         self.row = Row()
         self.message_key, self.tostring, self.message_error = message_key, tostring, message_error
+        self.no_case_id, self.no_most_recent = no_case_id, no_most_recent  # mapper.Required: the Python mapper's rules
+        self.nullification_code = nullification_code.encode("utf-8")
         self.json_keys = [f'"{name}":'.encode() for name in self.table_names]
 
     # -- the protocol's bookkeeping ----------------------------------------------------------------
@@ -1591,11 +1661,12 @@ cdef class Core:
     cdef int check_message(self) except -1:
         cdef str case_id
         if not self.has_case_id:
-            raise self.message_error("the message has no safety report identifier", element="C.1.1")
+            raise self.message_error(self.no_case_id.reason, element=self.no_case_id.element)
         case_id = self.case_id.decode("utf-8")
-        self.fallbacks.check_case_id(case_id)  # the Python mapper's rule
+        if self.case_id.size() > <size_t>self.max_case_id:  # shorter ones pass the rule whatever their characters
+            self.fallbacks.check_case_id(case_id)  # the Python mapper's rule
         if not self.has_most_recent:
-            raise self.message_error("the message has no date of most recent information", element="C.1.5", case_id=case_id)
+            raise self.message_error(self.no_most_recent.reason, element=self.no_most_recent.element, case_id=case_id)
         return 0
 
     cdef int write_audit(self, _Element message, int position) except -1:
@@ -1867,7 +1938,7 @@ cdef class Core:
             collapse_token(raw)
             row.text(raw)
             if field.role == ROLE_NULLIFICATION:
-                self.nullification = raw == b"1"
+                self.nullification = raw == self.nullification_code
             return 0
         self.scratch = raw
         strip(self.scratch)

@@ -3,34 +3,30 @@
 """The count of ``unmapped.py``, walked in C over lxml's tree: the same automaton, the same result.
 
 The Python counter costs several microseconds an element, more than mapping the message; here an
-element costs a hash lookup of its name in its parent's state, and a code predicate is tested on
-libxml2's structs. The states, their steps and what they read come from the Python automaton (asked
-once per new step and cached); an unmapped value, rare, is noted by the Python code that names its
-path. ``tests/test_unmapped.py`` checks that both count the same.
+element costs a look-up of its name's id by libxml2's interned pointers (:class:`Names`) and an index
+into its parent's state, and a code predicate is tested on libxml2's structs. The states, their steps
+and what they read come from the Python automaton (asked once per new step and cached); an unmapped
+value, rare, is noted with the path ``unmapped.py`` would name. ``tests/test_unmapped.py`` checks
+that both count the same.
 """
 
 from libcpp.string cimport string
 from libcpp.unordered_map cimport unordered_map
 from libcpp.unordered_set cimport unordered_set
 from libcpp.vector cimport vector
-from libc.string cimport strcmp
+from libcpp cimport bool as cbool
+from libc.string cimport strcmp, strspn
 from cython.operator cimport dereference as deref
 
 from lxml.includes.etreepublic cimport _Element, import_lxml__etree
-from lxml.includes.tree cimport XML_CDATA_SECTION_NODE, XML_ELEMENT_NODE, XML_TEXT_NODE, xmlAttr, xmlNode, xmlNs
+from lxml.includes.tree cimport XML_CDATA_SECTION_NODE, XML_ELEMENT_NODE, XML_TEXT_NODE, xmlAttr, xmlChar, xmlNode, xmlNs
 
 import_lxml__etree()
 
 
 cdef const char* HL7 = b"urn:hl7-org:v3"
-# Keys are built in these (the walk holds the GIL, so one at a time): a buffer keeps its capacity, and most
-# HL7 element names are longer than a string holds without allocating
-cdef string TAG_KEY, CHILD_KEY, ATTRIBUTE_KEY
-
-
 cdef inline void clark(const char* href, const char* name, string& out) noexcept:
-    """An attribute's Clark name; an element's too, but for HL7's own elements, named by their local name alone
-    (most of a message: the key is shorter to build and hash), and ``{}name`` for an element in no namespace."""
+    """An attribute's Clark name."""
     out.clear()
     if href != NULL:
         out.append(b"{")
@@ -39,8 +35,9 @@ cdef inline void clark(const char* href, const char* name, string& out) noexcept
     out.append(name)
 
 
-cdef inline void element_key(xmlNode* node, string& out) noexcept:
-    cdef const char* href = node_href(node)
+cdef inline void named_element_key(const char* href, const char* name, string& out) noexcept:
+    """An element's key: its local name for HL7's own elements (most of a message: shorter to build and hash),
+    ``{}name`` in no namespace, else its Clark name."""
     out.clear()
     if href == NULL:
         out.append(b"{}")
@@ -48,11 +45,11 @@ cdef inline void element_key(xmlNode* node, string& out) noexcept:
         out.append(b"{")
         out.append(href)
         out.append(b"}")
-    out.append(<const char*>node.name)
+    out.append(name)
 
 
 def key_of_tag(str tag):
-    """The key :func:`element_key` gives an element of Clark tag ``tag``."""
+    """The key :func:`named_element_key` gives an element of Clark tag ``tag``."""
     if tag.startswith("{urn:hl7-org:v3}"):
         return tag[16:].encode("utf-8")
     return (tag if tag.startswith("{") else "{}" + tag).encode("utf-8")
@@ -67,13 +64,7 @@ cdef inline const char* attribute_href(xmlAttr* attribute) noexcept:
 
 
 cdef inline bint blank(const char* text) noexcept:
-    if text == NULL:
-        return True
-    while text[0] != 0:
-        if text[0] != b" " and text[0] != b"\t" and text[0] != b"\r" and text[0] != b"\n":
-            return False
-        text += 1
-    return True
+    return text == NULL or text[strspn(text, " \t\r\n")] == 0  # XML's white space (strspn: vectorized in glibc)
 
 
 cdef const char* XSI = b"http://www.w3.org/2001/XMLSchema-instance"
@@ -133,34 +124,6 @@ cdef bint has_value(xmlAttr* attribute) noexcept:
     return False
 
 
-cdef bint attribute_equals(xmlNode* node, const string& name, const string& expected) noexcept:
-    """Whether ``node`` has the attribute of Clark name ``name`` with the value ``expected``."""
-    cdef xmlAttr* attribute = node.properties
-    cdef string key, value
-    cdef xmlNode* part
-    while attribute != NULL:
-        if attribute.ns == NULL:
-            if strcmp(<const char*>attribute.name, name.c_str()) != 0:
-                attribute = attribute.next
-                continue
-            key = name
-        else:
-            clark(attribute_href(attribute), <const char*>attribute.name, key)
-        if key == name:
-            part = attribute.children
-            if part != NULL and part.next == NULL and part.content != NULL:  # one text node: the usual case
-                return strcmp(<const char*>part.content, expected.c_str()) == 0
-            value.clear()
-            part = attribute.children
-            while part != NULL:
-                if part.content != NULL:
-                    value.append(<const char*>part.content)
-                part = part.next
-            return value == expected
-        attribute = attribute.next
-    return False
-
-
 cdef bint text_in(xmlNode* node) noexcept:
     """A non-blank text node directly in ``node``."""
     cdef xmlNode* child = node.children
@@ -171,40 +134,136 @@ cdef bint text_in(xmlNode* node) noexcept:
     return False
 
 
-cdef class Key:
-    """An ``AttributeKey``: the node itself (``child`` empty), or one of its children so named, has these attribute values."""
+cdef struct Slot:
+    const char* name
+    const char* href
+    long long checked  # the message in which the slot's names were last compared
+    int id
 
-    cdef string child
-    cdef bint on_child
-    cdef vector[string] names
+
+cdef enum:
+    SLOT_BITS = 10
+    UNDECIDED = -1  # State.step_of: not asked yet
+    ELSEWHERE = -2  # State.step_of: no step goes on with this name
+
+
+cdef class Names:
+    """Ids of the names the automaton knows (0: any other name), looked up by libxml2's pointers.
+
+    The parser interns names, so within a document one name is one pointer: a slot keeps the id of a
+    (name, namespace URI) pointer pair, and is compared with its names again once per message, as a
+    pointer freed with an earlier message may come back naming something else. The ids are few (the
+    dictionary's names): a hostile file's endless distinct names all get 0 and only evict slots.
+    """
+
+    cdef bint elements  # keys as named_element_key writes them (elements), else Clark names (attributes)
+    cdef unordered_map[string, int] ids
+    cdef vector[Slot] slots
+    cdef vector[string] slot_names
+    cdef vector[string] slot_hrefs
+    cdef long long message
+    cdef string key
+
+    def __cinit__(self, bint elements):
+        self.elements = elements
+        self.slots.resize(1 << SLOT_BITS)
+        self.slot_names.resize(1 << SLOT_BITS)
+        self.slot_hrefs.resize(1 << SLOT_BITS)
+        self.forget_slots()
+
+    cdef void forget_slots(self) noexcept:
+        cdef size_t i
+        for i in range(self.slots.size()):
+            self.slots[i].name = NULL
+            self.slots[i].href = NULL
+            self.slots[i].id = 0
+            self.slots[i].checked = 0
+
+    cdef int intern(self, const string& key) noexcept:
+        """The id of ``key``, given one if new (while compiling: from the automaton's names only)."""
+        cdef unordered_map[string, int].iterator found = self.ids.find(key)
+        if found != self.ids.end():
+            return deref(found).second
+        cdef int id = self.ids.size() + 1
+        self.ids[key] = id
+        self.forget_slots()  # a slot may say 0 for the name
+        return id
+
+    cdef inline int id_of(self, const xmlChar* name, const char* href) noexcept:
+        cdef size_t at = ((<size_t>name ^ (<size_t>href << 1)) * <size_t>0x9E3779B97F4A7C15ULL) >> (64 - SLOT_BITS)
+        cdef Slot* slot = &self.slots[at]
+        if slot.name == <const char*>name and slot.href == href:
+            if slot.checked == self.message:
+                return slot.id
+            if strcmp(self.slot_names[at].c_str(), <const char*>name) == 0 and (
+                href == NULL or strcmp(self.slot_hrefs[at].c_str(), href) == 0
+            ):
+                slot.checked = self.message
+                return slot.id
+        if self.elements:
+            named_element_key(href, <const char*>name, self.key)
+        else:
+            clark(href, <const char*>name, self.key)
+        cdef unordered_map[string, int].iterator found = self.ids.find(self.key)
+        slot.name, slot.href, slot.checked = <const char*>name, href, self.message
+        slot.id = deref(found).second if found != self.ids.end() else 0
+        self.slot_names[at].assign(<const char*>name)
+        if href != NULL:
+            self.slot_hrefs[at].assign(href)
+        return slot.id
+
+
+cdef bint attribute_equals(xmlNode* node, Names attributes, int name, const string& expected) noexcept:
+    """Whether ``node`` has the attribute of id ``name`` with the value ``expected``."""
+    cdef xmlAttr* attribute = node.properties
+    cdef string value
+    cdef xmlNode* part
+    while attribute != NULL:
+        if attributes.id_of(attribute.name, attribute_href(attribute)) == name:
+            part = attribute.children
+            if part != NULL and part.next == NULL and part.content != NULL:  # one text node: the usual case
+                return strcmp(<const char*>part.content, expected.c_str()) == 0
+            value.clear()
+            while part != NULL:
+                if part.content != NULL:
+                    value.append(<const char*>part.content)
+                part = part.next
+            return value == expected
+        attribute = attribute.next
+    return False
+
+
+cdef class Key:
+    """An ``AttributeKey``: the node itself (``child`` 0), or one of its children so named, has these attribute values."""
+
+    cdef int child  # element id
+    cdef vector[int] names  # attribute ids
     cdef vector[string] values
 
-    def __init__(self, object key):
+    def __init__(self, object key, Names elements, Names attributes):
         child, names = key.signature
-        self.on_child = child is not None
-        if child is not None:
-            self.child = key_of_tag(child)
+        self.child = elements.intern(key_of_tag(child)) if child is not None else 0
         for name, value in zip(names, key.values):
-            self.names.push_back(name.encode("utf-8"))
+            self.names.push_back(attributes.intern(name.encode("utf-8")))
             self.values.push_back(value.encode("utf-8"))
 
-    cdef bint all_on(self, xmlNode* node) noexcept:
+    cdef bint all_on(self, xmlNode* node, Names attributes) noexcept:
         cdef size_t i
         for i in range(self.names.size()):
-            if not attribute_equals(node, self.names[i], self.values[i]):
+            if not attribute_equals(node, attributes, self.names[i], self.values[i]):
                 return False
         return True
 
-    cdef bint passes(self, xmlNode* node) noexcept:
+    cdef bint passes(self, xmlNode* node, Names elements, Names attributes) noexcept:
         cdef xmlNode* child
-        if not self.on_child:
-            return self.all_on(node)
+        if self.child == 0:
+            return self.all_on(node, attributes)
         child = node.children
         while child != NULL:
-            if child.type == XML_ELEMENT_NODE:
-                element_key(child, CHILD_KEY)
-                if CHILD_KEY == self.child and self.all_on(child):
-                    return True
+            if child.type == XML_ELEMENT_NODE and elements.id_of(child.name, node_href(child)) == self.child and self.all_on(
+                child, attributes
+            ):
+                return True
             child = child.next
         return False
 
@@ -222,10 +281,20 @@ cdef class State:
     cdef object python  # the unmapped._State
     cdef bint own_text
     cdef bint empty
-    cdef unordered_set[string] attributes
-    cdef unordered_map[string, int] steps  # child name -> index in Counter.steps
-    cdef unordered_set[string] known  # the child names a step goes on with (as element_key writes them)
+    cdef vector[cbool] reads  # by attribute id: the attribute is read (ids past its end: not read)
+    cdef unordered_set[int] known  # the ids of the child names a step goes on with
+    cdef vector[int] step_of  # by element id: UNDECIDED, ELSEWHERE, or the index in Counter.step_list
     cdef int elsewhere  # the state of any other child (-1: not asked yet)
+
+
+cdef void mark(vector[cbool]& flags, int id) noexcept:
+    if <size_t>id >= flags.size():
+        flags.resize(id + 1, False)
+    flags[id] = True
+
+
+cdef inline bint marked(const vector[cbool]& flags, int id) noexcept:
+    return <size_t>id < flags.size() and flags[id]
 
 
 cdef class Counter:
@@ -235,7 +304,9 @@ cdef class Counter:
     cdef list states  # of State
     cdef dict index  # _State -> its index in states
     cdef list step_list  # of Step
-    cdef unordered_set[string] structural
+    cdef Names elements
+    cdef Names attributes
+    cdef vector[cbool] structural  # by attribute id
     cdef xmlNode* message
     cdef unordered_map[string, long long] found  # the message's unmapped values by path
     cdef vector[string] order  # the paths in the order found
@@ -245,8 +316,10 @@ cdef class Counter:
         self.states = []
         self.index = {}
         self.step_list = []
+        self.elements = Names(True)
+        self.attributes = Names(False)
         for name in structural:
-            self.structural.insert(name.encode("utf-8"))
+            mark(self.structural, self.attributes.intern(name.encode("utf-8")))
         self.state_of(reference.start)
 
     cdef int state_of(self, object python) except -1:
@@ -258,9 +331,9 @@ cdef class Counter:
         state.own_text = python.own_text
         state.empty = python.empty
         for name in python.attributes:
-            state.attributes.insert(name.encode("utf-8"))
+            mark(state.reads, self.attributes.intern(name.encode("utf-8")))
         for tag in python.known:
-            state.known.insert(key_of_tag(tag))
+            state.known.insert(self.elements.intern(key_of_tag(tag)))
         state.elsewhere = -1
         self.index[python] = len(self.states)
         self.states.append(state)
@@ -271,6 +344,8 @@ cdef class Counter:
         self.message = message._c_node
         self.found.clear()
         self.order.clear()
+        self.elements.message += 1
+        self.attributes.message += 1
         self.walk(self.message, 0)
         cdef long long total = 0
         for path in self.order:
@@ -293,8 +368,7 @@ cdef class Counter:
             return 0
         cdef xmlAttr* attribute = node.properties
         while attribute != NULL:  # the name first: an attribute's value is a node of its own, elsewhere in memory
-            clark(attribute_href(attribute), <const char*>attribute.name, ATTRIBUTE_KEY)
-            if state.attributes.count(ATTRIBUTE_KEY) == 0 and has_value(attribute):
+            if not marked(state.reads, self.attributes.id_of(attribute.name, attribute_href(attribute))) and has_value(attribute):
                 self.note(node, attribute)
             attribute = attribute.next
         if not state.own_text and text_in(node):
@@ -307,41 +381,52 @@ cdef class Counter:
         return 0
 
     cdef int step(self, State state, xmlNode* child) except -1:
-        element_key(child, TAG_KEY)
-        if state.known.count(TAG_KEY) == 0:
+        cdef int id = self.elements.id_of(child.name, node_href(child))
+        if <size_t>id >= state.step_of.size():
+            state.step_of.resize(id + 1, UNDECIDED)
+        cdef int number = state.step_of[id]
+        if number == UNDECIDED:
+            number = self.new_step(state, child, id)
+            state.step_of[id] = number
+        if number == ELSEWHERE:
             if state.elsewhere < 0:
                 state.elsewhere = self.state_of(state.python.elsewhere(self.reference.states))
             return state.elsewhere
-        cdef Step step
-        cdef unordered_map[string, int].iterator known = state.steps.find(TAG_KEY)
-        if known == state.steps.end():
-            step = Step()
-            step.tag = child_tag(child)
-            step.python_keys = state.python.keys_for(step.tag)
-            step.keys = [Key(k) for k in step.python_keys]
-            state.steps[TAG_KEY] = len(self.step_list)
-            self.step_list.append(step)
-        else:
-            step = <Step>self.step_list[deref(known).second]
+        cdef Step step = <Step>self.step_list[number]
         cdef unsigned long long mask = 0
         cdef size_t i
         for i in range(len(step.keys)):
-            if (<Key>step.keys[i]).passes(child):
+            if (<Key>step.keys[i]).passes(child, self.elements, self.attributes):
                 mask |= 1ULL << i
         cdef unordered_map[unsigned long long, int].iterator cached = step.by_mask.find(mask)
         if cached != step.by_mask.end():
             return deref(cached).second
+        return self.new_state(state, step, mask)
+
+    cdef int new_state(self, State state, Step step, unsigned long long mask) except -1:
+        """The state after ``step`` with the keys of ``mask`` passed, asked of the automaton once (a method of its
+        own: the generator below would cost ``step`` a closure on every call)."""
         passed = frozenset(k for i, k in enumerate(step.python_keys) if mask >> i & 1)
         next_index = self.state_of(state.python.next(step.tag, passed, self.reference.states))
         step.by_mask[mask] = next_index
         return next_index
 
+    cdef int new_step(self, State state, xmlNode* child, int id) except? -3:
+        """The step ``state`` takes on a child of name ``id``: ELSEWHERE, or its index in step_list."""
+        if id == 0 or state.known.count(id) == 0:
+            return ELSEWHERE
+        cdef Step step = Step()
+        step.tag = child_tag(child)
+        step.python_keys = state.python.keys_for(step.tag)
+        step.keys = [Key(k, self.elements, self.attributes) for k in step.python_keys]
+        self.step_list.append(step)
+        return len(self.step_list) - 1
+
     cdef int everything(self, xmlNode* node) except -1:
         """Every value under ``node`` (which nothing maps), counted."""
         cdef xmlAttr* attribute = node.properties
         while attribute != NULL:
-            clark(attribute_href(attribute), <const char*>attribute.name, ATTRIBUTE_KEY)
-            if self.structural.count(ATTRIBUTE_KEY) == 0 and has_value(attribute):
+            if not marked(self.structural, self.attributes.id_of(attribute.name, attribute_href(attribute))) and has_value(attribute):
                 self.note(node, attribute)
             attribute = attribute.next
         if text_in(node):

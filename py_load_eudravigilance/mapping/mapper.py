@@ -47,6 +47,19 @@ from py_load_eudravigilance.mapping.values import InvalidValueError, collapse_to
 Row = dict[str, Any]
 
 NULLIFICATION_CODE = "1"  # C.1.11.1: 1 = nullification, 2 = amendment
+
+
+@dataclass(frozen=True)
+class Required:
+    """A value no message is staged without: the element its rejection names, and why."""
+
+    element: str
+    reason: str
+
+
+# Both cores reject a message by these (the compiled one receives them as data)
+NO_CASE_ID = Required("C.1.1", "the message has no safety report identifier")
+NO_MOST_RECENT = Required("C.1.5", "the message has no date of most recent information")
 # C.1.1 is at most 100 characters in E2B(R3); 500 leaves room for odd senders, and MAX_CASE_ID_BYTES keeps it
 # under PostgreSQL's btree limit in every index it is part of (signal keys pair it with an indexed text)
 MAX_CASE_ID_LENGTH = 500
@@ -348,10 +361,10 @@ class CaseMapper:
         master = out["icsr_master"][0]
         case_id = master.get(CASE_KEY)
         if not case_id:
-            raise MappingError("the message has no safety report identifier", element="C.1.1")
+            raise MappingError(NO_CASE_ID.reason, element=NO_CASE_ID.element)
         check_case_id(case_id)
         if master.get("most_recent_info_date_utc") is None:
-            raise MappingError("the message has no date of most recent information", element="C.1.5", case_id=case_id)
+            raise MappingError(NO_MOST_RECENT.reason, element=NO_MOST_RECENT.element, case_id=case_id)
         self._key_children(out, case_id)
         return MappedCase(
             safetyreportid=case_id,

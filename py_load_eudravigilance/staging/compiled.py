@@ -19,9 +19,18 @@ from lxml import etree
 
 from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping import _core  # type: ignore[attr-defined]
-from py_load_eudravigilance.mapping.catalog import CASE_KEY, field_columns
+from py_load_eudravigilance.mapping.catalog import CASE_KEY, MAX_CASE_ID_BYTES, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
-from py_load_eudravigilance.mapping.mapper import MAX_CASE_ID_LENGTH, CaseMapper, CompiledField, CompiledTable, check_case_id
+from py_load_eudravigilance.mapping.mapper import (
+    MAX_CASE_ID_LENGTH,
+    NO_CASE_ID,
+    NO_MOST_RECENT,
+    NULLIFICATION_CODE,
+    CaseMapper,
+    CompiledField,
+    CompiledTable,
+    check_case_id,
+)
 from py_load_eudravigilance.mapping.paths import (
     ANCESTOR,
     DESCENDANT,
@@ -267,10 +276,13 @@ class CompiledCore(_core.Core):  # type: ignore[misc]
             STAGED_TABLES,
             len(INDEXED_TABLES),
             plan.variables,
-            MAX_CASE_ID_LENGTH,
+            min(MAX_CASE_ID_LENGTH, MAX_CASE_ID_BYTES),  # a case id of at most this many bytes passes check_case_id
             MessageKey,
             audit_payload,
             MappingError,
+            NO_CASE_ID,
+            NO_MOST_RECENT,
+            NULLIFICATION_CODE,
         )
         self.mapper = plan.mapper
         self.begin_part()
