@@ -21,6 +21,12 @@ from py_load_eudravigilance.settings import DEFAULT_DSN
 from py_load_eudravigilance.signals import STATISTICS_TABLE
 from py_load_eudravigilance.sources import list_objects, parse_location, partition_key_for
 
+# What the demo suggests looking at when it ends (a test runs them on a loaded database)
+SUGGESTED_QUERIES = (
+    "select safetyreportid, is_nullified from icsr_master limit 5",
+    f"select drug, event_code, event_name, a, prr, ic025, signal from {STATISTICS_TABLE} order by ic025 desc limit 5",
+)
+
 
 def database_client(dsn: str) -> str:
     """How to open the database to look at it: its own client; never the DSN as given, which may hold a password."""
@@ -93,9 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Look at it:")
     print("  make ui                         # Dagster UI on http://localhost:3000 with this run, assets and checks")
     client = database_client(args.dsn)
-    print(f"  {client} 'select safetyreportid, is_nullified from icsr_master limit 5'")
-    top = f"select drug, reaction_meddra_code, a, prr, ic025, signal from {STATISTICS_TABLE} order by ic025 desc limit 5"
-    print(f"  {client} '{top}'")
+    for query in SUGGESTED_QUERIES:
+        print(f"  {client} '{query}'")
     return 0 if result.success and statistics.success else 2
 
 

@@ -433,6 +433,17 @@ def test_a_second_sqlite_load_waits_for_the_first_then_loads(tmp_path: Path) -> 
     assert second.returncode == 0 and "1 completed" in output
 
 
+def test_the_queries_the_demo_suggests_run_on_a_loaded_database(dsn: str, tmp_path: Path) -> None:
+    from eudravig_assets.demo import SUGGESTED_QUERIES
+
+    write_corpus(tmp_path / "corpus", CorpusSpec(files=1, cases_per_file=6, seed=2))
+    assert not run_load(tmp_path / "corpus", dsn).failures
+    refresh_drug_event_statistics(get_loader(dsn).engine)
+    with create_engine(dsn).connect() as conn:
+        for suggested in SUGGESTED_QUERIES:
+            assert conn.execute(text(suggested)).all(), suggested
+
+
 def test_the_demo_shows_how_to_look_at_the_database_without_its_password() -> None:
     from eudravig_assets.demo import database_client
 
