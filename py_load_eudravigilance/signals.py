@@ -202,15 +202,7 @@ def contingency_counts(table: TableNamed, drug_roles: Sequence[str], meddra_vers
         .subquery("with_event")
     )
     n = select(func.count()).select_from(population).scalar_subquery()
-    return select(
-        pairs.c.drug,
-        pairs.c[REACTION],
-        pairs.c.a,
-        (with_drug.c.cases - pairs.c.a).label("b"),
-        (with_event.c.cases - pairs.c.a).label("c"),
-        (n - with_drug.c.cases - with_event.c.cases + pairs.c.a).label("d"),
-        n.label("n"),
-    ).select_from(
+    return select(pairs.c.drug, pairs.c[REACTION], *contingency(pairs.c.a, with_drug.c.cases, with_event.c.cases, n)).select_from(
         pairs.join(with_drug, with_drug.c.drug == pairs.c.drug).join(
             with_event, with_event.c[REACTION] == pairs.c[REACTION]
         )
@@ -292,6 +284,19 @@ def statistics(counts: Select) -> Select:
         flag(evans).label("meets_evans_prr"),
         flag(ic025 > 0.0).label("meets_ic025"),
         flag(ema_sdr).label("meets_ema_sdr"),
+    )
+
+
+def contingency(
+    a: ColumnElement[int], drug_cases: ColumnElement[int], event_cases: ColumnElement[int], n: ColumnElement[int]
+) -> tuple[ColumnElement[int], ...]:
+    """A pair's 2x2 table (a, b, c, d, n) from its cases ``a``, the cases of its drug and of its event, and all ``n``."""
+    return (
+        a.label("a"),
+        (drug_cases - a).label("b"),
+        (event_cases - a).label("c"),
+        (n - drug_cases - event_cases + a).label("d"),
+        n.label("n"),
     )
 
 
@@ -415,11 +420,7 @@ def stored_counts(table: TableNamed, changed_only: bool = False) -> Select:
         pairs.c[REACTION],
         pts.c.pt_name.label(EVENT_NAME),
         one_row.c[STATE_VERSION],
-        pairs.c.a,
-        (drugs.c.cases - pairs.c.a).label("b"),
-        (reactions.c.cases - pairs.c.a).label("c"),
-        (n - drugs.c.cases - reactions.c.cases + pairs.c.a).label("d"),
-        n.label("n"),
+        *contingency(pairs.c.a, drugs.c.cases, reactions.c.cases, n),
     ).select_from(joined)
     return counts.where(among_changed_pairs(table)) if changed_only else counts
 
