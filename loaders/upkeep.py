@@ -53,8 +53,8 @@ def load_meddra(engine: Engine, release: Release, schema: str | None = None, dia
     loaded: dict[str, int] = {}
     with engine.begin() as conn:
         dialect.tune_session(conn)
-        # The statistics count events as PTs of the latest release: the next refresh counts them again
-        rebuild_on_next_refresh(conn, table)
+        # Counts of this version's PTs are counted again (its terms may have changed); a new version is a new basis
+        rebuild_on_next_refresh(conn, table, release.version)
         for term_file in TERM_FILES:
             terms = table(term_file.table)
             conn.execute(terms.delete().where(terms.c[VERSION] == release.version))

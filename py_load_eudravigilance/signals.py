@@ -702,11 +702,15 @@ def queue_cases(conn: Connection, hooks: RefreshHooks, case_ids: Iterable[str]) 
     hooks.insert_records(conn, hooks.table(PENDING_CASES), [{CASE_KEY: case_id} for case_id in case_ids])
 
 
-def rebuild_on_next_refresh(conn: Connection, table: TableNamed) -> None:
-    """After a full reload, or a MedDRA load (the events' PTs may change): the next refresh recomputes the counts in
-    full (the view shows the old ones until then)."""
+def rebuild_on_next_refresh(conn: Connection, table: TableNamed, meddra_version: str | None = None) -> None:
+    """After a full reload, or a MedDRA load of ``meddra_version`` when the counts count the PTs of that version (its
+    PTs may have changed): the next refresh recomputes the counts in full (the view shows the old ones until then). A
+    release of another version changes the counts' basis only if it becomes the reference, which :class:`Basis` sees."""
     state = table(COUNTS_STATE)
-    conn.execute(state.update().values(rebuild=True))
+    update = state.update().values(rebuild=True)
+    if meddra_version is not None:
+        update = update.where(state.c[STATE_VERSION] == meddra_version)
+    conn.execute(update)
 
 
 KEPT_TABLES = (

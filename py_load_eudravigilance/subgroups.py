@@ -6,7 +6,8 @@ sex, region of the primary source and C.1.5. From them and the kept contribution
 :func:`screen` gives each event of one substance its counts and ROR within a subgroup (children,
 the elderly, a sex, a region), the relative ROR of that subgroup against the other cases (as the
 eRMR shows for children and the elderly), whether EMA's SDR rule holds within it, and the cases of
-a reference period. Its cost follows that substance's cases and events, never the refresh's.
+a reference period. It runs on request, never in a refresh: it reads the substance's cases, its
+events' cases, and the size of each subgroup, which is a count over every kept case's attributes.
 """
 
 from __future__ import annotations
@@ -153,15 +154,28 @@ class SubgroupCounts:
 def screen(
     conn: Connection, table: TableNamed, rows: Sequence[Mapping[str, Any]], subgroups: Sequence[str], since: date | None
 ) -> list[dict[str, Any]]:
-    """``rows`` of ``drug_event_statistics`` of one substance, each with, per subgroup: ``a_<name>``, the ROR's lower
-    95% bound within it, whether EMA's SDR rule holds within it (``ema_sdr_<name>``), and the relative ROR of the
-    subgroup against the other cases with its lower bound; and with ``since``, ``a_new``: the pair's cases whose
-    information (C.1.5) is from that day on."""
+    """``rows`` of ``drug_event_statistics``, each with, per subgroup: ``a_<name>``, the ROR's lower 95% bound within
+    it, whether EMA's SDR rule holds within it (``ema_sdr_<name>``), and the relative ROR of the subgroup against the
+    other cases with its lower bound; and with ``since``, ``a_new``: the pair's cases whose information (C.1.5) is
+    from that day on. Screened substance by substance (a product named by ``--drug`` may hold several), in the
+    rows' order."""
+    by_drug: dict[str, list[int]] = {}
+    for number, row in enumerate(rows):
+        by_drug.setdefault(row["drug"], []).append(number)
+    screened: dict[int, dict[str, Any]] = {}
+    for numbers in by_drug.values():
+        found = _screen_substance(conn, table, [rows[number] for number in numbers], subgroups, since)
+        screened.update(zip(numbers, found, strict=True))
+    return [screened[number] for number in range(len(rows))]
+
+
+def _screen_substance(
+    conn: Connection, table: TableNamed, rows: Sequence[Mapping[str, Any]], subgroups: Sequence[str], since: date | None
+) -> list[dict[str, Any]]:
+    """:func:`screen` of the rows of one substance (at least one row)."""
     from py_load_eudravigilance.signals import CASE_DRUGS, CASE_REACTIONS, REACTION  # signals imports this module
 
-    if not rows:
-        return []
-    (drug,) = {row["drug"] for row in rows}
+    drug = rows[0]["drug"]
     events = [row[REACTION] for row in rows]
     attributes, case_drugs, case_reactions = table(CASE_ATTRIBUTES), table(CASE_DRUGS), table(CASE_REACTIONS)
     conditions = {name: subgroup_condition(attributes, name) for name in subgroups}

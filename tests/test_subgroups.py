@@ -87,6 +87,25 @@ def test_a_substances_events_within_children_against_the_others_and_new_in_a_per
     assert (nausea["a_paediatric"], nausea["ema_sdr_paediatric"], nausea["a_new"]) == (1, False, 0)
 
 
+def test_rows_of_several_substances_screen_as_each_substance_alone(sqlite_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    # A product named by --drug may hold several substances: its rows are screened substance by substance, in order
+    run_load(write_cases(write_batch), sqlite_dsn)
+    loader = get_loader(sqlite_dsn)
+    refresh_drug_event_statistics(loader.engine)
+    view = loader.table(STATISTICS_TABLE)
+    with loader.engine.connect() as conn:
+        rows = conn.execute(top_pairs(view, None)).mappings().all()
+        assert len({row["drug"] for row in rows}) > 1
+        together = screen(conn, loader.table, rows, ["paediatric"], date(2024, 3, 1))
+        alone = {
+            (row["drug"], row["event_code"]): row
+            for drug in {row["drug"] for row in rows}
+            for row in screen(conn, loader.table, [r for r in rows if r["drug"] == drug], ["paediatric"], date(2024, 3, 1))
+        }
+    assert [(row["drug"], row["event_code"]) for row in together] == [(row["drug"], row["event_code"]) for row in rows]
+    assert all(row == alone[(row["drug"], row["event_code"])] for row in together)
+
+
 def test_one_call_answers_which_pts_are_sdrs_overall_in_children_and_new(sqlite_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
     run_load(write_cases(write_batch), sqlite_dsn)
     result = run_cli("signals", "--dsn", sqlite_dsn, "--drug", "xdrug", "--subgroup", "paediatric", "--since", "2024-03-01")
