@@ -298,17 +298,18 @@ class SQLAlchemyLoader(Loader):
         running: dict[str, StagedFile] = {}  # the files marked running: whatever happens next, none stays running
         if isinstance(files, list):
             self._mark_running(files, load_mode, started_at, running)  # before the transaction: SQLite has one writer
-        consumed: list[tuple[Path, StagedMessages]] = []
+        consumed: list[Path] = []  # paths only: a part's index is read again if a retry replays it (memory stays flat)
         arriving = iter(batches)
 
         def replay() -> Iterator[tuple[Path, StagedMessages]]:
             """After a transient error: the batches loaded so far, then the rest as they arrive, each file marked
             running as its first part arrives."""
-            yield from list(consumed)
+            for batch in list(consumed):
+                yield batch, StagedMessages.load(batch)
             for batch in arriving:
                 index = StagedMessages.load(batch)
                 self._mark_running([StagedFile(name, sha) for name, sha in index.files], load_mode, started_at, running)
-                consumed.append((batch, index))
+                consumed.append(batch)
                 yield batch, index
 
         def attempt(conn: Connection) -> list[LoadOutcome]:

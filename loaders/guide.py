@@ -189,7 +189,10 @@ class GuideMethods(LoaderInterface):
             batch = Path(scratch)
             types = {name: {c.name: c.type for c in self.loader.table(name).columns} for name in buffers}
             index = index_from_streams(buffers, batch, types)
-            staged = StagedFile(file_path, file_hash, 0, dict(row_counts), messages_total=len(index.keys))
+            source = Path(file_path)
+            # Its size keys its history row for later delta runs (unknown when the path is not a local file)
+            size = source.stat().st_size if source.is_file() else None
+            staged = StagedFile(file_path, file_hash, 0, dict(row_counts), messages_total=len(index.keys), file_size_bytes=size)
             self.loader.load([batch], LoadMode(load_mode), [staged])
 
     def load_audit_data(self, buffer: IOBase, row_count: int, load_mode: str, file_path: str, file_hash: str) -> None:
