@@ -444,14 +444,18 @@ class InOrderCommitter:
             name = object_name(self.location, unit.keys[0])
             reason = WORKER_DIED if broken else f"{type(exc).__name__}: {first_line(exc)}"
             log.debug("loading %s failed", name, exc_info=True)
-            digest = self._record_failed_file(unit.keys[0], exc, reason)
+            staged = [file for index in sorted(unit.results)[:1] for file in unit.results[index].group.files]
+            digest = self._record_failed_file(unit.keys[0], exc, reason, staged)
             return [LoadOutcome(name, digest, status=FAILED, error=reason)], []
 
-    def _record_failed_file(self, key: str, error: BaseException, reason: str) -> str:
+    def _record_failed_file(self, key: str, error: BaseException, reason: str, staged: list[StagedFile]) -> str:
         """A file that failed, whatever the fault (its worker could not stage it or died, the database went away), is
-        ``failed`` in the history with the reason, never left ``running`` nor missing: by the SHA-256 its worker found,
-        else (a local file) hashed here. Returns that SHA-256 ("" when unknown: an S3 object its worker never read)."""
-        if isinstance(error, StagingError):
+        ``failed`` in the history with the reason, never left ``running`` nor missing: by the SHA-256 its worker found
+        (``staged``: its account when staging succeeded and the load failed), else (a local file) hashed here. Returns
+        that SHA-256 ("" when unknown: an S3 object its worker never read)."""
+        if staged:
+            files = staged
+        elif isinstance(error, StagingError):
             files = error.staged_files()
         elif self.location.is_s3:
             return ""
