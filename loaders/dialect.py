@@ -148,7 +148,8 @@ class Dialect:
 
     def keyed_lookups(self, conn: Connection) -> None:
         """For the rest of ``conn``'s transaction, join large tables by looking rows up by key, as reading the few rows
-        a refresh changed wants (by default the planner decides, as SQLite's does well)."""
+        a refresh changed, or the rows of a run's cases for its checks, wants (by default the planner decides, as
+        SQLite's does well)."""
 
 
 def dialect_for(engine: Engine) -> Dialect:

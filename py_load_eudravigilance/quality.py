@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, or_, select, true
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
 from py_load_eudravigilance.mapping import catalog
 from py_load_eudravigilance.mapping.catalog import CASE_KEY, ColumnType
@@ -251,16 +251,15 @@ class RunChecks:
     rejections: list[dict[str, Any]]  # the first rejected messages
 
 
-def check_table(engine: Engine, table: TableNamed, name: str, scope: CheckScope, with_rules: bool = True) -> TableChecks:
+def check_table(conn: Connection, table: TableNamed, name: str, scope: CheckScope, with_rules: bool = True) -> TableChecks:
     listed = rules(name) if with_rules else ()
-    with engine.connect() as conn:
-        row = conn.execute(table_check_query(table, name, scope, with_rules)).mappings().one()
-        failures = {rule.name: int(row[f"rule_{n}"]) for n, rule in enumerate(listed) if row[f"rule_{n}"]}
-        examples: list[dict[str, Any]] = []
-        for rule in listed:
-            if rule.name in failures and len(examples) < LISTED_ROWS:
-                found = conn.execute(failing_rows_query(table, name, rule, scope, LISTED_ROWS - len(examples))).mappings()
-                examples += [{"rule": rule.name, **record} for record in found]
+    row = conn.execute(table_check_query(table, name, scope, with_rules)).mappings().one()
+    failures = {rule.name: int(row[f"rule_{n}"]) for n, rule in enumerate(listed) if row[f"rule_{n}"]}
+    examples: list[dict[str, Any]] = []
+    for rule in listed:
+        if rule.name in failures and len(examples) < LISTED_ROWS:
+            found = conn.execute(failing_rows_query(table, name, rule, scope, LISTED_ROWS - len(examples))).mappings()
+            examples += [{"rule": rule.name, **record} for record in found]
     return TableChecks(
         int(row["rows_checked"]),
         int(row["orphans"]) if "orphans" in row else None,
@@ -271,22 +270,20 @@ def check_table(engine: Engine, table: TableNamed, name: str, scope: CheckScope,
     )
 
 
-def parsed_rows(engine: Engine, table: TableNamed, scope: CheckScope) -> dict[str, int]:
+def parsed_rows(conn: Connection, table: TableNamed, scope: CheckScope) -> dict[str, int]:
     """Rows per case table the parser produced for the current versions in scope (a run's: one row per case it loaded)."""
     expected = dict.fromkeys(CASE_TABLE_NAMES, 0)
-    with engine.connect().execution_options(stream_results=True) as conn:
-        for (row_counts,) in conn.execute(parsed_rows_query(table, scope)):
-            for name, count in (row_counts or {}).items():
-                expected[name] = expected.get(name, 0) + int(count)
+    for (row_counts,) in conn.execute(parsed_rows_query(table, scope).execution_options(stream_results=True)):
+        for name, count in (row_counts or {}).items():
+            expected[name] = expected.get(name, 0) + int(count)
     return expected
 
 
-def rejected_messages(engine: Engine, table: TableNamed, scope: CheckScope) -> tuple[int, list[dict[str, Any]]]:
+def rejected_messages(conn: Connection, table: TableNamed, scope: CheckScope) -> tuple[int, list[dict[str, Any]]]:
     """How many messages of the scope's files were rejected, and the first of them."""
     query = rejected_messages_query(table, scope)
-    with engine.connect() as conn:
-        count = conn.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-        listed = [dict(row) for row in conn.execute(rejected_messages_query(table, scope, LISTED_ROWS)).mappings()]
+    count = conn.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    listed = [dict(row) for row in conn.execute(rejected_messages_query(table, scope, LISTED_ROWS)).mappings()]
     return int(count), listed
 
 

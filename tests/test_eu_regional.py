@@ -327,8 +327,9 @@ def test_eu_instance_loads_on_both_dialects(dsn: str, eu_file: Path) -> None:
     # The data-quality rules (code lists included) hold on every table the EU instance fills
     reader = TableReader(create_engine(dsn))
     try:
-        for table in (*CASE_TABLE_NAMES, "message_batches"):
-            assert check_table(reader.engine, reader.table, table, CheckScope.everything()).rows_failing == 0, table
+        with reader.engine.connect() as conn:
+            for table in (*CASE_TABLE_NAMES, "message_batches"):
+                assert check_table(conn, reader.table, table, CheckScope.everything()).rows_failing == 0, table
     finally:
         reader.engine.dispose()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import pandera.pandas as pa
 import pytest
 from sqlalchemy import create_engine, text
@@ -13,7 +16,14 @@ from py_load_eudravigilance.quality import CheckScope, check_table, parsed_rows,
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES, COUNTED_TABLE_NAMES
 from tests.support.db import query
 
+Result = TypeVar("Result")
 SEXES = ["1", "2", "1", "2", "9", "1", "7"]  # 9 and 7 are not E2B D.5 codes
+
+
+def checked(reader: TableReader, check: Callable[..., Result], *args: Any, **options: Any) -> Result:
+    """A check of the quality module run on a connection of its own."""
+    with reader.engine.connect() as conn:
+        return check(conn, reader.table, *args, **options)
 
 
 def scope_of(dsn: str, *names: str) -> CheckScope:
@@ -33,7 +43,7 @@ def test_the_sql_rules_find_the_rows_pandera_finds(dsn: str, write_batch) -> Non
     assert run_load(path, dsn).exit_code == 0
     reader = TableReader(create_engine(dsn))
 
-    found = check_table(reader.engine, reader.table, "patient_characteristics", CheckScope.everything())
+    found = checked(reader, check_table, "patient_characteristics", CheckScope.everything())
 
     frame = reader.read_frame("patient_characteristics")
     with pytest.raises(pa.errors.SchemaErrors) as errors:
@@ -53,20 +63,20 @@ def test_a_runs_checks_see_only_its_rows_and_still_fail_on_a_broken_one(dsn: str
     reader = TableReader(create_engine(dsn))
     of_clean, of_broken = scope_of(dsn, "clean.xml"), scope_of(dsn, "broken.xml")
 
-    assert check_table(reader.engine, reader.table, "patient_characteristics", of_clean).rows_failing == 0
-    assert check_table(reader.engine, reader.table, "patient_characteristics", of_clean).rows_checked == 2
-    assert check_table(reader.engine, reader.table, "patient_characteristics", of_broken).rows_failing == 1
+    assert checked(reader, check_table, "patient_characteristics", of_clean).rows_failing == 0
+    assert checked(reader, check_table, "patient_characteristics", of_clean).rows_checked == 2
+    assert checked(reader, check_table, "patient_characteristics", of_broken).rows_failing == 1
 
     with reader.engine.begin() as conn:  # a case of the clean run loses its master row: its reactions are orphans
         conn.execute(text("DELETE FROM icsr_master WHERE safetyreportid = 'GOOD-2'"))
-    reactions_clean = check_table(reader.engine, reader.table, "reactions", of_clean)
+    reactions_clean = checked(reader, check_table, "reactions", of_clean)
     assert reactions_clean.orphans == query(dsn, "SELECT COUNT(*) FROM reactions WHERE safetyreportid = 'GOOD-2'")[0][0] > 0
-    assert check_table(reader.engine, reader.table, "reactions", of_broken).orphans == 0
+    assert checked(reader, check_table, "reactions", of_broken).orphans == 0
     # The parser's count of the clean run's current versions no longer matches what the tables hold
-    parsed = parsed_rows(reader.engine, reader.table, of_clean)
-    master = check_table(reader.engine, reader.table, "icsr_master", of_clean, with_rules=False)
+    parsed = checked(reader, parsed_rows, of_clean)
+    master = checked(reader, check_table, "icsr_master", of_clean, with_rules=False)
     assert (parsed["icsr_master"], master.rows_current) == (1, 1)  # GOOD-2's master row is gone from both sides
-    reactions = check_table(reader.engine, reader.table, "reactions", of_clean, with_rules=False)
+    reactions = checked(reader, check_table, "reactions", of_clean, with_rules=False)
     assert reactions.rows_current == parsed["reactions"] and reactions.rows_checked > reactions.rows_current
 
 
@@ -76,10 +86,10 @@ def test_rejected_messages_are_listed_for_the_run_that_brought_them(dsn: str, wr
     assert run_load(partial, dsn).exit_code == 2 and run_load(other, dsn).exit_code == 0
     reader = TableReader(create_engine(dsn))
 
-    count, listed = rejected_messages(reader.engine, reader.table, scope_of(dsn, "partial.xml"))
+    count, listed = checked(reader, rejected_messages, scope_of(dsn, "partial.xml"))
     assert count == 1 and [(row["file_name"], row["message_position"]) for row in listed] == [("partial.xml", 2)]
     assert listed[0]["reason"]
-    assert rejected_messages(reader.engine, reader.table, scope_of(dsn, "other.xml")) == (0, [])
+    assert checked(reader, rejected_messages, scope_of(dsn, "other.xml")) == (0, [])
 
 
 def test_the_loads_keep_every_tables_row_count_exact(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
