@@ -77,6 +77,33 @@ def test_audit_payload_is_the_message_as_received(tmp_path: Path) -> None:
     assert audit["row_counts"]["icsr_master"] == 1 and audit["safetyreportid"] == "CASE-A"
 
 
+def test_audit_payload_of_an_indented_file_drops_only_the_indentation_between_elements(tmp_path: Path) -> None:
+    message = build_message(CaseSpec("CASE-P", narrative="  two leading spaces and a tab\t"))
+    message = message.replace(
+        "<availabilityTime", '<reference typeCode="REFR"><document><title>   </title></document></reference><availabilityTime', 1
+    )
+    indented = etree.tostring(etree.fromstring(build_batch([message]).encode()), pretty_print=True, encoding="unicode")
+    path = tmp_path / "indented.xml"
+    path.write_text(indented, encoding="utf-8")
+    stage_file(path, tmp_path / "stage")
+    (audit,) = staged_rows(tmp_path / "stage", "icsr_audit_log")
+    payload = etree.fromstring(audit["payload"].encode())
+    (original,) = etree.fromstring(path.read_bytes()).iter("{urn:hl7-org:v3}PORR_IN049016UV")
+
+    def without_indentation(root: etree._Element) -> list[tuple]:
+        def kept(text: str | None, beside_elements: bool) -> str | None:
+            return None if beside_elements and text is not None and not text.strip() else text
+
+        return [
+            (tag, attrib, kept(text, len(node) > 0), kept(tail, True))
+            for node, (tag, attrib, text, tail) in zip(root.iter(), every_node(root), strict=True)
+        ]
+
+    assert "\n  " not in audit["payload"] and without_indentation(payload) == without_indentation(original)
+    assert payload.find(".//{urn:hl7-org:v3}title").text == "   "  # a whitespace-only value is a value: kept
+    assert "  two leading spaces and a tab\t" in audit["payload"]
+
+
 @pytest.mark.skipif(not (SHARED_E2B / "fda-examples").exists(), reason="needs ../shared/e2b (FDA example instances)")
 def test_fda_scenario_4_attachment_text_after_its_reference_is_in_the_audit_payload(tmp_path: Path) -> None:
     source = SHARED_E2B / "fda-examples" / "FAERS2022Scenario4.xml"
