@@ -15,15 +15,22 @@ from py_load_eudravigilance.quality import table_schema
 with warnings.catch_warnings():
     # A beta function of dagster-pandera, chosen knowingly: its warning would print at every import of the project
     warnings.simplefilter("ignore", BetaWarning)
-    ReactionsFrame = pandera_schema_to_dagster_type(table_schema("reactions"))
-    MasterFrame = pandera_schema_to_dagster_type(table_schema("icsr_master"))
+    # Only the columns the counts need are read (each table is read whole), checked by their own rules
+    REACTION_COLUMNS = ["safetyreportid", "reaction_meddra_code", "primary_source_reaction"]
+    MASTER_COLUMNS = ["safetyreportid", "is_nullified"]
+    ReactionsFrame = pandera_schema_to_dagster_type(table_schema("reactions").select_columns(REACTION_COLUMNS))
+    MasterFrame = pandera_schema_to_dagster_type(table_schema("icsr_master").select_columns(MASTER_COLUMNS))
 TOP_TERMS = 20
 
 
 @asset(
     ins={
-        "reactions": AssetIn("reactions", dagster_type=ReactionsFrame, input_manager_key="loader_io_manager"),
-        "icsr_master": AssetIn("icsr_master", dagster_type=MasterFrame, input_manager_key="loader_io_manager"),
+        "reactions": AssetIn(
+            "reactions", dagster_type=ReactionsFrame, input_manager_key="loader_io_manager", metadata={"columns": REACTION_COLUMNS}
+        ),
+        "icsr_master": AssetIn(
+            "icsr_master", dagster_type=MasterFrame, input_manager_key="loader_io_manager", metadata={"columns": MASTER_COLUMNS}
+        ),
     },
     group_name="analytics",
     description="Most reported reactions (MedDRA LLT codes) over the current version of every case that is not nullified.",

@@ -8,7 +8,10 @@ in the op. (Dagster's ``DbIOManager`` writes each output on its own, which would
 rows over as many transactions as tables.)
 
 Reading: ``load_input`` returns a table as a pandas DataFrame: the whole table, or for a consumer
-of the file-partitioned ``etl_file_history``, the rows of its files.
+of the file-partitioned ``etl_file_history``, the rows of its files; only the columns an input names
+in its ``columns`` metadata when it names them (as Dagster's ``DbIOManager`` reads them). A whole
+table of a database holding years of cases does not fit in memory: name the columns, or query the
+database.
 """
 
 from typing import Any
@@ -39,4 +42,5 @@ class LoaderIOManager(ConfigurableIOManager):
         if context.has_asset_partitions and context.step_context.has_partitions:
             # Only etl_file_history is partitioned (by file): a partitioned consumer reads its files' rows
             files = [key_for_partition(key) for key in context.asset_partition_keys]
-        return self.database.reader().read_frame(table, files)
+        columns = (context.definition_metadata or {}).get("columns")
+        return self.database.reader().read_frame(table, files, columns)

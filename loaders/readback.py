@@ -31,9 +31,9 @@ class TableReader:
     def table(self, name: str) -> Table:
         return self.metadata.tables[f"{self.schema}.{name}" if self.schema else name]
 
-    def select_rows(self, name: str, file_names: Sequence[str] | None = None) -> Select:
+    def select_rows(self, name: str, file_names: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> Select:
         table = self.table(name)
-        query = select(table)
+        query = select(*(table.c[column] for column in columns)) if columns else select(table)
         if file_names is None:
             return query
         if name in CASE_TABLE_NAMES:
@@ -42,10 +42,10 @@ class TableReader:
             return query.where(table.c[CASE_KEY].in_(current))
         return query.where(table.c.file_name.in_(bindparam("files", expanding=True)))
 
-    def read_frame(self, name: str, file_names: Sequence[str] | None = None) -> pd.DataFrame:
-        """The table's rows as a DataFrame (all rows, or those the files brought in)."""
+    def read_frame(self, name: str, file_names: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The table's rows as a DataFrame (all rows, or those the files brought in), all its columns or ``columns``."""
         with self.engine.connect() as conn:
-            return pd.read_sql(self.select_rows(name, file_names), conn, params=_file_params(file_names))
+            return pd.read_sql(self.select_rows(name, file_names, columns), conn, params=_file_params(file_names))
 
     def row_counts(self, names: Sequence[str]) -> dict[str, int]:
         """Rows in each table now, as the loads keep them in ``etl_table_row_counts``; a table they do not count

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DefaultSensorStatus, Definitions, evaluate_automation_conditions
+from dagster import AssetKey, DagsterInstance, DefaultSensorStatus, Definitions, build_input_context, evaluate_automation_conditions
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.definitions.partitions.context import partition_loading_context
@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from eudravig_assets.assets import FILES_PER_BACKFILL_RUN, TABLE_SPECS, icsr_tables
 from eudravig_assets.catalog import Catalog
 from eudravig_assets.definitions import build_definitions
+from eudravig_assets.io_manager import LoaderIOManager
 from eudravig_assets.partitions import icsr_files
 from eudravig_assets.resources import EudravigDatabase, EudravigSource
 from py_load_eudravigilance.fixtures.generator import CaseSpec, CorpusSpec, DrugSpec, ReactionSpec, build_batch, build_message, write_corpus
@@ -257,6 +258,13 @@ def test_downstream_asset_reads_tables_through_the_io_manager(
         instance=instance, asset_selection=[AssetKey("reaction_frequencies")], raise_on_error=False
     )
     assert not broken.success  # the dagster-pandera input type refuses a table that breaks the dictionary
+
+    # An input naming its columns gets only those, as Dagster's DbIOManager reads them
+    manager = LoaderIOManager(database=EudravigDatabase(dsn=sqlite_dsn))
+    columns = ["safetyreportid", "reaction_meddra_code"]
+    frame = manager.load_input(build_input_context(asset_key=AssetKey("reactions"), definition_metadata={"columns": columns}))
+    assert list(frame.columns) == columns and len(frame) == 4
+    assert len(manager.load_input(build_input_context(asset_key=AssetKey("reactions"))).columns) > 2
 
 
 def test_workspace_validates_as_the_dagster_cli_loads_it(tmp_path: Path) -> None:
