@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
-from py_load_eudravigilance.schema import CASE_TABLE_NAMES, MASTER_TABLE, ROW_COUNTS_TABLE, build_metadata
+from py_load_eudravigilance.schema import CASE_TABLE_NAMES, FILE_HISTORY_TABLE, MASTER_TABLE, ROW_COUNTS_TABLE, build_metadata
 
 
 @dataclass
@@ -37,8 +37,10 @@ class TableReader:
         if file_names is None:
             return query
         if name in CASE_TABLE_NAMES:
-            master = self.table(MASTER_TABLE)
-            current = select(master.c[CASE_KEY]).where(master.c.source_file_name.in_(bindparam("files", expanding=True)))
+            # Through the files' hashes (one history row per file), which icsr_master indexes; its file names it does not
+            master, history = self.table(MASTER_TABLE), self.table(FILE_HISTORY_TABLE)
+            hashes = select(history.c.file_sha256).where(history.c.file_name.in_(bindparam("files", expanding=True)))
+            current = select(master.c[CASE_KEY]).where(master.c.source_file_sha256.in_(hashes))
             return query.where(table.c[CASE_KEY].in_(current))
         return query.where(table.c.file_name.in_(bindparam("files", expanding=True)))
 

@@ -118,3 +118,15 @@ def test_the_loads_keep_every_tables_row_count_exact(dsn: str, write_batch) -> N
     run_load(first.parent, dsn)
     assert_exact()
     assert reader.row_counts(["reactions"])["reactions"] > 0
+
+
+def test_a_file_partitioned_reader_gets_the_rows_of_the_cases_its_files_made_current(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    first = write_batch("first.xml", CaseSpec("F-1", reactions=[ReactionSpec("10019211", "Headache")]), CaseSpec("F-2"))
+    later = write_batch("later.xml", CaseSpec("L-1"), CaseSpec("F-2", most_recent_info="20250101"))  # F-2 followed up
+    assert run_load(first, dsn).exit_code == 0 and run_load(later, dsn).exit_code == 0
+    reader = TableReader(create_engine(dsn))
+
+    assert sorted(reader.read_frame("icsr_master", ["first.xml"])["safetyreportid"]) == ["F-1"]
+    assert sorted(reader.read_frame("icsr_master", ["later.xml"])["safetyreportid"]) == ["F-2", "L-1"]
+    reactions = reader.read_frame("reactions", ["first.xml"], columns=["safetyreportid", "reaction_meddra_code"])
+    assert reactions.to_dict("records") == [{"safetyreportid": "F-1", "reaction_meddra_code": "10019211"}]
