@@ -15,7 +15,9 @@ file names and hashes with the suffix ``-G<g>``, so each copy is a distinct case
 with its full version history in the audit log, as if a load had brought it. Then the exact row
 counts (``etl_table_row_counts``) and the drug-event statistics are rebuilt over everything, and
 ``VACUUM ANALYZE`` leaves the planner the statistics a database that grew over time would have.
-Each timed load gets its own copy of that database (``CREATE DATABASE ... TEMPLATE``).
+Each timed load gets its own copy of that database (``CREATE DATABASE ... TEMPLATE``). Each path runs
+``--repeat`` times at each size, alternating CLI and Dagster, and each phase shows its median: on a
+shared machine one run can be slowed by others' work.
 
 Dagster's phases come from the run's event log: step start to the first materialization (the load
 committed), the file partitions' events, the tables' materializations with ``dagster/row_count``,
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -204,6 +207,7 @@ def main() -> int:
     parser.add_argument("--seed-cases", type=int, default=2_000, help="messages loaded once, then copied in SQL")
     parser.add_argument("--dsn", default=DEFAULT_SERVER_DSN)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=3, help="timed loads per path and size (each phase: the median)")
     parser.add_argument("--workdir", help="keep the corpora here (default: a temporary directory)")
     args = parser.parse_args()
 
@@ -226,12 +230,14 @@ def main() -> int:
                     loader.engine.dispose()  # a template database must have no connections
                 print(f"database of {cases:,} cases, {database_size(template)} on disk, grown in {time.perf_counter() - started:.0f} s")
                 name = make_url(template).database
-                phases: dict[str, float] = {}
-                for path in (cli_phases, dagster_phases):
-                    with fresh_database(args.dsn, template=name) as dsn:
-                        phases.update(path(dsn, source, args.workers))
+                runs: dict[str, list[float]] = defaultdict(list)
+                for _ in range(args.repeat):
+                    for path in (cli_phases, dagster_phases):
+                        with fresh_database(args.dsn, template=name) as dsn:
+                            for label, seconds in path(dsn, source, args.workers).items():
+                                runs[label].append(seconds)
                 sizes.append(cases)
-                results.append(phases)
+                results.append({label: statistics.median(values) for label, values in runs.items()})
         report(sizes, results)
     return 0
 
