@@ -1702,56 +1702,62 @@ cdef class Core:
 
     cdef int write_fact(self, int fact, int table, _Element message, int position) except -1:
         """One staged bookkeeping column of the message's row in ``table``; ``message`` only for the payload."""
-        cdef Row row = self.row
-        cdef string* out = row.out
-        cdef bytes payload
-        cdef bint first = True
-        cdef Py_ssize_t i
-        cdef size_t length_at
         if fact == FACT_CASE_ID:
-            row.text(self.case_id)
+            self.row.text(self.case_id)
         elif fact == FACT_FILE_SHA256:
-            row.text(self.file_sha256)
+            self.row.text(self.file_sha256)
         elif fact == FACT_FILE_NAME:
-            row.text(self.file_name)
+            self.row.text(self.file_name)
         elif fact == FACT_POSITION:
-            row.integer(position)
+            self.row.integer(position)
         elif fact == FACT_MOST_RECENT:
-            row.timestamp(self.most_recent.micros)
+            self.row.timestamp(self.most_recent.micros)
         elif fact == FACT_CREATION:
             if self.has_created:
-                row.timestamp(self.created.micros)
+                self.row.timestamp(self.created.micros)
             else:
-                row.null()
+                self.row.null()
         elif fact == FACT_NULLIFICATION:
-            row.boolean(self.nullification)
+            self.row.boolean(self.nullification)
         elif fact == FACT_VERSION_COUNT:
-            self.version_count_at = self.taken_bytes[table] + out.size()
-            row.null()  # the loader writes the count here, counting the audit log
+            self.version_count_at = self.taken_bytes[table] + self.row.out.size()
+            self.row.null()  # the loader writes the count here, counting the audit log
         elif fact == FACT_ROW_COUNTS:
-            self.scratch.assign(b"\x01{", 2)  # jsonb's version byte, then the JSON text
-            for i in range(self.audit_number):
-                if self.message_rows[i]:
-                    if not first:
-                        self.scratch.push_back(b',')
-                    first = False
-                    self.scratch.append(<bytes>self.json_keys[i])
-                    append_integer(self.scratch, self.message_rows[i])
-            self.scratch.push_back(b'}')
-            row.raw(self.scratch.data(), self.scratch.size())
+            self.write_row_counts()
         elif fact == FACT_PAYLOAD:
-            # The payload goes straight into the buffer, after its length (patched once known)
-            length_at = out.size()
-            put_be32(out[0], 0)
-            if serialize(message._c_node, out[0]):
-                patch_be32(out[0], length_at, out.size() - length_at - 4)
-            else:
-                payload = self.tostring(message)
-                out.append(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
-                patch_be32(out[0], length_at, PyBytes_GET_SIZE(payload))
-            row.fields += 1
+            self.write_payload(message)
         else:
             raise ValueError(f"no message fact {fact}")
+        return 0
+
+    cdef void write_row_counts(self) noexcept:
+        """Rows per case table of the message, as jsonb: its version byte, then the JSON text."""
+        cdef bint first = True
+        cdef int i
+        self.scratch.assign(b"\x01{", 2)
+        for i in range(self.audit_number):
+            if self.message_rows[i]:
+                if not first:
+                    self.scratch.push_back(b',')
+                first = False
+                self.scratch.append(<bytes>self.json_keys[i])
+                append_integer(self.scratch, self.message_rows[i])
+        self.scratch.push_back(b'}')
+        self.row.raw(self.scratch.data(), self.scratch.size())
+
+    cdef int write_payload(self, _Element message) except -1:
+        """The message's XML, straight into the buffer after its length (patched once known)."""
+        cdef string* out = self.row.out
+        cdef size_t length_at = out.size()
+        cdef bytes payload
+        put_be32(out[0], 0)
+        if serialize(message._c_node, out[0]):
+            patch_be32(out[0], length_at, out.size() - length_at - 4)
+        else:
+            payload = self.tostring(message)
+            out.append(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            patch_be32(out[0], length_at, PyBytes_GET_SIZE(payload))
+        self.row.fields += 1
         return 0
 
     # -- tables ------------------------------------------------------------------------------------
