@@ -255,6 +255,7 @@ def summary_metadata(summary: RunSummary) -> dict[str, Any]:
         "file_sha256": MetadataValue.json(listed),
         "duration_seconds": round(summary.duration_seconds, 3),
         "cases_per_second": round(summary.cases_per_second, 1),
+        "mapper": summary.mapper or "none",  # compiled or python: which staging core mapped the messages
     }
 
 

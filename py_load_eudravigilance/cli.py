@@ -186,7 +186,8 @@ def run_report(summary: RunSummary) -> list[str]:
     totals = summary.totals()
     lines = [
         f"files: {summary.files_found} found, {summary.files_skipped} skipped (already loaded), "
-        + ", ".join(f"{len(summary.with_status(status))} {status}" for status in (COMPLETED, PARTIAL, FAILED)),
+        + ", ".join(f"{len(summary.with_status(status))} {status}" for status in (COMPLETED, PARTIAL, FAILED))
+        + (f"; mapped by the {summary.mapper} mapper" if summary.mapper else ""),
         f"cases: {totals['cases_inserted']} inserted, {totals['cases_updated']} updated, "
         f"{totals['cases_skipped_older']} skipped as older, {totals['cases_nullified']} nullified, "
         f"{totals['versions_after_nullification']} newer versions of nullified cases not applied; "

@@ -68,6 +68,7 @@ class RunSummary:
     files_skipped: int = 0
     outcomes: list[LoadOutcome] = field(default_factory=list)
     duration_seconds: float = 0.0
+    mapper: str = ""  # the staging core that mapped the run's messages: compiled or python (none chosen: empty)
 
     def with_status(self, status: str) -> list[LoadOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -502,7 +503,7 @@ def run_load(
     mapper_kind = chosen_mapper(mapper)  # decided (and a missing build reported) once, not in every worker
     loader.create_all_tables()
     todo, sizes = files_to_load(location, keys)
-    summary = RunSummary(files_found=len(todo))
+    summary = RunSummary(files_found=len(todo), mapper=mapper_kind)
     completed = frozenset()
     if load_mode is LoadMode.DELTA:
         # Content loaded before can only be a file of the same size: with every size known, the history is read by

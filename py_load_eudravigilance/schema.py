@@ -1,7 +1,8 @@
 """The database schema, generated from the data dictionary (SQLAlchemy Core).
 
-Normalized case tables and the batch header come from the column catalog; the audit log, the file
-history and the quarantine table are the loaders' own bookkeeping.
+Normalized case tables and the batch header come from the column catalog; so do the loaders' own bookkeeping
+tables (the audit log, the file history and the quarantine), whose columns ``catalog`` declares and whose
+constraints and indexes are added here.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from py_load_eudravigilance.mapping import catalog, code_lists
 from py_load_eudravigilance.mapping.catalog import ANALYST_INDEXED, CASE_KEY, ColumnType
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, ICSR_MASTER, iter_tables
 
-AUDIT_TABLE = views.AUDIT_TABLE
+AUDIT_TABLE = catalog.AUDIT_LOG.name
 AUDIT_LATEST_VIEW = views.AUDIT_LATEST_VIEW
 MASTER_TABLE = ICSR_MASTER.name  # one row per case: its current version
-FILE_HISTORY_TABLE = "etl_file_history"
-QUARANTINE_TABLE = "etl_quarantine"
+FILE_HISTORY_TABLE = catalog.FILE_HISTORY.name
+QUARANTINE_TABLE = catalog.QUARANTINE.name
 # Exact rows per table, kept by every load in its own transaction: reporting a table's size never counts it
 ROW_COUNTS_TABLE = "etl_table_row_counts"
 VIEW_DEFINITIONS_TABLE = views.DEFINITIONS_TABLE
-# Carried by staged child rows so a file holding several versions of a case keeps them apart
-MESSAGE_POSITION = "message_position"
+# Carried by staged rows so a file holding several versions of a case keeps them apart
+MESSAGE_POSITION = catalog.MESSAGE_POSITION
 
 _SQL_TYPES: dict[ColumnType, type[TypeEngine]] = {
     ColumnType.TEXT: Text,
@@ -51,6 +52,7 @@ _SQL_TYPES: dict[ColumnType, type[TypeEngine]] = {
     ColumnType.FLOAT: Float,
     ColumnType.INTEGER: Integer,
     ColumnType.BINARY: LargeBinary,
+    ColumnType.BIGINT: BigInteger,
 }
 
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
@@ -61,7 +63,25 @@ LOADED_NOW = text("CURRENT_TIMESTAMP")
 def sql_type(kind: ColumnType) -> TypeEngine:
     if kind is ColumnType.TIMESTAMP:
         return DateTime(timezone=True)
+    if kind is ColumnType.JSON:
+        return JSON_DOCUMENT
     return _SQL_TYPES[kind]()
+
+
+def bookkeeping_columns(table: catalog.BookkeepingTable) -> list[Column]:
+    """The SQLAlchemy columns of a bookkeeping table, as the catalog declares them."""
+    return [
+        Column(
+            c.name,
+            sql_type(c.type),
+            primary_key=c.primary_key,
+            autoincrement=True if c.identity else "auto",
+            nullable=c.nullable and not c.primary_key,
+            server_default=LOADED_NOW if c.load_stamp else None,
+            comment=c.comment,
+        )
+        for c in table.columns
+    ]
 
 
 def analyst_indexes(table: str, columns: list[catalog.Column]) -> list[Index]:
@@ -116,7 +136,7 @@ def build_metadata(schema: str | None = None) -> MetaData:
                     c.name,
                     sql_type(c.type),
                     primary_key=c.primary_key,
-                    server_default=LOADED_NOW if c.name == "loaded_at" else None,
+                    server_default=LOADED_NOW if c.name in catalog.LOAD_STAMPS else None,
                     comment=f"{c.element}: {c.description}" if c.element else c.description,
                 )
                 for c in columns
@@ -136,25 +156,10 @@ def build_metadata(schema: str | None = None) -> MetaData:
     audit = Table(
         AUDIT_TABLE,
         metadata,
-        Column("audit_id", Integer, primary_key=True, autoincrement=True),
-        Column(CASE_KEY, Text, nullable=False),
-        Column("file_sha256", Text, nullable=False),
-        Column("file_name", Text, nullable=False),
-        Column(MESSAGE_POSITION, Integer, nullable=False),
-        Column("most_recent_info_date_utc", DateTime(timezone=True), nullable=False),
-        Column("message_creation_time_utc", DateTime(timezone=True)),
-        Column("is_nullification", Boolean, nullable=False),
-        Column("row_counts", JSON_DOCUMENT, comment="Rows per table the parser produced for this version"),
-        Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=LOADED_NOW),
-        Column(
-            "payload",
-            Text,
-            nullable=False,
-            comment="The message's XML as received: every element, attribute and text node, namespaces declared",
-        ),
+        *bookkeeping_columns(catalog.AUDIT_LOG),
         UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_icsr_audit_log_message"),
         Index("ix_icsr_audit_log_case", CASE_KEY),
-        comment="Every received version of every case, append-only",
+        comment=catalog.AUDIT_LOG.comment,
     )
     # PostgreSQL compresses a payload (lz4 where offered) and keeps it in the row when it then fits, instead of
     # out of line in the TOAST table: measured, 0.21 against 0.30 ms of server time per 31 KB payload
@@ -166,58 +171,18 @@ def build_metadata(schema: str | None = None) -> MetaData:
     Table(
         FILE_HISTORY_TABLE,
         metadata,
-        Column("file_sha256", Text, primary_key=True),
-        Column("file_name", Text, nullable=False),
-        Column(
-            "file_size_bytes",
-            BigInteger,
-            comment="The file's size: a run asks for the loaded hashes of its files' sizes only (equal content, equal size)",
-        ),
-        Column(
-            "status",
-            Text,
-            nullable=False,
-            comment="running (still running, or interrupted); completed; partial (some messages loaded, others rejected "
-            "or cut off by a file-level error); failed (nothing loaded)",
-        ),
-        Column("load_mode", Text, nullable=False),
-        Column("started_at", DateTime(timezone=True)),
-        Column("finished_at", DateTime(timezone=True)),
-        Column("duration_seconds", Float),
-        Column("messages_total", Integer),
-        Column("cases_inserted", Integer),
-        Column("cases_updated", Integer),
-        Column("cases_skipped_older", Integer),
-        Column("cases_nullified", Integer),
-        Column("versions_after_nullification", Integer, comment="Newer ordinary versions of nullified cases: logged, not applied"),
-        Column("messages_rejected", Integer),
-        Column("row_counts", JSON_DOCUMENT, comment="Rows per table staged from the file"),
-        Column(
-            "unmapped_values",
-            Integer,
-            comment="Values (non-blank texts and attributes) of the loaded messages that no column holds; they stay in the audit XML",
-        ),
-        Column("unmapped_paths", JSON_DOCUMENT, comment="The first distinct paths of those values, from the message element"),
-        Column("error", Text),
+        *bookkeeping_columns(catalog.FILE_HISTORY),
         # A run of the Dagster tables alone checks the files loaded since the checks last ran
         Index(f"ix_{FILE_HISTORY_TABLE}_finished_at", "finished_at"),
         Index(f"ix_{FILE_HISTORY_TABLE}_file_size_bytes", "file_size_bytes"),
-        comment="One row per source file: what happened to it",
+        comment=catalog.FILE_HISTORY.comment,
     )
     Table(
         QUARANTINE_TABLE,
         metadata,
-        Column("quarantine_id", Integer, primary_key=True, autoincrement=True),
-        Column("file_sha256", Text, nullable=False),
-        Column("file_name", Text, nullable=False),
-        Column(MESSAGE_POSITION, Integer),
-        Column(CASE_KEY, Text),
-        Column("element", Text),
-        Column("reason", Text, nullable=False),
-        Column("raw_xml", Text),
-        Column("quarantined_at", DateTime(timezone=True), nullable=False, server_default=LOADED_NOW),
+        *bookkeeping_columns(catalog.QUARANTINE),
         UniqueConstraint("file_sha256", MESSAGE_POSITION, name="uq_etl_quarantine_message"),
-        comment="Messages (or whole files) that could not be loaded, with the reason",
+        comment=catalog.QUARANTINE.comment,
     )
     Table(
         ROW_COUNTS_TABLE,

@@ -17,14 +17,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateView
 from sqlalchemy.sql import FromClause, Select
 
-from py_load_eudravigilance.mapping.catalog import CASE_KEY
+from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, CASE_KEY
 from py_load_eudravigilance.mapping.code_lists import CODE_LIST_TABLE, coded_columns
 from py_load_eudravigilance.meddra import HIERARCHY_TABLE, LLT_TABLE, VERSION
 
 CASES_VIEW = "cases"
 CASE_DRUG_REACTIONS_VIEW = "case_drug_reactions"
 AUDIT_LATEST_VIEW = "icsr_audit_latest"
-AUDIT_TABLE = "icsr_audit_log"
+AUDIT_TABLE = AUDIT_LOG.name
 DEFINITIONS_TABLE = "etl_view_definitions"
 
 # Seriousness criteria of a reaction (E.i.3.2a-f and the FDA's E.i.3.2h): any true makes it serious

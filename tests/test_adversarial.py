@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, event, text
 
 from loaders.registry import get_loader
 from loaders.upkeep import refresh_drug_event_statistics
+from py_load_eudravigilance.cli import run_report
 from py_load_eudravigilance.fixtures.generator import (
     CaseSpec,
     CorpusSpec,
@@ -77,6 +78,7 @@ def test_every_element_at_a_message_position_is_loaded_or_quarantined(
     summary = run_load(tmp_path / "in", dsn, workers=1, mapper=mapper)
 
     assert summary.exit_code == 2  # partial: the file loaded, with rejected elements
+    assert summary.mapper == mapper and f"mapped by the {mapper} mapper" in run_report(summary)[0]
     assert query(dsn, "SELECT safetyreportid FROM icsr_master ORDER BY 1") == [("GOOD-1",), ("GOOD-2",)]
     assert query(dsn, "SELECT status, messages_total, messages_rejected FROM etl_file_history") == [("partial", 7, 5)]
     rows = query(dsn, "SELECT message_position, reason, raw_xml FROM etl_quarantine ORDER BY message_position")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,17 @@ from py_load_eudravigilance.fixtures.generator import (
     single_message_file,
     write_corpus,
 )
+from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, MASTER_TAIL
 from py_load_eudravigilance.mapping.mapper import NO_CASE_ID, NO_MOST_RECENT
-from py_load_eudravigilance.staging import stage_file
-from py_load_eudravigilance.staging.cores import chosen_mapper, compiled_core_problem, create_core
+from py_load_eudravigilance.schema import AUDIT_TABLE, QUARANTINE_TABLE
+from py_load_eudravigilance.staging import cores, stage_file
+from py_load_eudravigilance.staging.cores import (
+    CompiledCoreMismatch,
+    CompiledCoreUnavailable,
+    chosen_mapper,
+    compiled_core_problem,
+    create_core,
+)
 from py_load_eudravigilance.staging.layout import INDEX_FILE, STAGED_TABLES, table_file
 from tests.conftest import SHARED_E2B
 from tests.test_fuzz import mutated_documents
@@ -180,7 +189,9 @@ def test_messages_without_a_required_value_are_rejected_identically(tmp_path: Pa
     messages = [without_case_id, without_date, build_message(CaseSpec("NULLIFIED-1", nullification=True))]
     path = tmp_path / "required.xml"
     path.write_text(build_batch(messages), encoding="utf-8")
-    account = assert_same_staging(path, tmp_path / "required")["account"]
+    reference = assert_same_staging(path, tmp_path / "required")
+    assert {AUDIT_TABLE, QUARANTINE_TABLE} <= set(reference["tables"])  # type: ignore[arg-type]  # both compared, byte for byte
+    account = reference["account"]
     assert [(r[2], r[3]) for r in account.rejections] == [  # type: ignore[attr-defined]
         (NO_CASE_ID.element, NO_CASE_ID.reason),
         (NO_MOST_RECENT.element, NO_MOST_RECENT.reason),
@@ -298,3 +309,46 @@ def test_audit_payloads_declare_only_the_namespaces_the_message_uses(declaration
     assert all("urn:example:n" not in payload and "urn:u" not in payload for payload in payloads)
     for payload in payloads:
         etree.fromstring(payload.encode())  # it parses on its own
+
+
+@pytest.fixture
+def fresh_core_choice() -> Iterator[None]:
+    """The plan, the self-test and the warning are worked out once per process: again in the test, and again after it."""
+    from py_load_eudravigilance.staging import compiled
+
+    def forget() -> None:
+        compiled.build_plan.cache_clear()
+        cores._compiled_core_state.cache_clear()
+        cores._warn_once.cache_clear()
+
+    forget()
+    yield
+    forget()
+
+
+def test_a_fact_the_compiled_core_does_not_write_is_a_plan_mismatch_naming_the_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    from py_load_eudravigilance.mapping import _core  # type: ignore[attr-defined]
+    from py_load_eudravigilance.staging.compiled import PlanMismatch, fact_codes
+
+    assert len(fact_codes(AUDIT_LOG.name, AUDIT_LOG.columns)) == len(AUDIT_LOG.staged_columns())
+    assert len(fact_codes("icsr_master", MASTER_TAIL)) == sum(c.staged for c in MASTER_TAIL)
+    code, _ = _core.MESSAGE_FACTS["position"]
+    monkeypatch.setitem(_core.MESSAGE_FACTS, "position", (code, "text"))
+    with pytest.raises(PlanMismatch, match=r"icsr_audit_log\.message_position is integer, but the compiled core writes 'position' as text"):
+        fact_codes(AUDIT_LOG.name, AUDIT_LOG.columns)
+    monkeypatch.setitem(_core.MESSAGE_FACTS, "position", (code, "integer"))
+    monkeypatch.delitem(_core.MESSAGE_FACTS, "payload")
+    with pytest.raises(PlanMismatch, match=r"writes no message fact 'payload', which fills icsr_audit_log\.payload"):
+        fact_codes(AUDIT_LOG.name, AUDIT_LOG.columns)
+
+
+@pytest.mark.usefixtures("fresh_core_choice")
+def test_auto_falls_back_loudly_when_the_compiled_core_does_not_match_the_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    from py_load_eudravigilance.mapping import _core  # type: ignore[attr-defined]
+
+    monkeypatch.delitem(_core.MESSAGE_FACTS, "payload")  # as a core built from older sources would lack it
+    with pytest.warns(CompiledCoreMismatch, match=r"icsr_audit_log\.payload.*several times slower"):
+        assert chosen_mapper("auto") == "python"
+    assert create_core("auto").name == "python"
+    with pytest.raises(CompiledCoreUnavailable, match="does not match this release's catalog"):
+        chosen_mapper("compiled")

@@ -76,6 +76,20 @@ PLAN_CODES = {
     "role_nullification": ROLE_NULLIFICATION,
 }
 
+# The message facts the core writes into staged bookkeeping columns (catalog.Fact), and the binary COPY family
+# each is written as: staging/compiled.py turns the catalog's audit row and master tail into these codes, and
+# falls back to the Python mapper when the catalog names a fact, or a family, the core does not write
+cdef enum:
+    FACT_CASE_ID, FACT_FILE_SHA256, FACT_FILE_NAME, FACT_POSITION, FACT_MOST_RECENT, FACT_CREATION, FACT_NULLIFICATION,
+    FACT_VERSION_COUNT, FACT_ROW_COUNTS, FACT_PAYLOAD
+
+MESSAGE_FACTS = {
+    "case_id": (FACT_CASE_ID, "text"), "file_sha256": (FACT_FILE_SHA256, "text"), "file_name": (FACT_FILE_NAME, "text"),
+    "position": (FACT_POSITION, "integer"), "most_recent_info": (FACT_MOST_RECENT, "timestamp"),
+    "creation_time": (FACT_CREATION, "timestamp"), "is_nullification": (FACT_NULLIFICATION, "boolean"),
+    "version_count": (FACT_VERSION_COUNT, "integer"), "row_counts": (FACT_ROW_COUNTS, "json"), "payload": (FACT_PAYLOAD, "text"),
+}
+
 cdef class Path
 cdef class Level
 ctypedef xmlNs* NsPointer
@@ -1560,9 +1574,11 @@ cdef class Core:
     cdef object no_most_recent
     cdef string nullification_code  # C.1.11.1's code of a nullification
     cdef list json_keys  # '"table":' of each table, for the audit row's row counts
+    cdef vector[int] audit_layout  # the message fact of each staged audit column, in row order
+    cdef vector[int] master_tail  # the message fact of each staged column after the master's fields
 
     def __init__(self, Table master, fallbacks, table_names, int indexed, int variables, int max_case_id, message_key, tostring,
-                 message_error, no_case_id, no_most_recent, str nullification_code):
+                 message_error, no_case_id, no_most_recent, str nullification_code, audit_layout, master_tail):
         self.master, self.fallbacks = master, fallbacks
         self.table_names = list(table_names)
         self.indexed, self.audit_number, self.variables = indexed, indexed - 1, variables
@@ -1576,6 +1592,12 @@ cdef class Core:
         self.no_case_id, self.no_most_recent = no_case_id, no_most_recent  # mapper.Required: the Python mapper's rules
         self.nullification_code = nullification_code.encode("utf-8")
         self.json_keys = [f'"{name}":'.encode() for name in self.table_names]
+        self.audit_layout = audit_layout
+        self.master_tail = master_tail
+        # The master row is written first: row counts and payload are known only after the message's rows, and the
+        # version count's offset the index keeps is one in the master table
+        if FACT_ROW_COUNTS in master_tail or FACT_PAYLOAD in master_tail or FACT_VERSION_COUNT in audit_layout:
+            raise ValueError("the master row cannot hold the row counts or payload, nor the audit row the version count")
 
     # -- the protocol's bookkeeping ----------------------------------------------------------------
     def reset_part(self, index):
@@ -1670,23 +1692,49 @@ cdef class Core:
         return 0
 
     cdef int write_audit(self, _Element message, int position) except -1:
-        cdef Row row = self.row
-        cdef string* out = &self.buffers[self.audit_number]
-        cdef bytes payload
-        cdef bint first = True
-        cdef Py_ssize_t i
-        row.begin(out)
-        row.text(self.case_id)
-        row.text(self.file_sha256)
-        row.text(self.file_name)
-        row.integer(position)
-        row.timestamp(self.most_recent.micros)
-        if self.has_created:
-            row.timestamp(self.created.micros)
+        cdef size_t i
+        self.row.begin(&self.buffers[self.audit_number])
+        for i in range(self.audit_layout.size()):
+            self.write_fact(self.audit_layout[i], self.audit_number, message, position)
+        self.row.end()
+        self.message_rows[self.audit_number] += 1
+        return 0
+
+    cdef int write_fact(self, int fact, int table, _Element message, int position) except -1:
+        """One staged bookkeeping column of the message's row in ``table``; ``message`` only for the payload."""
+        if fact == FACT_CASE_ID:
+            self.row.text(self.case_id)
+        elif fact == FACT_FILE_SHA256:
+            self.row.text(self.file_sha256)
+        elif fact == FACT_FILE_NAME:
+            self.row.text(self.file_name)
+        elif fact == FACT_POSITION:
+            self.row.integer(position)
+        elif fact == FACT_MOST_RECENT:
+            self.row.timestamp(self.most_recent.micros)
+        elif fact == FACT_CREATION:
+            if self.has_created:
+                self.row.timestamp(self.created.micros)
+            else:
+                self.row.null()
+        elif fact == FACT_NULLIFICATION:
+            self.row.boolean(self.nullification)
+        elif fact == FACT_VERSION_COUNT:
+            self.version_count_at = self.taken_bytes[table] + self.row.out.size()
+            self.row.null()  # the loader writes the count here, counting the audit log
+        elif fact == FACT_ROW_COUNTS:
+            self.write_row_counts()
+        elif fact == FACT_PAYLOAD:
+            self.write_payload(message)
         else:
-            row.null()
-        row.boolean(self.nullification)
-        self.scratch.assign(b"\x01{", 2)  # jsonb's version byte, then the JSON text
+            raise ValueError(f"no message fact {fact}")
+        return 0
+
+    cdef void write_row_counts(self) noexcept:
+        """Rows per case table of the message, as jsonb: its version byte, then the JSON text."""
+        cdef bint first = True
+        cdef int i
+        self.scratch.assign(b"\x01{", 2)
         for i in range(self.audit_number):
             if self.message_rows[i]:
                 if not first:
@@ -1695,9 +1743,13 @@ cdef class Core:
                 self.scratch.append(<bytes>self.json_keys[i])
                 append_integer(self.scratch, self.message_rows[i])
         self.scratch.push_back(b'}')
-        row.raw(self.scratch.data(), self.scratch.size())
-        # The payload goes straight into the buffer, after its length (patched once known)
+        self.row.raw(self.scratch.data(), self.scratch.size())
+
+    cdef int write_payload(self, _Element message) except -1:
+        """The message's XML, straight into the buffer after its length (patched once known)."""
+        cdef string* out = self.row.out
         cdef size_t length_at = out.size()
+        cdef bytes payload
         put_be32(out[0], 0)
         if serialize(message._c_node, out[0]):
             patch_be32(out[0], length_at, out.size() - length_at - 4)
@@ -1705,9 +1757,7 @@ cdef class Core:
             payload = self.tostring(message)
             out.append(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
             patch_be32(out[0], length_at, PyBytes_GET_SIZE(payload))
-        row.fields += 1
-        row.end()
-        self.message_rows[self.audit_number] += 1
+        self.row.fields += 1
         return 0
 
     # -- tables ------------------------------------------------------------------------------------
@@ -1813,12 +1863,8 @@ cdef class Core:
         for f in range(len(table.fields)):
             self.write_field(<Field>table.fields[f], node, scope, table.selection)
         if table.is_master:
-            row.boolean(self.nullification)
-            self.version_count_at = self.taken_bytes[table.number] + self.buffers[table.number].size()
-            row.null()  # version_count: the loader writes it here, counting the audit log
-            row.text(self.file_name)
-            row.text(self.file_sha256)
-            row.integer(message_position)
+            for i in range(self.master_tail.size()):
+                self.write_fact(self.master_tail[i], table.number, None, message_position)
         row.end()
         self.message_rows[table.number] += 1
         return 0

@@ -6,11 +6,15 @@ those tries, slot for slot, to the C core (``mapping/_core.pyx``), and the paths
 leaves to lxml's XPath (unions, ``ancestor::``, node sets bound to variables) as parsed by
 :func:`paths.parse_expression`. Fields the core does not do itself (computed ones, attachments)
 call back into the Python mapper's code for that field, and so do values its fast conversions
-do not cover: the bytes are the same either way, and ``tests/test_compiled.py`` checks it.
+do not cover: the bytes are the same either way, and ``tests/test_compiled.py`` checks it. The
+staged audit row and the master row's tail reach the core as data too: the catalog's columns, as
+the codes of the message facts that fill them (:func:`fact_codes`). A plan the core cannot run
+raises :class:`PlanMismatch`, and ``auto`` mode then maps with the Python mapper, warning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -19,7 +23,7 @@ from lxml import etree
 
 from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping import _core  # type: ignore[attr-defined]
-from py_load_eudravigilance.mapping.catalog import CASE_KEY, MAX_CASE_ID_BYTES, field_columns
+from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, CASE_KEY, MASTER_TAIL, MAX_CASE_ID_BYTES, BookkeepingColumn, field_columns
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.mapping.mapper import (
     MAX_CASE_ID_LENGTH,
@@ -66,6 +70,28 @@ ROLES = {
     "message_creation_time": "role_creation",
     "nullification_amendment": "role_nullification",
 }
+
+
+class PlanMismatch(RuntimeError):
+    """The compiled core cannot write what this release's catalog declares (a build from other sources)."""
+
+
+def fact_codes(table: str, columns: Sequence[BookkeepingColumn]) -> list[int]:
+    """The core's codes of the message facts filling ``columns``' staged ones, in row order; a fact the core does not
+    write, or writes in another binary form than the column's type, is a :class:`PlanMismatch` naming the column."""
+    written: dict[str, tuple[int, str]] = getattr(_core, "MESSAGE_FACTS", {})  # none: a core built before facts were data
+    codes = []
+    for column in columns:
+        if not column.staged:
+            continue
+        fact = column.fact.value if column.fact is not None else None
+        if fact not in written:
+            raise PlanMismatch(f"the compiled core writes no message fact {fact!r}, which fills {table}.{column.name}")
+        code, family = written[fact]
+        if family != column.type.value:
+            raise PlanMismatch(f"{table}.{column.name} is {column.type.value}, but the compiled core writes {fact!r} as {family}")
+        codes.append(code)
+    return codes
 
 
 @dataclass
@@ -252,6 +278,8 @@ class Plan:
     master: Any
     fallbacks: Fallbacks
     variables: int
+    audit_layout: list[int]
+    master_tail: list[int]
 
 
 @cache
@@ -260,7 +288,9 @@ def build_plan() -> Plan:
     mapper = CaseMapper()
     builder = PlanBuilder()
     master = builder.table(mapper.master, is_master=True)
-    return Plan(mapper, master, builder.fallbacks, len(builder.variables))
+    audit_layout = fact_codes(AUDIT_LOG.name, AUDIT_LOG.columns)
+    master_tail = fact_codes(mapper.master.spec.name, MASTER_TAIL)
+    return Plan(mapper, master, builder.fallbacks, len(builder.variables), audit_layout, master_tail)
 
 
 class CompiledCore(_core.Core):  # type: ignore[misc]
@@ -283,6 +313,8 @@ class CompiledCore(_core.Core):  # type: ignore[misc]
             NO_CASE_ID,
             NO_MOST_RECENT,
             NULLIFICATION_CODE,
+            plan.audit_layout,
+            plan.master_tail,
         )
         self.mapper = plan.mapper
         self.begin_part()
@@ -329,6 +361,8 @@ def self_test() -> str | None:
             for position, message in BatchReader(io.BytesIO(document.encode()), "self-test.xml").messages():
                 core.stage_message(message, position)
             outputs.append(core.take())
+    except PlanMismatch as exc:
+        return f"the compiled mapper does not match this release's catalog: {exc}"
     except Exception as exc:  # noqa: BLE001 - any failure means: use the Python mapper
         return f"the compiled mapper failed its self-test ({type(exc).__name__}: {exc})"
     if outputs[0] != outputs[1]:

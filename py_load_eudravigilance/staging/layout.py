@@ -16,41 +16,24 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from py_load_eudravigilance.mapping import catalog
-from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
-from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, MESSAGE_POSITION, QUARANTINE_TABLE
+from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, QUARANTINE_TABLE
 from py_load_eudravigilance.staging.copybinary import HEADER, TRAILER
 
 BATCHES = BATCH_HEADER.name
-# Filled by the loading database, not staged: when a row was loaded
-LOAD_STAMPS = ("loaded_at", "quarantined_at")
-AUDIT_COLUMNS = (
-    CASE_KEY,
-    "file_sha256",
-    "file_name",
-    MESSAGE_POSITION,
-    "most_recent_info_date_utc",
-    "message_creation_time_utc",
-    "is_nullification",
-    "row_counts",
-    "payload",
-)
-QUARANTINE_COLUMNS = ("file_sha256", "file_name", MESSAGE_POSITION, CASE_KEY, "element", "reason", "raw_xml")
-
-
-AUDIT_FAMILIES = ("text", "text", "text", "integer", "timestamp", "timestamp", "boolean", "json", "text")
-QUARANTINE_FAMILIES = ("text", "text", "integer", "text", "text", "text", "text")
+# The bookkeeping tables a staging core writes rows of (the file history is the loader's own)
+STAGED_BOOKKEEPING = (catalog.AUDIT_LOG, catalog.QUARANTINE)
 
 
 def _staged(columns: list[catalog.Column]) -> list[catalog.Column]:
-    return [c for c in columns if c.name not in LOAD_STAMPS]
+    return [c for c in columns if c.name not in catalog.LOAD_STAMPS]
 
 
 def staged_columns() -> dict[str, tuple[str, ...]]:
-    """Columns of each staged table, in row order: the target's own, minus the load stamps."""
+    """Columns of each staged table, in row order: the target's own, minus those the database fills."""
     columns = {table: tuple(c.name for c in _staged(table_columns)) for table, table_columns in catalog.case_table_columns().items()}
-    columns[AUDIT_TABLE] = AUDIT_COLUMNS
-    columns[QUARANTINE_TABLE] = QUARANTINE_COLUMNS
+    for bookkeeping in STAGED_BOOKKEEPING:
+        columns[bookkeeping.name] = tuple(c.name for c in bookkeeping.staged_columns())
     columns[BATCHES] = tuple(c.name for c in catalog.table_columns(BATCH_HEADER))
     return columns
 
@@ -58,8 +41,8 @@ def staged_columns() -> dict[str, tuple[str, ...]]:
 def staged_families() -> dict[str, tuple[str, ...]]:
     """The binary form of each staged column (``copybinary.FAMILIES``), as the column's SQL type needs it."""
     families = {table: tuple(c.type.value for c in _staged(table_columns)) for table, table_columns in catalog.case_table_columns().items()}
-    families[AUDIT_TABLE] = AUDIT_FAMILIES
-    families[QUARANTINE_TABLE] = QUARANTINE_FAMILIES
+    for bookkeeping in STAGED_BOOKKEEPING:
+        families[bookkeeping.name] = tuple(c.type.value for c in bookkeeping.staged_columns())
     families[BATCHES] = tuple(c.type.value for c in catalog.table_columns(BATCH_HEADER))
     return families
 

@@ -12,13 +12,17 @@ from typing import Any
 
 from lxml import etree
 
+from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, MASTER_TAIL, Fact, staged_facts
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.mapping.mapper import CaseMapper
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES
 from py_load_eudravigilance.staging.copybinary import encode_row
 from py_load_eudravigilance.staging.layout import INDEXED_TABLES, STAGED_COLUMNS, STAGED_FAMILIES, STAGED_TABLES, MessageKey, StagedMessages
 
-VERSION_COUNT = STAGED_COLUMNS["icsr_master"].index("version_count")
+# The staged master tail and audit row as the catalog declares them: column (or position) -> message fact
+MASTER_TAIL_FACTS = {c.name: c.fact for c in MASTER_TAIL if c.staged and c.fact is not None}
+AUDIT_FACTS = staged_facts(AUDIT_LOG.columns)
+VERSION_COUNT = STAGED_COLUMNS["icsr_master"].index(next(name for name, fact in MASTER_TAIL_FACTS.items() if fact is Fact.VERSION_COUNT))
 
 
 def audit_payload(message: etree._Element) -> bytes:
@@ -58,13 +62,18 @@ class ReferenceCore:
     def stage_message(self, message: etree._Element, position: int) -> None:
         """Append the message's rows, its audit row and its index entry; on a MappingError, nothing."""
         case = self.mapper.map_message(message, position)
+        facts: dict[Fact, Any] = {
+            Fact.CASE_ID: case.safetyreportid,
+            Fact.FILE_SHA256: self.file_sha256,
+            Fact.FILE_NAME: self.file_name,
+            Fact.POSITION: position,
+            Fact.MOST_RECENT_INFO: case.most_recent_info_utc,
+            Fact.CREATION_TIME: case.message_creation_utc,
+            Fact.IS_NULLIFICATION: case.is_nullification,
+            Fact.VERSION_COUNT: None,
+        }
         master = case.rows["icsr_master"][0]
-        master.update(
-            is_nullified=case.is_nullification,
-            source_file_name=self.file_name,
-            source_file_sha256=self.file_sha256,
-            message_position=position,
-        )
+        master.update({column: facts[fact] for column, fact in MASTER_TAIL_FACTS.items()})
         counts = {}
         for table in CASE_TABLE_NAMES:
             rows = case.rows.get(table)
@@ -78,23 +87,12 @@ class ReferenceCore:
                     self.index.version_count_at.append(self.taken[table] + len(buffer) + len(before))
                 for row in rows:
                     buffer += encode_row([row.get(column) for column in columns], families)
+        facts[Fact.ROW_COUNTS] = counts
+        facts[Fact.PAYLOAD] = audit_payload(message)
+        self.buffers[AUDIT_TABLE] += encode_row([facts[fact] for fact in AUDIT_FACTS], STAGED_FAMILIES[AUDIT_TABLE])
+        self.row_counts[AUDIT_TABLE] += 1
         utc = case.most_recent_info_utc.isoformat()
         created = case.message_creation_utc.isoformat() if case.message_creation_utc else None
-        self.buffers[AUDIT_TABLE] += encode_row(
-            (
-                case.safetyreportid,
-                self.file_sha256,
-                self.file_name,
-                position,
-                case.most_recent_info_utc,
-                case.message_creation_utc,
-                case.is_nullification,
-                counts,
-                audit_payload(message),
-            ),
-            STAGED_FAMILIES[AUDIT_TABLE],
-        )
-        self.row_counts[AUDIT_TABLE] += 1
         self.index.keys.append(MessageKey(self.ordinal, position, case.safetyreportid, utc, created, case.is_nullification))
         self.index.bounds.extend(self.taken[table] + len(self.buffers[table]) for table in INDEXED_TABLES)
 
