@@ -508,6 +508,7 @@ def test_a_database_of_an_earlier_release_gets_the_view(dsn: str) -> None:
     loader = get_loader(dsn)
     loader.create_all_tables()
     with loader.engine.begin() as conn:
+        loader.table(signals.SUBGROUP_STATISTICS).drop(conn)  # came later than the kept counts
         loader.table(STATISTICS_TABLE).drop(conn)
         loader.table(COUNTS_STATE).drop(conn)
         conn.execute(text("CREATE TABLE drug_event_statistics (drug TEXT, reaction_meddra_code TEXT, a BIGINT)"))
@@ -619,7 +620,8 @@ def test_counts_an_earlier_release_kept_otherwise_are_rebuilt(dsn: str, write_ba
     loader = get_loader(dsn)
     refresh_drug_event_statistics(loader.engine)
     with loader.engine.begin() as conn:
-        conn.execute(text(f"DROP VIEW {STATISTICS_TABLE}"))
+        for view in (signals.SUBGROUP_STATISTICS, STATISTICS_TABLE):
+            conn.execute(text(f"DROP VIEW {view}"))
         conn.execute(text(f"ALTER TABLE {COUNTS_STATE} DROP COLUMN meddra_version"))
     loader.create_all_tables()
     assert loader.schema_report().ok
