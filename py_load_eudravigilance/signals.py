@@ -34,6 +34,7 @@ from sqlalchemy import (
     ColumnElement,
     Double,
     FromClause,
+    Index,
     Integer,
     MetaData,
     Select,
@@ -1026,7 +1027,15 @@ def add_tables(metadata: MetaData) -> None:
         comment="Cases loads wrote since the last refresh of the drug-event counts (a case may be queued more than once)",
     )
     population = "of each case with a counted drug and a coded reaction, as the drug-event counts hold them"
-    Table(CASE_DRUGS, metadata, key(CASE_KEY, "Case"), key("drug", drug), comment=f"The counted drugs {population}")
+    Table(
+        CASE_DRUGS,
+        metadata,
+        key(CASE_KEY, "Case"),
+        key("drug", drug),
+        # A subgroup screen's reference period reads one substance's cases (subgroups.screen)
+        Index(f"ix_{CASE_DRUGS}_drug", "drug", CASE_KEY),
+        comment=f"The counted drugs {population}",
+    )
     Table(CASE_REACTIONS, metadata, key(CASE_KEY, "Case"), key(REACTION, reaction), comment=f"The coded reactions {population}")
     Table(
         PAIR_COUNTS,
