@@ -382,4 +382,4 @@ def test_signal_statistics_are_requested_after_each_load_and_report_their_signal
     )
     assert (a, b, c, ema_sdr) == (6, 1, 1, 1) and lower is not None
     assert (cells["a"], cells["ema_sdr_paediatric"], cells["relative_ror_lower95_paediatric"]) == ("7", "yes", f"{lower:.2f}")
-    assert (cells["ema_sdr_geriatric"], cells["relative_ror_lower95_geriatric"]) == ("no", "-")  # no elderly case
+    assert (cells["ema_sdr_geriatric"], cells["relative_ror_lower95_geriatric"]) == ("no", "-")  # no elderly case with ZETADRUG
