@@ -13,8 +13,11 @@ Kept incrementally: every load queues the cases it wrote (``drug_event_pending_c
 transaction). A refresh takes the queued cases and those in their duplicate groups, reads what each
 contributed to the counts (its counted drugs and events, kept per case) and what it contributes now, and applies the
 difference (:func:`count_changes`, pure) to the pair counts ``a``, the cases per drug, the cases
-per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. Its cost
-follows the queued cases, not the database. A full rebuild recomputes everything from the current
+per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. The same
+counts are kept within each subgroup of :data:`subgroups.SUBGROUPS` (the subgroups a case is in are
+part of its contribution), and ``drug_event_subgroup_statistics`` derives from them the ROR, EMA's
+SDR rule and the relative ROR against the other cases within each subgroup. Its cost follows the
+queued cases, not the database. A full rebuild recomputes everything from the current
 cases; :func:`recomputed_statistics` (the former one-query computation) is the oracle the tests
 compare both with.
 """
