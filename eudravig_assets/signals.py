@@ -7,7 +7,9 @@ signals`` refreshes the same statistics.
 
 A refresh recounts only the cases loaded since the last one, so its reports cover what it changed:
 the totals kept with the counts (pairs, n), and the top rows and the check of the pairs whose ``a``
-it changed (every pair after a rebuild). Nothing here reads the whole table.
+it changed (every pair after a rebuild). The top rows carry subgroup flags for children and the
+elderly (EMA's SDR within the subgroup, the lower bound of the relative ROR against the other
+cases), read by key from ``drug_event_subgroup_statistics``. Nothing here reads the whole table.
 """
 
 from dagster import (
@@ -31,9 +33,13 @@ from loaders.dialect import dialect_for
 from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance.settings import SignalSettings, load_settings
 from py_load_eudravigilance.signals import STATISTICS_TABLE, cells_check_query, changed_statistics, markdown_table, top_pairs
+from py_load_eudravigilance.subgroups import GERIATRIC, PAEDIATRIC, screen
 
 SOURCE_TABLES = ("icsr_master", "drugs", "drug_substances", "reactions")
 TOP_SIGNALS = 20
+# The subgroups the eRMR shows by a relative ROR, and the columns of each the top rows gain (metadata kept small)
+FLAGGED_SUBGROUPS = (PAEDIATRIC, GERIATRIC)
+SUBGROUP_FLAGS = tuple(f"{column}_{name}" for name in FLAGGED_SUBGROUPS for column in ("ema_sdr", "relative_ror_lower95"))
 CELLS_CHECK = "cells_add_up_to_n"
 CELLS_CHECK_DESCRIPTION = "The 2x2 table of every pair the refresh changed is whole: a >= 1, no cell below zero, a + b + c + d = n"
 
@@ -69,11 +75,14 @@ def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) 
         loader.engine, roles, config.rebuild, database.db_schema, meddra_version=config.meddra_version or setting.meddra_version
     )
     # The rows of the pairs this refresh changed (of the last refresh, should another one have run since), read by key
-    changed = changed_statistics(database.reader().table).subquery("changed")
+    table = database.reader().table
+    changed = changed_statistics(table).subquery("changed")
     with loader.engine.begin() as conn:
         if not summary.rebuilt:
             dialect_for(loader.engine).keyed_lookups(conn)
         top = conn.execute(top_pairs(changed, TOP_SIGNALS)).mappings().all()
+        # The subgroup statistics of those rows only, by their keys
+        top = screen(conn, table, top, FLAGGED_SUBGROUPS, None)
         rows, failing = conn.execute(cells_check_query(changed)).one()
     return MaterializeResult(
         metadata={
@@ -87,7 +96,7 @@ def drug_event_statistics(config: StatisticsConfig, database: EudravigDatabase) 
             "drug_roles": ", ".join(roles),
             # The events: PTs of this MedDRA version (their names in the table), or the reported codes without MedDRA
             "meddra_version": summary.meddra_version or "none loaded: events are the reported codes",
-            "top_signals": MetadataValue.md(markdown_table(top)),
+            "top_signals": MetadataValue.md(markdown_table(top, SUBGROUP_FLAGS)),
         },
         check_results=[
             AssetCheckResult(check_name=CELLS_CHECK, passed=failing == 0, metadata={"rows_checked": rows, "rows_failing": failing})

@@ -13,8 +13,11 @@ Kept incrementally: every load queues the cases it wrote (``drug_event_pending_c
 transaction). A refresh takes the queued cases and those in their duplicate groups, reads what each
 contributed to the counts (its counted drugs and events, kept per case) and what it contributes now, and applies the
 difference (:func:`count_changes`, pure) to the pair counts ``a``, the cases per drug, the cases
-per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. Its cost
-follows the queued cases, not the database. A full rebuild recomputes everything from the current
+per reaction and ``n``; the view derives ``b``, ``c``, ``d`` and the statistics from them. The same
+counts are kept within each subgroup of :data:`subgroups.SUBGROUPS` (the subgroups a case is in are
+part of its contribution), and ``drug_event_subgroup_statistics`` derives from them the ROR, EMA's
+SDR rule and the relative ROR against the other cases within each subgroup. Its cost follows the
+queued cases, not the database. A full rebuild recomputes everything from the current
 cases; :func:`recomputed_statistics` (the former one-query computation) is the oracle the tests
 compare both with.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import (
@@ -34,6 +37,7 @@ from sqlalchemy import (
     ColumnElement,
     Double,
     FromClause,
+    Index,
     Integer,
     MetaData,
     Select,
@@ -73,6 +77,15 @@ DRUG_COUNTS = "drug_event_drug_counts"
 REACTION_COUNTS = "drug_event_reaction_counts"
 COUNTS_STATE = "drug_event_counts_state"
 CHANGED_PAIRS = "drug_event_changed_pairs"
+# The same counts within each subgroup of subgroups.SUBGROUPS, and the view of their statistics
+SUBGROUP = "subgroup"
+SUBGROUP_PAIR_COUNTS = "drug_event_subgroup_pair_counts"
+SUBGROUP_DRUG_COUNTS = "drug_event_subgroup_drug_counts"
+SUBGROUP_REACTION_COUNTS = "drug_event_subgroup_reaction_counts"
+SUBGROUP_SIZES = "drug_event_subgroup_sizes"
+SUBGROUP_CHANGED_PAIRS = "drug_event_subgroup_changed_pairs"
+SUBGROUP_STATISTICS = "drug_event_subgroup_statistics"
+SUBGROUP_COUNTS_OF = {DRUG_COUNTS: SUBGROUP_DRUG_COUNTS, REACTION_COUNTS: SUBGROUP_REACTION_COUNTS}
 # The event of a pair: the PT code in the reference MedDRA version, else the reported code (coded_reactions)
 REACTION = "event_code"
 EVENT_NAME = "event_name"
@@ -224,18 +237,30 @@ def log(value: ColumnElement) -> ColumnElement[float]:
     return func.ln(func.nullif(value, 0.0))
 
 
+def odds_ratio(a: ColumnElement, b: ColumnElement, c: ColumnElement, d: ColumnElement) -> tuple[ColumnElement[float], ColumnElement[float]]:
+    """The reporting odds ratio ad/bc of a 2x2 table and the standard error of its logarithm."""
+    a, b, c, d = (real(cell) for cell in (a, b, c, d))
+    return ratio(a * d, b * c), func.sqrt(ratio(1, a) + ratio(1, b) + ratio(1, c) + ratio(1, d))
+
+
+def confidence_bound(estimate: ColumnElement, se: ColumnElement, sign: float) -> ColumnElement[float]:
+    """The lower (``sign`` -1) or upper (+1) end of a ratio's 95% interval, from the standard error of its log."""
+    return func.exp(log(estimate) + sign * Z95 * se)
+
+
 def point_estimates(counts: Select) -> Select:
     """PRR, ROR, Yates' chi-square and the IC, with the standard errors of log PRR and log ROR."""
     cells = counts.subquery("cells")
     a, b, c, d, n = (real(cells.c[name]) for name in COUNTS)
     expected = (a + b) * (a + c) / func.nullif(n, 0.0)
     yates = func.abs(a * d - b * c) - n / 2.0
+    ror, ror_se = odds_ratio(a, b, c, d)
     return select(
         *cells.c,
         ratio(ratio(a, a + b), ratio(c, c + d)).label("prr"),
         func.sqrt(ratio(1, a) - ratio(1, a + b) + ratio(1, c) - ratio(1, c + d)).label("prr_se"),
-        ratio(a * d, b * c).label("ror"),
-        func.sqrt(ratio(1, a) + ratio(1, b) + ratio(1, c) + ratio(1, d)).label("ror_se"),
+        ror.label("ror"),
+        ror_se.label("ror_se"),
         ratio(n * yates * yates, (a + b) * (c + d) * (a + c) * (b + d)).label("chi_square"),
         ratio(log(a + 0.5), func.ln(2.0)).label("log2_observed"),
         ratio(log(expected + 0.5), func.ln(2.0)).label("log2_expected"),
@@ -252,12 +277,8 @@ def statistics(counts: Select) -> Select:
     root = func.sqrt(half_a)
     ic025 = ic - 3.3 / root - 2.0 / (half_a * root)
     ic975 = ic + 2.4 / root - 0.5 / (half_a * root)
-
-    def interval(estimate: ColumnElement, se: ColumnElement, sign: float) -> ColumnElement[float]:
-        return func.exp(log(estimate) + sign * Z95 * se)
-
     evans = and_(e.a >= rules.EVANS_MIN_CASES, e.prr >= rules.EVANS_MIN_PRR, e.chi_square >= rules.EVANS_MIN_CHI_SQUARE)
-    ror_lower95 = interval(e.ror, e.ror_se, -1)
+    ror_lower95 = confidence_bound(e.ror, e.ror_se, -1)
     # EMA's SDR at the threshold of substances not under additional monitoring (EMA/849944/2016, 4.1), events
     # judged without the IME list (docs/signal-rules.md)
     ema_sdr = and_(e.a >= rules.EMA_MIN_CASES, ror_lower95 > rules.EMA_MIN_ROR_LOWER)
@@ -271,11 +292,11 @@ def statistics(counts: Select) -> Select:
         *(e[column.name] for column in keys),
         *(e[name] for name in COUNTS),
         e.prr,
-        interval(e.prr, e.prr_se, -1).label("prr_lower95"),
-        interval(e.prr, e.prr_se, 1).label("prr_upper95"),
+        confidence_bound(e.prr, e.prr_se, -1).label("prr_lower95"),
+        confidence_bound(e.prr, e.prr_se, 1).label("prr_upper95"),
         e.ror,
         ror_lower95.label("ror_lower95"),
-        interval(e.ror, e.ror_se, 1).label("ror_upper95"),
+        confidence_bound(e.ror, e.ror_se, 1).label("ror_upper95"),
         e.chi_square,
         ic.label("ic"),
         ic025.label("ic025"),
@@ -310,47 +331,72 @@ def recomputed_statistics(table: TableNamed, drug_roles: Sequence[str] = DEFAULT
 
 class Contribution(NamedTuple):
     """What one case adds to the counts: its distinct counted drugs and coded reactions (both empty outside the
-    population)."""
+    population), and the subgroups (of :data:`subgroups.SUBGROUPS`) whose counts it adds to as well."""
 
     drugs: frozenset[str]
     reactions: frozenset[str]
+    subgroups: frozenset[str] = frozenset()
 
 
 NOTHING = Contribution(frozenset(), frozenset())
 
 
-def contribution(drugs: Iterable[str | None], reactions: Iterable[str | None]) -> Contribution:
-    """A case's contribution from its counted drug names and coded reactions (blanks and NULLs named nothing): nothing
-    unless it has at least one of each."""
+def same_drugs_and_reactions(old: Contribution, new: Contribution) -> bool:
+    """Whether two contributions add the same to the counts of the population (their subgroups aside)."""
+    return (old.drugs, old.reactions) == (new.drugs, new.reactions)
+
+
+def contribution(drugs: Iterable[str | None], reactions: Iterable[str | None], subgroups: Iterable[str] = ()) -> Contribution:
+    """A case's contribution from its counted drug names and coded reactions (blanks and NULLs named nothing), in
+    ``subgroups``: nothing unless it has at least one drug and one reaction."""
     named = frozenset(drug for drug in drugs if drug)
     coded = frozenset(reaction for reaction in reactions if reaction)
-    return Contribution(named, coded) if named and coded else NOTHING
+    return Contribution(named, coded, frozenset(subgroups)) if named and coded else NOTHING
 
 
 @dataclass(frozen=True)
 class CountChanges:
-    """How the counts change: ``a`` per (drug, reaction), cases per drug, cases per reaction and ``n``. Only keys whose
-    count changes are present."""
+    """How the counts change: ``a`` per (drug, reaction), cases per drug, cases per reaction and ``n``; and ``within``
+    each subgroup, the same changes of its own counts. Only keys (and subgroups) whose count changes are present."""
 
     pairs: dict[tuple[str, str], int]
     drugs: dict[str, int]
     reactions: dict[str, int]
     cases: int
+    within: dict[str, CountChanges] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs or self.drugs or self.reactions or self.cases or self.within)
 
 
 def count_changes(before: Mapping[str, Contribution], after: Mapping[str, Contribution]) -> CountChanges:
     """The change of every count when the cases of ``before`` contribute ``after`` instead (a case absent from one
-    side contributes nothing there)."""
+    side contributes nothing there). Within a subgroup the changes are those of its members on either side: a case
+    that moves to another subgroup (a follow-up giving its age) leaves the counts of one and joins the other's."""
+    named = sorted({subgroup for side in (before, after) for part in side.values() for subgroup in part.subgroups})
+    within = {}
+    for subgroup in named:
+        members_before, members_after = (
+            {case_id: part for case_id, part in side.items() if subgroup in part.subgroups} for side in (before, after)
+        )
+        changes = _changes_of_drugs_and_reactions(members_before, members_after)
+        if changes:
+            within[subgroup] = changes
+    return replace(_changes_of_drugs_and_reactions(before, after), within=within)
+
+
+def _changes_of_drugs_and_reactions(before: Mapping[str, Contribution], after: Mapping[str, Contribution]) -> CountChanges:
+    """:func:`count_changes` of the drugs and reactions alone (the subgroups left aside)."""
     pairs: Counter[tuple[str, str]] = Counter()
     drugs: Counter[str] = Counter()
     reactions: Counter[str] = Counter()
     cases = 0
     for case_id in before.keys() | after.keys():
         old, new = before.get(case_id, NOTHING), after.get(case_id, NOTHING)
-        if old == new:
+        if same_drugs_and_reactions(old, new):
             continue
         for sign, part in ((-1, old), (1, new)):
-            if part == NOTHING:
+            if not part.drugs:  # nothing (a contribution has drugs and reactions, or neither)
                 continue
             cases += sign
             for drug in part.drugs:
@@ -403,34 +449,97 @@ class Basis:
 def stored_counts(table: TableNamed, changed_only: bool = False) -> Select:
     """a, b, c, d and n of every pair from the kept counts, with the event's PT name and the MedDRA version the events
     are PTs of (both NULL when the events are reported codes); ``changed_only``: of the pairs the last refresh changed."""
-    pairs, drugs, reactions, state = table(PAIR_COUNTS), table(DRUG_COUNTS), table(REACTION_COUNTS), table(COUNTS_STATE)
-    pts = table(PT_TABLE)
-    # The state row by its key, so that the planner knows it is one row (a table it has no statistics of yet is guessed
-    # at a thousand, and PostgreSQL spent seconds compiling the view with its JIT for the rows that guess promised)
-    one_row = select(state.c.cases, state.c[STATE_VERSION]).where(state.c.id == STATE_ID).subquery("state")
-    n = one_row.c.cases
-    joined = (
-        pairs.join(drugs, drugs.c.drug == pairs.c.drug)
-        .join(reactions, reactions.c[REACTION] == pairs.c[REACTION])
-        .join(one_row, true())
-        .outerjoin(pts, and_(pts.c[VERSION] == one_row.c[STATE_VERSION], pts.c.pt_code == pairs.c[REACTION]))
-    )
+    pairs, drugs, reactions = table(PAIR_COUNTS), table(DRUG_COUNTS), table(REACTION_COUNTS)
+    joined = pairs.join(drugs, drugs.c.drug == pairs.c.drug).join(reactions, reactions.c[REACTION] == pairs.c[REACTION])
+    joined, state, event_name = with_state_and_event_names(table, joined, pairs.c[REACTION])
     counts = select(
         pairs.c.drug,
         pairs.c[REACTION],
-        pts.c.pt_name.label(EVENT_NAME),
-        one_row.c[STATE_VERSION],
-        *contingency(pairs.c.a, drugs.c.cases, reactions.c.cases, n),
+        event_name,
+        state.c[STATE_VERSION],
+        *contingency(pairs.c.a, drugs.c.cases, reactions.c.cases, state.c.cases),
     ).select_from(joined)
     return counts.where(among_changed_pairs(table)) if changed_only else counts
 
 
+def with_state_and_event_names(
+    table: TableNamed, joined: FromClause, event: ColumnElement[str]
+) -> tuple[FromClause, FromClause, ColumnElement]:
+    """``joined`` with the counts' state row (``n`` as ``cases``, the MedDRA version) and the PT of ``event`` in
+    that version, and the PT's name as ``event_name``."""
+    state, pts = table(COUNTS_STATE), table(PT_TABLE)
+    # The state row by its key, so that the planner knows it is one row (a table it has no statistics of yet is guessed
+    # at a thousand, and PostgreSQL spent seconds compiling the view with its JIT for the rows that guess promised)
+    one_row = select(state.c.cases, state.c[STATE_VERSION]).where(state.c.id == STATE_ID).subquery("state")
+    named = joined.join(one_row, true()).outerjoin(pts, and_(pts.c[VERSION] == one_row.c[STATE_VERSION], pts.c.pt_code == event))
+    return named, one_row, pts.c.pt_name.label(EVENT_NAME)
+
+
+def stored_subgroup_counts(table: TableNamed) -> Select:
+    """Of every pair reported together within a subgroup: a, b, c, d and n within it (``n`` its size), and the 2x2
+    table of the other cases of the population (``others_a`` ... ``others_d``: the pair's overall counts less the
+    subgroup's), from the kept counts."""
+    pairs, drugs, reactions = table(SUBGROUP_PAIR_COUNTS), table(SUBGROUP_DRUG_COUNTS), table(SUBGROUP_REACTION_COUNTS)
+    sizes, all_pairs, all_drugs, all_reactions = table(SUBGROUP_SIZES), table(PAIR_COUNTS), table(DRUG_COUNTS), table(REACTION_COUNTS)
+    drug, event, subgroup = pairs.c.drug, pairs.c[REACTION], pairs.c[SUBGROUP]
+    joined = (
+        pairs.join(drugs, and_(drugs.c[SUBGROUP] == subgroup, drugs.c.drug == drug))
+        .join(reactions, and_(reactions.c[SUBGROUP] == subgroup, reactions.c[REACTION] == event))
+        .join(sizes, sizes.c[SUBGROUP] == subgroup)
+        .join(all_pairs, and_(all_pairs.c.drug == drug, all_pairs.c[REACTION] == event))
+        .join(all_drugs, all_drugs.c.drug == drug)
+        .join(all_reactions, all_reactions.c[REACTION] == event)
+    )
+    joined, state, event_name = with_state_and_event_names(table, joined, event)
+    others = contingency(
+        all_pairs.c.a - pairs.c.a,
+        all_drugs.c.cases - drugs.c.cases,
+        all_reactions.c.cases - reactions.c.cases,
+        state.c.cases - sizes.c.cases,
+    )
+    return select(
+        subgroup,
+        drug,
+        event,
+        event_name,
+        *(cell.label(f"others_{cell.name}") for cell in others[:4]),
+        *contingency(pairs.c.a, drugs.c.cases, reactions.c.cases, sizes.c.cases),
+    ).select_from(joined)
+
+
+# The columns of drug_event_subgroup_statistics
+SUBGROUP_STATISTICS_COLUMNS = (
+    *(SUBGROUP, "drug", REACTION, EVENT_NAME, *COUNTS),
+    *("ror", "ror_lower95", "meets_ema_sdr", "relative_ror", "relative_ror_lower95"),
+)
+
+
+def subgroup_statistics(counts: Select) -> Select:
+    """Every column of ``drug_event_subgroup_statistics``: of each pair within each subgroup, the counts, ROR and EMA's
+    SDR rule within the subgroup (:func:`statistics` of its own 2x2 table), and the relative ROR of the subgroup
+    against the other cases, with its lower 95% bound, as :func:`signal_rules.relative_ror` defines them: the ratio
+    of both RORs, the variance of its log the sum of theirs (NULL when a cell of either table is zero)."""
+    within = statistics(counts).subquery("within")
+    w = within.c
+    inside_ror, inside_se = odds_ratio(w.a, w.b, w.c, w.d)
+    others_ror, others_se = odds_ratio(w.others_a, w.others_b, w.others_c, w.others_d)
+    relative = func.exp(log(inside_ror) - log(others_ror))
+    relative_se = func.sqrt(inside_se * inside_se + others_se * others_se)
+    computed = {"relative_ror": relative, "relative_ror_lower95": confidence_bound(relative, relative_se, -1)}
+    return select(*(computed[name].label(name) if name in computed else w[name] for name in SUBGROUP_STATISTICS_COLUMNS))
+
+
 def among_changed_pairs(table: TableNamed) -> ColumnElement[bool]:
-    """Pair counts of the pairs ``drug_event_changed_pairs`` names. An IN over the pair key, which PostgreSQL (with
-    :meth:`keyed_lookups`) and SQLite both drive from the changed pairs through the primary key; SQLite would scan the
-    pair counts for a join."""
-    pairs, changed = table(PAIR_COUNTS), table(CHANGED_PAIRS)
-    return tuple_(pairs.c.drug, pairs.c[REACTION]).in_(select(changed.c.drug, changed.c[REACTION]))
+    """Pair counts of the pairs ``drug_event_changed_pairs`` names."""
+    return among_changed(table(PAIR_COUNTS), table(CHANGED_PAIRS))
+
+
+def among_changed(counts: Table, changed: Table) -> ColumnElement[bool]:
+    """Rows of ``counts`` whose key ``changed`` names (the columns of its primary key). An IN over the key, which
+    PostgreSQL (with :meth:`keyed_lookups`) and SQLite both drive from the changed keys through the primary key;
+    SQLite would scan the counts for a join."""
+    keys = list(changed.primary_key.columns)
+    return tuple_(*(counts.c[key.name] for key in keys)).in_(select(*keys))
 
 
 def changed_statistics(table: TableNamed) -> Select:
@@ -511,7 +620,7 @@ def take_pending_cases(conn: Connection, hooks: RefreshHooks) -> list[str]:
 
 
 def stored_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str]) -> dict[str, Contribution]:
-    """What ``cases`` contribute to the kept counts."""
+    """What ``cases`` contribute to the kept counts, in the subgroups of their kept attributes."""
     drugs_of: dict[str, set[str]] = defaultdict(set)
     reactions_of: dict[str, set[str]] = defaultdict(set)
     for name, column, found in ((CASE_DRUGS, "drug", drugs_of), (CASE_REACTIONS, REACTION, reactions_of)):
@@ -519,71 +628,124 @@ def stored_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str]
         for clause in hooks.case_filters(kept.c[CASE_KEY], cases):
             for case_id, value in conn.execute(select(kept.c[CASE_KEY], kept.c[column]).where(clause)):
                 found[case_id].add(value)
-    return {case_id: contribution(drugs_of[case_id], reactions_of[case_id]) for case_id in cases}
+    attributes = hooks.table(subgroups.CASE_ATTRIBUTES)
+    subgroups_of: dict[str, frozenset[str]] = {}
+    for clause in hooks.case_filters(attributes.c[CASE_KEY], cases):
+        kept = conn.execute(select(attributes).where(clause)).mappings()
+        subgroups_of.update((row[CASE_KEY], subgroups.subgroups_of(row)) for row in kept)
+    return {case_id: contribution(drugs_of[case_id], reactions_of[case_id], subgroups_of.get(case_id, ())) for case_id in cases}
 
 
-def current_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str], basis: Basis) -> dict[str, Contribution]:
+class CurrentCases(NamedTuple):
+    """What the recounted cases contribute now, and the subgroups' attributes their contributions were read with."""
+
+    contributions: dict[str, Contribution]
+    attributes: dict[str, dict[str, Any]]
+
+
+def current_contributions(conn: Connection, hooks: RefreshHooks, cases: list[str], basis: Basis) -> CurrentCases:
     """What ``cases`` contribute now, by the queries of the full computation restricted to them: drugs and reactions
-    in one statement, so that both come from the same version of a case."""
+    in one statement, so that both come from the same version of a case; the subgroups from the attributes read
+    next (a load committing in between queues the case again for the next refresh)."""
     master = hooks.table("icsr_master")
     drugs_of: dict[str, list[str]] = defaultdict(list)
     reactions_of: dict[str, list[str]] = defaultdict(list)
+    attributes: dict[str, dict[str, Any]] = {}
     for clause in hooks.case_filters(master.c[CASE_KEY], cases):
         drugs = counted_drugs(hooks.table, basis.drug_roles).where(clause).add_columns(literal(True).label("is_drug"))
         reactions = coded_reactions(hooks.table, basis.meddra_version).where(clause).add_columns(literal(False).label("is_drug"))
         for case_id, value, is_drug in conn.execute(union_all(drugs, reactions)):
             (drugs_of if is_drug else reactions_of)[case_id].append(value)
-    return {case_id: contribution(drugs_of[case_id], reactions_of[case_id]) for case_id in cases}
+        attributes.update((row[CASE_KEY], dict(row)) for row in conn.execute(subgroups.case_attributes(hooks.table, clause)).mappings())
+    contributions = {
+        case_id: contribution(drugs_of[case_id], reactions_of[case_id], subgroups.subgroups_of(attributes.get(case_id, {})))
+        for case_id in cases
+    }
+    return CurrentCases(contributions, attributes)
 
 
-def held_counts(conn: Connection, hooks: RefreshHooks, name: str, key: str, keys: list[str]) -> dict[str, int]:
+def held_counts(conn: Connection, hooks: RefreshHooks, name: str, key: str, keys: list[Key], **fixed: str) -> dict[Key, int]:
+    """The kept ``cases`` of ``keys`` in the counts table ``name`` (within ``fixed`` values of its other key
+    columns: a subgroup's)."""
     counts = hooks.table(name)
-    held: dict[str, int] = {}
+    within = [counts.c[column] == value for column, value in fixed.items()]
+    held: dict[Key, int] = {}
     for clause in hooks.case_filters(counts.c[key], keys):
-        held.update((value, cases) for value, cases in conn.execute(select(counts.c[key], counts.c.cases).where(clause)))
+        held.update((value, cases) for value, cases in conn.execute(select(counts.c[key], counts.c.cases).where(clause, *within)))
     return held
+
+
+def write_counts(conn: Connection, hooks: RefreshHooks, name: str, key: str, values: Mapping[Key, int], **fixed: str) -> None:
+    """Replace the rows of the changed keys of the counts table ``name`` (within ``fixed``) by their non-zero
+    ``values``."""
+    counts = hooks.table(name)
+    within = [counts.c[column] == value for column, value in fixed.items()]
+    for clause in hooks.case_filters(counts.c[key], list(values)):
+        conn.execute(counts.delete().where(clause, *within))
+    hooks.insert_records(conn, counts, [{**fixed, key: value, "cases": cases} for value, cases in sorted(values.items()) if cases])
+
+
+def held_pair_counts(conn: Connection, counts: Table, changed: Table) -> dict[tuple[str, ...], int]:
+    """The kept ``a`` of the pairs ``changed`` names (keyed as its primary key)."""
+    keys = [counts.c[key.name] for key in changed.primary_key.columns]
+    return {tuple(row[:-1]): row[-1] for row in conn.execute(select(*keys, counts.c.a).where(among_changed(counts, changed)))}
+
+
+def write_pair_counts(conn: Connection, hooks: RefreshHooks, counts: Table, changed: Table, values: Mapping[tuple[str, ...], int]) -> None:
+    """Replace the rows of the pairs ``changed`` names by their non-zero ``values``."""
+    keys = [key.name for key in changed.primary_key.columns]
+    conn.execute(counts.delete().where(among_changed(counts, changed)))
+    hooks.insert_records(conn, counts, [{**dict(zip(keys, pair, strict=True)), "a": a} for pair, a in sorted(values.items()) if a])
 
 
 def update_counts(conn: Connection, hooks: RefreshHooks, basis: Basis, held: Mapping[str, Any]) -> StatisticsSummary:
     """Apply the changes of the queued cases, and of the cases in their duplicate groups (before or after: a group's
-    representative may change); raises :class:`CountsOutOfStep` before writing any count that would fall below
-    zero."""
+    representative may change), to the counts and to those within each subgroup; raises :class:`CountsOutOfStep`
+    before writing any count that would fall below zero."""
     table = hooks.table
     hooks.keyed_lookups(conn)  # every statement below reads or writes the rows of a few keys
     cases, groups = duplicates.regroup(conn, hooks, take_pending_cases(conn, hooks))
     before = stored_contributions(conn, hooks, cases)
     current = current_contributions(conn, hooks, cases, basis)
-    left_out = duplicates.write_groups(conn, hooks, cases, groups, lambda case_id: current[case_id] != NOTHING)
-    after = {case_id: NOTHING if case_id in left_out else part for case_id, part in current.items()}
+    left_out = duplicates.write_groups(conn, hooks, cases, groups, lambda case_id: current.contributions[case_id] != NOTHING)
+    after = {case_id: NOTHING if case_id in left_out else part for case_id, part in current.contributions.items()}
     changes = count_changes(before, after)
-    # The changed pairs, kept for the reports of this refresh, also name the pair counts to read and replace
+    # The changed pairs, kept for the reports of this refresh, also name the pair counts to read and replace; within
+    # the subgroups too (a case moving between subgroups changes their pairs, not the population's)
     pairs, changed = table(PAIR_COUNTS), table(CHANGED_PAIRS)
-    conn.execute(changed.delete())
-    hooks.insert_records(conn, changed, [{"drug": drug, REACTION: reaction} for drug, reaction in sorted(changes.pairs)])
-    held_pairs = {
-        (drug, reaction): a
-        for drug, reaction, a in conn.execute(select(pairs.c.drug, pairs.c[REACTION], pairs.c.a).where(among_changed_pairs(table)))
-    }
+    subgroup_pairs, subgroup_changed = table(SUBGROUP_PAIR_COUNTS), table(SUBGROUP_CHANGED_PAIRS)
+    within_pairs = {(subgroup, *pair): a for subgroup, part in changes.within.items() for pair, a in part.pairs.items()}
+    for kept, keys in ((changed, changes.pairs), (subgroup_changed, within_pairs)):
+        conn.execute(kept.delete())
+        names = [key.name for key in kept.primary_key.columns]
+        hooks.insert_records(conn, kept, [dict(zip(names, key, strict=True)) for key in sorted(keys)])
+    held_pairs = held_pair_counts(conn, pairs, changed)
     new_pairs = updated(held_pairs, changes.pairs)
-    new_drugs = updated(held_counts(conn, hooks, DRUG_COUNTS, "drug", list(changes.drugs)), changes.drugs)
-    new_reactions = updated(held_counts(conn, hooks, REACTION_COUNTS, REACTION, list(changes.reactions)), changes.reactions)
+    new_subgroup_pairs = updated(held_pair_counts(conn, subgroup_pairs, subgroup_changed), within_pairs)
+    # Cases per drug and per reaction, overall (no subgroup) and within each subgroup; the subgroups' sizes
+    new_counts: list[tuple[str, str, dict, dict[str, str]]] = []
+    for subgroup, part in ((None, changes), *changes.within.items()):
+        fixed = {} if subgroup is None else {SUBGROUP: subgroup}
+        for overall, key, values in ((DRUG_COUNTS, "drug", part.drugs), (REACTION_COUNTS, REACTION, part.reactions)):
+            name = overall if subgroup is None else SUBGROUP_COUNTS_OF[overall]
+            new_counts.append((name, key, updated(held_counts(conn, hooks, name, key, list(values), **fixed), values), fixed))
+    sizes = {subgroup: part.cases for subgroup, part in changes.within.items() if part.cases}
+    new_counts.append((SUBGROUP_SIZES, SUBGROUP, updated(held_counts(conn, hooks, SUBGROUP_SIZES, SUBGROUP, list(sizes)), sizes), {}))
 
     # The cases' contributions, then the counts: rows of changed keys deleted, their non-zero values inserted
-    changed_cases = [case_id for case_id in cases if before[case_id] != after[case_id]]
+    changed_cases = [case_id for case_id in cases if not same_drugs_and_reactions(before[case_id], after[case_id])]
     for name, column, values in ((CASE_DRUGS, "drug", "drugs"), (CASE_REACTIONS, REACTION, "reactions")):
         kept = table(name)
         for clause in hooks.case_filters(kept.c[CASE_KEY], changed_cases):
             conn.execute(kept.delete().where(clause))
         rows = [{CASE_KEY: case_id, column: value} for case_id in changed_cases for value in sorted(getattr(after[case_id], values))]
         hooks.insert_records(conn, kept, rows)
-    write_attributes(conn, hooks, [case_id for case_id in cases if after[case_id] != NOTHING], cases)
-    conn.execute(pairs.delete().where(among_changed_pairs(table)))
-    hooks.insert_records(conn, pairs, [{"drug": d, REACTION: r, "a": a} for (d, r), a in sorted(new_pairs.items()) if a])
-    for name, key, values in ((DRUG_COUNTS, "drug", new_drugs), (REACTION_COUNTS, REACTION, new_reactions)):
-        counts = table(name)
-        for clause in hooks.case_filters(counts.c[key], list(values)):
-            conn.execute(counts.delete().where(clause))
-        hooks.insert_records(conn, counts, [{key: value, "cases": cases_} for value, cases_ in sorted(values.items()) if cases_])
+    counted = [current.attributes[case_id] for case_id in cases if after[case_id] != NOTHING]
+    write_attributes(conn, hooks, counted, cases)
+    write_pair_counts(conn, hooks, pairs, changed, new_pairs)
+    write_pair_counts(conn, hooks, subgroup_pairs, subgroup_changed, new_subgroup_pairs)
+    for name, key, values, fixed in new_counts:
+        write_counts(conn, hooks, name, key, values, **fixed)
 
     added = sum(1 for pair, a in new_pairs.items() if a and not held_pairs.get(pair))
     gone = sum(1 for pair, a in new_pairs.items() if not a and held_pairs.get(pair))
@@ -601,15 +763,13 @@ def update_counts(conn: Connection, hooks: RefreshHooks, basis: Basis, held: Map
     )
 
 
-def write_attributes(conn: Connection, hooks: RefreshHooks, counted: list[str], recounted: list[str]) -> None:
-    """Replace the subgroups' attributes of the ``recounted`` cases by the current ones of those ``counted`` (a
-    follow-up may change a case's age or country without changing its contribution)."""
-    attributes, master = hooks.table(subgroups.CASE_ATTRIBUTES), hooks.table("icsr_master")
+def write_attributes(conn: Connection, hooks: RefreshHooks, counted: list[dict[str, Any]], recounted: list[str]) -> None:
+    """Replace the subgroups' attributes of the ``recounted`` cases by those read with their contributions, of the
+    cases ``counted`` (a follow-up may change a case's age or country without changing its drugs or reactions)."""
+    attributes = hooks.table(subgroups.CASE_ATTRIBUTES)
     for clause in hooks.case_filters(attributes.c[CASE_KEY], recounted):
         conn.execute(attributes.delete().where(clause))
-    for clause in hooks.case_filters(master.c[CASE_KEY], counted):
-        rows = conn.execute(subgroups.case_attributes(hooks.table, clause)).mappings().all()
-        hooks.insert_records(conn, attributes, [dict(row) for row in rows])
+    hooks.insert_records(conn, attributes, counted)
 
 
 def changed_signal_count(conn: Connection, table: TableNamed) -> int:
@@ -618,7 +778,8 @@ def changed_signal_count(conn: Connection, table: TableNamed) -> int:
 
 
 def rebuild_counts(conn: Connection, hooks: RefreshHooks, basis: Basis) -> StatisticsSummary:
-    """Recompute the contributions and the counts from every current case; empties the queue."""
+    """Recompute the contributions and the counts, overall and within the subgroups, from every current case; empties
+    the queue."""
     table = hooks.table
     # First off the queue: a load committing later is either seen by the statements below or stays queued
     conn.execute(table(PENDING_CASES).delete())
@@ -626,7 +787,9 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, basis: Basis) -> Stati
     pairs, drugs, reactions, changed, state = (
         table(name) for name in (PAIR_COUNTS, DRUG_COUNTS, REACTION_COUNTS, CHANGED_PAIRS, COUNTS_STATE)
     )
-    for emptied in (case_drugs, case_reactions, pairs, drugs, reactions, changed, state):
+    subgroup_tables = [table(name) for name in (SUBGROUP_PAIR_COUNTS, SUBGROUP_DRUG_COUNTS, SUBGROUP_REACTION_COUNTS, SUBGROUP_SIZES)]
+    subgroup_changed = table(SUBGROUP_CHANGED_PAIRS)
+    for emptied in (case_drugs, case_reactions, pairs, drugs, reactions, changed, state, *subgroup_tables, subgroup_changed):
         conn.execute(emptied.delete())
     counted = counted_drugs(table, basis.drug_roles).subquery("counted_drug")
     coded = coded_reactions(table, basis.meddra_version).subquery("coded_reaction")
@@ -662,18 +825,36 @@ def rebuild_counts(conn: Connection, hooks: RefreshHooks, basis: Basis) -> Stati
     conn.execute(attributes.delete())
     counted_cases = subgroups.case_attributes(table, master.c[CASE_KEY].in_(select(case_drugs.c[CASE_KEY])))
     conn.execute(attributes.insert().from_select([column.name for column in counted_cases.selected_columns], counted_cases))
-    together = case_drugs.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
-    conn.execute(
-        pairs.insert().from_select(
-            ["drug", REACTION, "a"],
-            select(case_drugs.c.drug, case_reactions.c[REACTION], func.count())
-            .select_from(together)
-            .group_by(case_drugs.c.drug, case_reactions.c[REACTION]),
+    # The counts overall, then within each subgroup: the same statements over the cases of each subgroup
+    members = subgroups.memberships(attributes).subquery("member")
+    for scope, (pair_counts, drug_counts, reaction_counts) in ((None, (pairs, drugs, reactions)), (members, subgroup_tables[:3])):
+        drug_cases: FromClause = case_drugs
+        keys: list[ColumnElement] = []
+        if scope is not None:
+            drug_cases, keys = case_drugs.join(scope, scope.c[CASE_KEY] == case_drugs.c[CASE_KEY]), [scope.c[SUBGROUP]]
+        key_names = [key.name for key in keys]
+        together = drug_cases.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
+        pair = (case_drugs.c.drug, case_reactions.c[REACTION])
+        conn.execute(
+            pair_counts.insert().from_select(
+                [*key_names, "drug", REACTION, "a"], select(*keys, *pair, func.count()).select_from(together).group_by(*keys, *pair)
+            )
         )
-    )
-    for counts, kept, key in ((drugs, case_drugs, "drug"), (reactions, case_reactions, REACTION)):
-        conn.execute(counts.insert().from_select([key, "cases"], select(kept.c[key], func.count()).group_by(kept.c[key])))
-    conn.execute(changed.insert().from_select(["drug", REACTION], select(pairs.c.drug, pairs.c[REACTION])))
+        reaction_cases = case_reactions if scope is None else case_reactions.join(scope, scope.c[CASE_KEY] == case_reactions.c[CASE_KEY])
+        for counts, kept, joined, key in (
+            (drug_counts, case_drugs, drug_cases, "drug"),
+            (reaction_counts, case_reactions, reaction_cases, REACTION),
+        ):
+            conn.execute(
+                counts.insert().from_select(
+                    [*key_names, key, "cases"], select(*keys, kept.c[key], func.count()).select_from(joined).group_by(*keys, kept.c[key])
+                )
+            )
+    sizes = subgroup_tables[3]
+    conn.execute(sizes.insert().from_select([SUBGROUP, "cases"], select(members.c[SUBGROUP], func.count()).group_by(members.c[SUBGROUP])))
+    for kept_changed, counts in ((changed, pairs), (subgroup_changed, subgroup_tables[0])):
+        keys = [key.name for key in kept_changed.primary_key.columns]
+        conn.execute(kept_changed.insert().from_select(keys, select(*(counts.c[key] for key in keys))))
     total_cases = int(conn.scalar(select(func.count(case_drugs.c[CASE_KEY].distinct()))))
     total_pairs = int(conn.scalar(select(func.count()).select_from(pairs)))
     conn.execute(
@@ -722,6 +903,11 @@ KEPT_TABLES = (
     REACTION_COUNTS,
     COUNTS_STATE,
     CHANGED_PAIRS,
+    SUBGROUP_PAIR_COUNTS,
+    SUBGROUP_DRUG_COUNTS,
+    SUBGROUP_REACTION_COUNTS,
+    SUBGROUP_SIZES,
+    SUBGROUP_CHANGED_PAIRS,
     duplicates.CASE_IDENTIFIERS,
     duplicates.DUPLICATE_GROUPS,
     subgroups.CASE_ATTRIBUTES,
@@ -744,7 +930,7 @@ def retire_earlier_counts(conn: Connection, metadata: MetaData) -> None:
     held = {name: {column["name"] for column in inspector.get_columns(name, schema=schema)} for name in KEPT_TABLES if name in present}
     if all(held.get(name) == columns for name, columns in wanted.items()):
         return
-    for view in set(inspector.get_view_names(schema=schema)) & {STATISTICS_TABLE, duplicates.DUPLICATES_VIEW}:
+    for view in set(inspector.get_view_names(schema=schema)) & {STATISTICS_TABLE, SUBGROUP_STATISTICS, duplicates.DUPLICATES_VIEW}:
         conn.execute(DropView(Table(view, MetaData(schema=schema))))
     for name in held:
         Table(name, MetaData(schema=schema)).drop(conn)
@@ -844,7 +1030,15 @@ def add_tables(metadata: MetaData) -> None:
         comment="Cases loads wrote since the last refresh of the drug-event counts (a case may be queued more than once)",
     )
     population = "of each case with a counted drug and a coded reaction, as the drug-event counts hold them"
-    Table(CASE_DRUGS, metadata, key(CASE_KEY, "Case"), key("drug", drug), comment=f"The counted drugs {population}")
+    Table(
+        CASE_DRUGS,
+        metadata,
+        key(CASE_KEY, "Case"),
+        key("drug", drug),
+        # A subgroup screen's reference period reads one substance's cases (subgroups.screen)
+        Index(f"ix_{CASE_DRUGS}_drug", "drug", CASE_KEY),
+        comment=f"The counted drugs {population}",
+    )
     Table(CASE_REACTIONS, metadata, key(CASE_KEY, "Case"), key(REACTION, reaction), comment=f"The coded reactions {population}")
     Table(
         PAIR_COUNTS,
@@ -875,9 +1069,47 @@ def add_tables(metadata: MetaData) -> None:
         comment="The pairs whose a the last refresh changed (all pairs after a rebuild): what its reports cover",
     )
 
+    # Within each subgroup the same counts, keyed by the subgroup first (a refresh reads and writes them by key)
+    subgroup = "Subgroup of subgroups.SUBGROUPS (paediatric, geriatric, female, male, eea, ...): its counted cases only"
+    Table(
+        SUBGROUP_PAIR_COUNTS,
+        metadata,
+        key(SUBGROUP, subgroup),
+        key("drug", drug),
+        key(REACTION, reaction),
+        Column("a", BigInteger, nullable=False, comment="Cases of the subgroup with the drug and the reaction"),
+        comment="a of every drug-event pair reported together within a subgroup",
+    )
+    Table(
+        SUBGROUP_DRUG_COUNTS,
+        metadata,
+        key(SUBGROUP, subgroup),
+        key("drug", drug),
+        cases("Cases of the subgroup with the drug"),
+        comment="Cases per drug within a subgroup",
+    )
+    Table(
+        SUBGROUP_REACTION_COUNTS,
+        metadata,
+        key(SUBGROUP, subgroup),
+        key(REACTION, reaction),
+        cases("Cases of the subgroup with the reaction"),
+        comment="Cases per reaction within a subgroup",
+    )
+    Table(SUBGROUP_SIZES, metadata, key(SUBGROUP, subgroup), cases("n within the subgroup"), comment="Counted cases per subgroup")
+    Table(
+        SUBGROUP_CHANGED_PAIRS,
+        metadata,
+        key(SUBGROUP, subgroup),
+        key("drug", drug),
+        key(REACTION, reaction),
+        comment="The pairs within a subgroup whose a the last refresh changed (all after a rebuild)",
+    )
+
     def table(name: str) -> Table:
         return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
 
     duplicates.add_tables(metadata, table)
     subgroups.add_tables(metadata)
     CreateView(statistics(stored_counts(table)), STATISTICS_TABLE, metadata=metadata, schema=metadata.schema)
+    CreateView(subgroup_statistics(stored_subgroup_counts(table)), SUBGROUP_STATISTICS, metadata=metadata, schema=metadata.schema)

@@ -2,25 +2,25 @@
 
 Every case the statistics count keeps its attributes beside its contribution
 (``drug_event_case_attributes``, written by the refresh for the cases it recounts): age band,
-sex, region of the primary source and C.1.5. From them and the kept contributions,
-:func:`screen` gives each event of one substance its counts and ROR within a subgroup (children,
-the elderly, a sex, a region), the relative ROR of that subgroup against the other cases (as the
-eRMR shows for children and the elderly), whether EMA's SDR rule holds within it, and the cases of
-a reference period. It runs on request, never in a refresh: it reads the substance's cases, its
-events' cases, and the size of each subgroup, which is a count over every kept case's attributes.
+sex, region of the primary source and C.1.5. The subgroups a case is in (:data:`SUBGROUPS`: at
+most one age band, one sex, one region) are part of its contribution: the refresh keeps the
+counts within every subgroup as it keeps those of the population (``signals.py``), and the view
+``drug_event_subgroup_statistics`` derives from them each pair's ROR within a subgroup (children,
+the elderly, a sex, a region), whether EMA's SDR rule holds within it, and the relative ROR of
+that subgroup against the other cases (as the eRMR shows for children and the elderly).
+:func:`screen` reads that view by key for one substance's events, and counts the cases of a
+reference period on request, from the substance's cases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, DateTime, MetaData, Select, Table, Text, case, false, func, literal, select
+from sqlalchemy import Column, ColumnElement, DateTime, FromClause, MetaData, Select, Table, Text, case, func, literal, select, union_all
 from sqlalchemy.engine import Connection
 
-from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.views import TableNamed, count_where, current_cases, is_primary_source
 
@@ -102,6 +102,23 @@ def case_attributes(table: TableNamed, *conditions: ColumnElement[bool]) -> Sele
     )
 
 
+def subgroups_of(attributes: Mapping[str, Any]) -> frozenset[str]:
+    """The subgroups of a case with ``attributes`` (a row of :func:`case_attributes`; none when empty)."""
+    return frozenset(name for name, (column, value) in SUBGROUPS.items() if attributes.get(column) == value)
+
+
+def memberships(attributes: FromClause) -> Select:
+    """(subgroup, case) for every subgroup each case of ``attributes`` is in: :func:`subgroups_of` in SQL."""
+    from py_load_eudravigilance.signals import SUBGROUP  # signals imports this module
+
+    return union_all(
+        *(
+            select(literal(name).label(SUBGROUP), attributes.c[CASE_KEY]).where(attributes.c[column] == value)
+            for name, (column, value) in SUBGROUPS.items()
+        )
+    )
+
+
 def add_tables(metadata: MetaData) -> None:
     Table(
         CASE_ATTRIBUTES,
@@ -128,37 +145,14 @@ def check_screen(drug: str | None, subgroups: Sequence[str], since: date | None)
         raise ScreenRequestError(f"no subgroup {', '.join(unknown)}; the subgroups are {', '.join(SUBGROUPS)}")
 
 
-def subgroup_condition(attributes: Table, name: str) -> ColumnElement[bool]:
-    """Whether a case is in the subgroup ``name`` (of :data:`SUBGROUPS`)."""
-    column, value = SUBGROUPS[name]
-    return func.coalesce(attributes.c[column] == value, false())
-
-
-@dataclass(frozen=True)
-class SubgroupCounts:
-    """Of one event of the substance, within a subgroup: cases with both, with the substance, with the event, all."""
-
-    a: int
-    drug: int
-    event: int
-    n: int
-
-    def table(self) -> rules.TwoByTwo | None:
-        """The 2x2 table; None if the counts do not make one (counts read while a refresh wrote them)."""
-        try:
-            return rules.TwoByTwo(self.a, self.drug - self.a, self.event - self.a, self.n - self.drug - self.event + self.a)
-        except ValueError:
-            return None
-
-
 def screen(
     conn: Connection, table: TableNamed, rows: Sequence[Mapping[str, Any]], subgroups: Sequence[str], since: date | None
 ) -> list[dict[str, Any]]:
     """``rows`` of ``drug_event_statistics``, each with, per subgroup: ``a_<name>``, the ROR's lower 95% bound within
     it, whether EMA's SDR rule holds within it (``ema_sdr_<name>``), and the relative ROR of the subgroup against the
-    other cases with its lower bound; and with ``since``, ``a_new``: the pair's cases whose information (C.1.5) is
-    from that day on. Screened substance by substance (a product named by ``--drug`` may hold several), in the
-    rows' order."""
+    other cases with its lower bound (from ``drug_event_subgroup_statistics``; a pair with no case in the subgroup has
+    ``a`` 0 and no statistic); and with ``since``, ``a_new``: the pair's cases whose information (C.1.5) is from that
+    day on. Screened substance by substance (a product named by ``--drug`` may hold several), in the rows' order."""
     by_drug: dict[str, list[int]] = {}
     for number, row in enumerate(rows):
         by_drug.setdefault(row["drug"], []).append(number)
@@ -172,51 +166,42 @@ def screen(
 def _screen_substance(
     conn: Connection, table: TableNamed, rows: Sequence[Mapping[str, Any]], subgroups: Sequence[str], since: date | None
 ) -> list[dict[str, Any]]:
-    """:func:`screen` of the rows of one substance (at least one row)."""
-    from py_load_eudravigilance.signals import CASE_DRUGS, CASE_REACTIONS, REACTION  # signals imports this module
+    """:func:`screen` of the rows of one substance (at least one row): the kept statistics of its events within the
+    subgroups, read by their key (subgroup, drug, event)."""
+    # signals imports this module
+    from py_load_eudravigilance.signals import CASE_DRUGS, CASE_REACTIONS, REACTION, SUBGROUP, SUBGROUP_STATISTICS
 
     drug = rows[0]["drug"]
     events = [row[REACTION] for row in rows]
-    attributes, case_drugs, case_reactions = table(CASE_ATTRIBUTES), table(CASE_DRUGS), table(CASE_REACTIONS)
-    conditions = {name: subgroup_condition(attributes, name) for name in subgroups}
+    within: dict[tuple[str, str], Mapping[str, Any]] = {}
+    if subgroups:
+        view = table(SUBGROUP_STATISTICS)
+        keyed = select(view).where(view.c[SUBGROUP].in_(list(subgroups)), view.c.drug == drug, view.c[REACTION].in_(events))
+        within = {(row[SUBGROUP], row[REACTION]): row for row in conn.execute(keyed).mappings()}
+    new_cases: dict[str, int] = {}
     if since is not None:
-        conditions["new"] = attributes.c.most_recent_info >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc)
-    counted = [count_where(condition).label(name) for name, condition in conditions.items()]
-    with_drug = case_drugs.join(attributes, attributes.c[CASE_KEY] == case_drugs.c[CASE_KEY])
-    pairs = with_drug.join(case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY])
-    event = case_reactions.c[REACTION]
-    a_in = {
-        row[0]: row._mapping
-        for row in conn.execute(select(event, *counted).select_from(pairs).where(case_drugs.c.drug == drug).group_by(event))
-    }
-    drug_in = conn.execute(select(*counted).select_from(with_drug).where(case_drugs.c.drug == drug)).one()._mapping
-    with_event = case_reactions.join(attributes, attributes.c[CASE_KEY] == case_reactions.c[CASE_KEY])
-    event_in = {
-        row[0]: row._mapping
-        for row in conn.execute(select(event, *counted).select_from(with_event).where(event.in_(events)).group_by(event))
-    }
-    n_in = conn.execute(select(*counted).select_from(attributes)).one()._mapping
+        attributes, case_drugs, case_reactions = table(CASE_ATTRIBUTES), table(CASE_DRUGS), table(CASE_REACTIONS)
+        is_new = attributes.c.most_recent_info >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc)
+        pairs = case_drugs.join(attributes, attributes.c[CASE_KEY] == case_drugs.c[CASE_KEY]).join(
+            case_reactions, case_reactions.c[CASE_KEY] == case_drugs.c[CASE_KEY]
+        )
+        event = case_reactions.c[REACTION]
+        new_of_drug = select(event, count_where(is_new)).select_from(pairs).where(case_drugs.c.drug == drug, event.in_(events))
+        new_cases = {code: new for code, new in conn.execute(new_of_drug.group_by(event))}
     screened = []
     for row in rows:
         code, extra = row[REACTION], {}
         for name in subgroups:
-            inside = SubgroupCounts(a_in.get(code, {}).get(name, 0), drug_in[name], event_in.get(code, {}).get(name, 0), n_in[name])
-            outside = SubgroupCounts(
-                row["a"] - inside.a, row["a"] + row["b"] - inside.drug, row["a"] + row["c"] - inside.event, row["n"] - inside.n
-            )
-            inside_table, outside_table = inside.table(), outside.table()
-            within = rules.ror(inside_table) if inside_table else None
-            relative = rules.relative_ror(inside_table, outside_table) if inside_table and outside_table else None
-            judged = rules.PairStatistics(inside.a, ror_lower95=within.lower95 if within else None)
+            kept = within.get((name, code), {})
             extra |= {
-                f"a_{name}": inside.a,
-                f"ror_lower95_{name}": within.lower95 if within else None,
-                f"ema_sdr_{name}": rules.EMA_SDR in rules.rules_met(judged),
-                f"relative_ror_{name}": relative.estimate if relative else None,
-                f"relative_ror_lower95_{name}": relative.lower95 if relative else None,
+                f"a_{name}": kept.get("a", 0),
+                f"ror_lower95_{name}": kept.get("ror_lower95"),
+                f"ema_sdr_{name}": bool(kept.get("meets_ema_sdr")),
+                f"relative_ror_{name}": kept.get("relative_ror"),
+                f"relative_ror_lower95_{name}": kept.get("relative_ror_lower95"),
             }
         if since is not None:
-            extra["a_new"] = a_in.get(code, {}).get("new", 0)
+            extra["a_new"] = new_cases.get(code, 0)
         screened.append({**row, **extra})
     return screened
 

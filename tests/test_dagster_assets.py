@@ -361,3 +361,33 @@ def test_signal_statistics_are_requested_after_each_load_and_report_their_signal
     assert metadata["pairs"].value == len(expected) + 1 and "| ZETADRUG | 10000001 | - | 1 |" in metadata["top_signals"].value
     (check,) = again.get_asset_check_evaluations()
     assert check.passed and check.metadata["rows_checked"].value == 1
+
+    # Children's cases: the top rows flag EMA's SDR within children and show the relative ROR against the others
+    zeta, alpha, other_event = DrugSpec(name="Zeta", substance="ZETADRUG"), DrugSpec(name="Alpha", substance="ALPHADRUG"), "10000002"
+    reported = [(zeta, "10000001", "9", 6), (zeta, other_event, "9", 1), (alpha, "10000001", "9", 1), (alpha, other_event, "9", 6)]
+    reported += [(zeta, other_event, "45", 1), (alpha, "10000001", "45", 1)]
+    children = [
+        CaseSpec(f"CHILD-{drug.substance}-{event}-{age}-{i}", age=age, drugs=[drug], reactions=[ReactionSpec(meddra_code=event)])
+        for drug, event, age, times in reported
+        for i in range(times)
+    ]
+    (later / "later.xml").unlink()
+    (later / "children.xml").write_text(build_batch([build_message(case) for case in children], batch_number="children"), encoding="utf-8")
+    run_load(later, sqlite_dsn)
+    third = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance, asset_selection=[statistics])
+    (event,) = [e for e in third.get_asset_materialization_events() if e.asset_key == statistics]
+    metadata = event.materialization.metadata
+    lines = metadata["top_signals"].value.splitlines()
+    columns = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert columns[-4:] == ["ema_sdr_paediatric", "relative_ror_lower95_paediatric", "ema_sdr_geriatric", "relative_ror_lower95_geriatric"]
+    row = next(line for line in lines if line.startswith("| ZETADRUG | 10000001 |"))
+    cells = dict(zip(columns, (cell.strip() for cell in row.strip("|").split("|")), strict=True))
+    # Within children (the corpus has a few too) an SDR; the flags are those the subgroup statistics hold for the row
+    ((a, b, c, ema_sdr, lower),) = query(
+        sqlite_dsn,
+        "SELECT a, b, c, meets_ema_sdr, relative_ror_lower95 FROM drug_event_subgroup_statistics "
+        "WHERE subgroup = 'paediatric' AND drug = 'ZETADRUG' AND event_code = '10000001'",
+    )
+    assert (a, b, c, ema_sdr) == (6, 1, 1, 1) and lower is not None
+    assert (cells["a"], cells["ema_sdr_paediatric"], cells["relative_ror_lower95_paediatric"]) == ("7", "yes", f"{lower:.2f}")
+    assert (cells["ema_sdr_geriatric"], cells["relative_ror_lower95_geriatric"]) == ("no", "-")  # no elderly case with ZETADRUG

@@ -7,14 +7,16 @@ import random
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, inspect, literal, select, text, union_all
 
+from loaders.dialect import dialect_for
 from loaders.registry import get_loader
-from loaders.upkeep import load_meddra, refresh_drug_event_statistics
+from loaders.upkeep import RefreshTarget, load_meddra, refresh_drug_event_statistics
 from py_load_eudravigilance import signals
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message
 from py_load_eudravigilance.meddra import read_release
@@ -23,6 +25,7 @@ from py_load_eudravigilance.signal_rules import PairStatistics, rules_met
 from py_load_eudravigilance.signals import (
     COUNTS,
     COUNTS_STATE,
+    DEFAULT_DRUG_ROLES,
     DRUG_COUNTS,
     FLAGGED_RULES,
     NOTHING,
@@ -40,7 +43,7 @@ from py_load_eudravigilance.signals import (
     statistics,
     updated,
 )
-from py_load_eudravigilance.subgroups import CASE_ATTRIBUTES, case_attributes
+from py_load_eudravigilance.subgroups import CASE_ATTRIBUTES, SUBGROUPS, case_attributes
 from tests.support.db import query
 from tests.support.meddra import write_release
 from tests.test_analyst import current_case_ids, rows
@@ -293,9 +296,10 @@ def test_the_cells_check_reports_a_broken_two_by_two(sqlite_dsn: str, write_batc
 # -- kept incrementally ---------------------------------------------------------------------------------------------
 
 
-def counts_from_scratch(contributions: dict[str, Contribution]) -> tuple[Counter, Counter, Counter, int]:
-    """Pair counts, cases per drug, cases per reaction and n, counted plainly from every case's contribution."""
-    counted = [part for part in contributions.values() if part != NOTHING]
+def counts_from_scratch(contributions: dict[str, Contribution], subgroup: str | None = None) -> tuple[Counter, Counter, Counter, int]:
+    """Pair counts, cases per drug, cases per reaction and n, counted plainly from every case's contribution (of the
+    cases in ``subgroup`` when given)."""
+    counted = [part for part in contributions.values() if part != NOTHING and (subgroup is None or subgroup in part.subgroups)]
     pairs = Counter((drug, reaction) for part in counted for drug in part.drugs for reaction in part.reactions)
     return pairs, Counter(d for part in counted for d in part.drugs), Counter(r for part in counted for r in part.reactions), len(counted)
 
@@ -319,27 +323,51 @@ def test_count_changes_of_inserts_follow_ups_and_nullifications() -> None:
     assert count_changes({"C1": both}, {"C1": both}) == CountChanges({}, {}, {}, 0)  # reloaded unchanged: nothing
 
 
+def test_a_follow_up_giving_only_another_age_moves_the_case_between_subgroups() -> None:
+    child = contribution(["D1"], ["R1", "R2"], {"paediatric", "female"})
+    elderly = contribution(["D1"], ["R1", "R2"], {"geriatric", "female"})
+    moved = count_changes({"C1": child}, {"C1": elderly})
+    # The population's counts and the subgroup the case stays in do not change; it leaves one age band for the other
+    assert (moved.pairs, moved.drugs, moved.reactions, moved.cases) == ({}, {}, {}, 0)
+    assert moved.within == {
+        "paediatric": CountChanges({("D1", "R1"): -1, ("D1", "R2"): -1}, {"D1": -1}, {"R1": -1, "R2": -1}, -1),
+        "geriatric": CountChanges({("D1", "R1"): 1, ("D1", "R2"): 1}, {"D1": 1}, {"R1": 1, "R2": 1}, 1),
+    }
+    # Nullified: it leaves the population and its subgroups; a case outside the population is in no subgroup
+    assert count_changes({"C1": child}, {"C1": NOTHING}).within["female"].cases == -1
+    assert contribution(["D1"], [], {"paediatric"}) == NOTHING
+
+
 def test_counts_kept_by_changes_equal_counts_from_scratch() -> None:
     """Random histories of contributions: the counts kept by applying each step's changes are always those counted
     from scratch."""
     rng = random.Random(5)
     drugs, reactions = ["D1", "D2", "D3", "D4", ""], ["R1", "R2", "R3", ""]
+    # A case is in at most one age band, one sex and one region (or none of them)
+    dimensions = [["paediatric", "geriatric", None], ["female", "male", None], ["eea", "japan", None]]
     for _ in range(20):
         current: dict[str, Contribution] = {}
-        kept: list[dict] = [{}, {}, {}]
-        n = 0
+        kept: dict[str | None, list[dict]] = defaultdict(lambda: [{}, {}, {}, {}])  # None: the population
         for _ in range(15):
             cases = rng.sample([f"C{i}" for i in range(8)], rng.randint(1, 4))
-            new = {c: contribution(rng.sample(drugs, rng.randint(0, 3)), rng.sample(reactions, rng.randint(0, 2))) for c in cases}
+            new = {
+                c: contribution(
+                    rng.sample(drugs, rng.randint(0, 3)),
+                    rng.sample(reactions, rng.randint(0, 2)),
+                    [subgroup for choices in dimensions if (subgroup := rng.choice(choices))],
+                )
+                for c in cases
+            }
             changes = count_changes({c: current.get(c, NOTHING) for c in cases}, new)
-            for held, change in zip(kept, (changes.pairs, changes.drugs, changes.reactions), strict=True):
-                held.update(updated(held, change))
-                for key in [key for key, value in held.items() if value == 0]:
-                    del held[key]
-            n += changes.cases
+            for scope, part in ((None, changes), *changes.within.items()):
+                for held, change in zip(kept[scope], (part.pairs, part.drugs, part.reactions, {"n": part.cases}), strict=True):
+                    held.update(updated(held, change))
+                    for key in [key for key, value in held.items() if value == 0]:
+                        del held[key]
             current.update(new)
-            pairs, with_drug, with_reaction, cases_counted = counts_from_scratch(current)
-            assert (kept[0], kept[1], kept[2], n) == (dict(pairs), dict(with_drug), dict(with_reaction), cases_counted)
+            for scope in (None, *(subgroup for choices in dimensions for subgroup in choices if subgroup)):
+                pairs, with_drug, with_reaction, cases_counted = counts_from_scratch(current, scope)
+                assert kept[scope] == [dict(pairs), dict(with_drug), dict(with_reaction), {"n": cases_counted} if cases_counted else {}]
 
 
 def test_a_count_below_zero_is_refused() -> None:
@@ -370,7 +398,9 @@ def random_version(rng: random.Random, case_id: str, day: date, cases: int = 14)
     reactions = [ReactionSpec(meddra_code=code) for code in rng.sample(CODES, rng.randint(0, 3))]
     worldwide_id = rng.choice(["WW-1", "WW-2"]) if rng.random() < 0.25 else None
     links = tuple(rng.choice([f"CASE-{rng.randrange(cases)}", "WW-3", "ELSEWHERE-1"]) for _ in range(rng.choice([0, 0, 0, 1, 2])))
-    return CaseSpec(case_id, drugs=drugs, reactions=reactions, worldwide_id=worldwide_id, linked_reports=links, **dated)
+    # Subgroups: an age band, a sex and a region each version may change (a follow-up moves the case between them)
+    attributes = {"age": rng.choice(["9", "45", "70"]), "sex": rng.choice(["1", "2", None]), "country": rng.choice(["DE", "US", "JP"])}
+    return CaseSpec(case_id, drugs=drugs, reactions=reactions, worldwide_id=worldwide_id, linked_reports=links, **attributes, **dated)
 
 
 def brute_force_groups(dsn: str) -> set[frozenset[str]]:
@@ -432,11 +462,44 @@ def assert_same_rows(kept: dict[Pair, dict], oracle: dict[Pair, dict]) -> None:
             assert got[name] == (None if want[name] is None else pytest.approx(want[name], rel=1e-12)), (pair, name)
 
 
+SUBGROUP_STATISTICS_SHOWN = ("ror", "ror_lower95", "relative_ror", "relative_ror_lower95")
+
+
+def subgroup_rows(conn) -> dict[tuple[str, str, str], dict]:  # type: ignore[no-untyped-def]
+    """Every row of drug_event_subgroup_statistics by (subgroup, drug, event)."""
+    view = signals.SUBGROUP_STATISTICS
+    found = conn.execute(text(f"SELECT * FROM {view}")).mappings()
+    return {(row["subgroup"], row["drug"], row["event_code"]): dict(row) for row in found}
+
+
+def rebuilt_subgroup_rows(loader) -> dict[tuple[str, str, str], dict]:  # type: ignore[no-untyped-def]
+    """The subgroup statistics after a full rebuild, the oracle of the kept counts, in a transaction rolled back: the
+    counts stay as the refreshes left them."""
+    with loader.engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            assert signals.refresh(conn, RefreshTarget(loader.table, dialect_for(loader.engine)), DEFAULT_DRUG_ROLES, rebuild=True).rebuilt
+            return subgroup_rows(conn)
+        finally:
+            transaction.rollback()
+
+
+def assert_same_subgroup_rows(kept: dict, oracle: dict) -> None:  # type: ignore[type-arg]
+    assert kept.keys() == oracle.keys()
+    for key, want in oracle.items():
+        got = kept[key]
+        assert {k: got[k] for k in COUNTS} == {k: want[k] for k in COUNTS}, key
+        assert bool(got["meets_ema_sdr"]) == bool(want["meets_ema_sdr"]), key
+        for name in SUBGROUP_STATISTICS_SHOWN:
+            assert got[name] == (None if want[name] is None else pytest.approx(want[name], rel=1e-12)), (key, name)
+
+
 def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn: str, tmp_path: Path) -> None:
     """A random history of loads (new cases, follow-ups that add and drop drugs and reactions, older versions,
     nullifications), with a file loaded again, the same messages in a file of another name, two loads before one
     refresh and a full reload: after each refresh every row of the view equals the one-query computation, and the
-    refresh changed exactly the pairs whose a differs. Cases share worldwide ids and link each other now and then: the
+    refresh changed exactly the pairs whose a differs; every row of the subgroup statistics equals that of a full
+    rebuild (versions change the age, sex and country too). Cases share worldwide ids and link each other now and then: the
     duplicate groups always equal a search over the loaded identifiers, and the full rebuild leaves the same rows."""
     rng = random.Random(3)
     loader = get_loader(dsn)
@@ -444,7 +507,9 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
     files: list[Path] = []
     shown = {}  # the oracle's rows at the last refresh
     grouped_at_least_once = False
-    full_reload_at = 6
+    subgroups_seen: set[str] = set()
+    latest: dict[str, CaseSpec] = {}  # the last version sent of each case
+    full_reload_at, age_only_follow_ups_at = 6, 5
     for step in range(9):
         folder = tmp_path / f"step{step}"
         folder.mkdir()
@@ -453,6 +518,14 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
             (folder / "again.xml").write_bytes(files[2].read_bytes())
         day = date(2024, 2, 1) + timedelta(days=step * 2 - rng.randint(0, 3))  # now and then older than what is held
         cases = [random_version(rng, f"CASE-{i}", day) for i in rng.sample(range(14), rng.randint(3, 7))]
+        if step == age_only_follow_ups_at:
+            # Follow-ups that change only the age, sex and country of cases: they move between subgroups alone
+            later = {"most_recent_info": "20240301", "message_created": "20240301120000+0000"}
+            sent = {case.case_id for case in cases}
+            others = [spec for case_id, spec in sorted(latest.items()) if not spec.nullification and case_id not in sent]
+            moved = [{"age": "9" if spec.age != "9" else "70", "country": "JP" if spec.country != "JP" else "US"} for spec in others[:4]]
+            cases += [replace(spec, **attributes, **later) for spec, attributes in zip(others, moved, strict=False)]
+        latest.update((case.case_id, case) for case in cases)
         path = folder / f"step{step}.xml"
         path.write_text(build_batch([build_message(case) for case in cases], batch_number=path.name), encoding="utf-8")
         files.append(path)
@@ -468,6 +541,10 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
         assert_attributes_kept(loader)
         oracle = statistics_rows(loader, recomputed_statistics(loader.table))
         assert_same_rows(statistics_rows(loader, select(view)), oracle)
+        with loader.engine.connect() as conn:
+            within = subgroup_rows(conn)
+        assert_same_subgroup_rows(within, rebuilt_subgroup_rows(loader))
+        subgroups_seen |= {subgroup for subgroup, _, _ in within}
         assert summary.pairs == len(oracle)
         assert summary.cases == (next(iter(oracle.values()))["n"] if oracle else summary.cases)
         assert summary.rebuilt == (step in (0, full_reload_at))
@@ -479,10 +556,15 @@ def test_incremental_statistics_equal_the_full_computation_after_any_history(dsn
     with loader.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(loader.table(PENDING_CASES))) == 0
     assert grouped_at_least_once
+    assert {"paediatric", "geriatric", "female", "male", "eea", "japan", "north_america"} <= subgroups_seen <= set(SUBGROUPS)
     # The full rebuild, the incremental refreshes' oracle, leaves the same rows and groups
     kept = statistics_rows(loader, select(view))
+    with loader.engine.connect() as conn:
+        kept_within = subgroup_rows(conn)
     assert refresh_drug_event_statistics(loader.engine, rebuild=True).rebuilt
     assert_same_rows(statistics_rows(loader, select(view)), kept)
+    with loader.engine.connect() as conn:
+        assert_same_subgroup_rows(subgroup_rows(conn), kept_within)
     assert kept_groups(loader) == brute_force_groups(dsn)
 
 
@@ -508,6 +590,7 @@ def test_a_database_of_an_earlier_release_gets_the_view(dsn: str) -> None:
     loader = get_loader(dsn)
     loader.create_all_tables()
     with loader.engine.begin() as conn:
+        loader.table(signals.SUBGROUP_STATISTICS).drop(conn)  # came later than the kept counts
         loader.table(STATISTICS_TABLE).drop(conn)
         loader.table(COUNTS_STATE).drop(conn)
         conn.execute(text("CREATE TABLE drug_event_statistics (drug TEXT, reaction_meddra_code TEXT, a BIGINT)"))
@@ -619,7 +702,8 @@ def test_counts_an_earlier_release_kept_otherwise_are_rebuilt(dsn: str, write_ba
     loader = get_loader(dsn)
     refresh_drug_event_statistics(loader.engine)
     with loader.engine.begin() as conn:
-        conn.execute(text(f"DROP VIEW {STATISTICS_TABLE}"))
+        for view in (signals.SUBGROUP_STATISTICS, STATISTICS_TABLE):
+            conn.execute(text(f"DROP VIEW {view}"))
         conn.execute(text(f"ALTER TABLE {COUNTS_STATE} DROP COLUMN meddra_version"))
     loader.create_all_tables()
     assert loader.schema_report().ok

@@ -13,10 +13,10 @@ from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
-from py_load_eudravigilance.signals import STATISTICS_TABLE, top_pairs
+from py_load_eudravigilance.signals import STATISTICS_TABLE, SUBGROUP_STATISTICS, top_pairs
 from py_load_eudravigilance.subgroups import CASE_ATTRIBUTES, case_attributes, screen
 from tests.test_cli import run_cli
-from tests.test_signals import assert_attributes_kept
+from tests.test_signals import assert_attributes_kept, assert_same_subgroup_rows, rebuilt_subgroup_rows, subgroup_rows
 
 HEADACHE, NAUSEA = "10019211", "10028813"
 # (substance, event, age, country, sex, C.1.5, cases): each case reports one substance and one event
@@ -167,3 +167,35 @@ def test_the_refresh_keeps_the_attributes_of_exactly_the_cases_it_counts(dsn: st
     with loader.engine.connect() as conn:
         kept = {row[0]: tuple(row[1:4]) for row in conn.execute(select(attributes))}
     assert kept["XDRUG-10019211-10-0"] == ("geriatric", "male", "North America")
+
+
+def test_a_follow_up_changing_only_the_age_moves_the_case_between_subgroups(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    """Same drug and reaction, another age: the incremental refresh moves the case from the children's counts to the
+    elderly's (the population's counts do not change), as a full rebuild counts it."""
+    run_load(write_cases(write_batch), dsn)
+    loader = get_loader(dsn)
+    refresh_drug_event_statistics(loader.engine)
+    view = loader.table(SUBGROUP_STATISTICS)
+
+    def headache_of_xdrug() -> dict[str, int]:
+        with loader.engine.connect() as conn:
+            found = conn.execute(select(view.c.subgroup, view.c.a).where(view.c.drug == "XDRUG", view.c.event_code == HEADACHE))
+            return {subgroup: a for subgroup, a in found}
+
+    assert headache_of_xdrug() == {"paediatric": 8, "japan": 8, "male": 7, "female": 3, "eea": 2}
+    older = CaseSpec(
+        "XDRUG-10019211-10-0",
+        most_recent_info="20240401",
+        age="70",
+        country="JP",
+        sex="1",
+        drugs=[DrugSpec(name="Xdrug", substance="XDRUG")],
+        reactions=[ReactionSpec(meddra_code=HEADACHE)],
+    )
+    run_load(write_batch("older.xml", older, folder="older").parent, dsn)
+    summary = refresh_drug_event_statistics(loader.engine)
+    assert (summary.rebuilt, summary.cases_recounted, summary.changed_pairs) == (False, 1, 0)
+    assert headache_of_xdrug() == {"paediatric": 7, "geriatric": 1, "japan": 8, "male": 7, "female": 3, "eea": 2}
+    with loader.engine.connect() as conn:
+        kept = subgroup_rows(conn)
+    assert_same_subgroup_rows(kept, rebuilt_subgroup_rows(loader))
