@@ -37,10 +37,9 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import CreateView
 
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
-from py_load_eudravigilance.views import TableNamed, current_cases
+from py_load_eudravigilance.views import TableNamed, add_view, current_cases
 
 CASE_IDENTIFIERS = "drug_event_case_identifiers"
 DUPLICATE_GROUPS = "drug_event_duplicate_groups"
@@ -240,4 +239,4 @@ def add_tables(metadata: MetaData, table: TableNamed) -> None:
         Index(f"ix_{DUPLICATE_GROUPS}_group", "group_id"),
         comment="Members of each group of two or more duplicate cases (shared C.1.8.1 or linked by C.1.10.r), as of the last refresh",
     )
-    CreateView(groups_view(table), DUPLICATES_VIEW, metadata=metadata, schema=metadata.schema)
+    add_view(metadata, DUPLICATES_VIEW, groups_view(table))

@@ -58,13 +58,13 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import CreateView, DropView
+from sqlalchemy.schema import DropView
 
 from py_load_eudravigilance import duplicates, markdown, subgroups
 from py_load_eudravigilance import signal_rules as rules
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
 from py_load_eudravigilance.meddra import LLT_TABLE, PT_TABLE, RELEASES_TABLE, VERSION
-from py_load_eudravigilance.views import TableNamed, count_where, current_cases
+from py_load_eudravigilance.views import TableNamed, add_view, count_where, current_cases
 
 logger = logging.getLogger(__name__)
 
@@ -197,10 +197,7 @@ def contingency_counts(table: TableNamed, drug_roles: Sequence[str], meddra_vers
         select(drugs.c[CASE_KEY], drugs.c.drug).where(drugs.c.drug != "", drugs.c[CASE_KEY].in_(in_population)).distinct().cte("drug_case")
     )
     event_cases = (
-        select(reactions.c[CASE_KEY], reactions.c[REACTION])
-        .where(reactions.c[CASE_KEY].in_(in_population))
-        .distinct()
-        .cte("event_case")
+        select(reactions.c[CASE_KEY], reactions.c[REACTION]).where(reactions.c[CASE_KEY].in_(in_population)).distinct().cte("event_case")
     )
     pairs = (
         select(drug_cases.c.drug, event_cases.c[REACTION], func.count().label("a"))
@@ -209,16 +206,10 @@ def contingency_counts(table: TableNamed, drug_roles: Sequence[str], meddra_vers
         .subquery("pair")
     )
     with_drug = select(drug_cases.c.drug, func.count().label("cases")).group_by(drug_cases.c.drug).subquery("with_drug")
-    with_event = (
-        select(event_cases.c[REACTION], func.count().label("cases"))
-        .group_by(event_cases.c[REACTION])
-        .subquery("with_event")
-    )
+    with_event = select(event_cases.c[REACTION], func.count().label("cases")).group_by(event_cases.c[REACTION]).subquery("with_event")
     n = select(func.count()).select_from(population).scalar_subquery()
     return select(pairs.c.drug, pairs.c[REACTION], *contingency(pairs.c.a, with_drug.c.cases, with_event.c.cases, n)).select_from(
-        pairs.join(with_drug, with_drug.c.drug == pairs.c.drug).join(
-            with_event, with_event.c[REACTION] == pairs.c[REACTION]
-        )
+        pairs.join(with_drug, with_drug.c.drug == pairs.c.drug).join(with_event, with_event.c[REACTION] == pairs.c[REACTION])
     )
 
 
@@ -1111,5 +1102,5 @@ def add_tables(metadata: MetaData) -> None:
 
     duplicates.add_tables(metadata, table)
     subgroups.add_tables(metadata)
-    CreateView(statistics(stored_counts(table)), STATISTICS_TABLE, metadata=metadata, schema=metadata.schema)
-    CreateView(subgroup_statistics(stored_subgroup_counts(table)), SUBGROUP_STATISTICS, metadata=metadata, schema=metadata.schema)
+    add_view(metadata, STATISTICS_TABLE, statistics(stored_counts(table)))
+    add_view(metadata, SUBGROUP_STATISTICS, subgroup_statistics(stored_subgroup_counts(table)))

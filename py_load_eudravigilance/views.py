@@ -257,11 +257,22 @@ def add_views(metadata: MetaData) -> None:
         return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
 
     for name, query in ((AUDIT_LATEST_VIEW, audit_latest), (CASES_VIEW, cases), (CASE_DRUG_REACTIONS_VIEW, case_drug_reactions)):
-        CreateView(query(table), name, metadata=metadata, schema=metadata.schema)
+        add_view(metadata, name, query(table))
+
+
+# Where a view's Table keeps the CreateView that makes it (Table.info is SQLAlchemy's place for an application's own data)
+CREATE_VIEW = "create_view"
+
+
+def add_view(metadata: MetaData, name: str, query: Select) -> Table:
+    """Register view ``name`` of ``query`` on ``metadata`` (``create_all`` creates it after its tables), keeping its
+    CREATE VIEW for :func:`view_definition`."""
+    statement = CreateView(query, name, metadata=metadata, schema=metadata.schema)
+    statement.table.info[CREATE_VIEW] = statement
+    return statement.table
 
 
 def view_definition(view: Table, dialect: Dialect) -> str:
     """SHA-256 of the CREATE VIEW statement ``create_all`` issues for ``view`` on ``dialect``: what tells a view an
     earlier release made with another query (same columns or not) from this release's."""
-    statement = view._creator_ddl  # where SQLAlchemy keeps a view's CreateView (no public accessor in 2.1)
-    return hashlib.sha256(str(statement.compile(dialect=dialect)).encode()).hexdigest()
+    return hashlib.sha256(str(view.info[CREATE_VIEW].compile(dialect=dialect)).encode()).hexdigest()
