@@ -32,7 +32,7 @@ def test_small_files_are_grouped_in_listing_order_so_that_every_worker_gets_seve
 
 
 def test_a_group_stops_at_its_limits_of_files_and_bytes() -> None:
-    keys = [f"{n:03d}.xml" for n in range(500)]
+    keys = [f"{n:04d}.xml" for n in range(2000)]
     by_count = planner(dict.fromkeys(keys, 1000)).plan(keys)
     assert max(len(unit.keys) for unit in by_count) == PlanLimits().group_max_files
     by_bytes = planner(dict.fromkeys(keys, 10 * MB)).plan(keys)
