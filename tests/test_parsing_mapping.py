@@ -11,7 +11,7 @@ from lxml import etree
 from py_load_eudravigilance.errors import HostileXMLError, MalformedXMLError, NotE2BError
 from py_load_eudravigilance.fixtures.generator import CaseSpec, DrugSpec, ReactionSpec, build_batch, build_message, single_message_file
 from py_load_eudravigilance.mapping.mapper import CaseMapper
-from py_load_eudravigilance.parsing.reader import BatchReader
+from py_load_eudravigilance.parsing.reader import READ_CHUNK, BatchReader
 from py_load_eudravigilance.staging import STAGED_COLUMNS, stage_file
 from py_load_eudravigilance.staging.copybinary import decode_rows
 from py_load_eudravigilance.staging.layout import STAGED_FAMILIES, table_file
@@ -102,6 +102,24 @@ def test_audit_payload_of_an_indented_file_drops_only_the_indentation_between_el
     assert "\n  " not in audit["payload"] and without_indentation(payload) == without_indentation(original)
     assert payload.find(".//{urn:hl7-org:v3}title").text == "   "  # a whitespace-only value is a value: kept
     assert "  two leading spaces and a tab\t" in audit["payload"]
+
+
+@pytest.mark.parametrize("shift", [-1, 0, 1, 2])
+def test_a_whitespace_only_value_is_kept_wherever_a_read_of_the_file_ends(shift: int, tmp_path: Path) -> None:
+    message = build_message(CaseSpec("CASE-W")).replace(
+        "<availabilityTime", '<reference typeCode="REFR"><document><title>   </title></document></reference><availabilityTime', 1
+    )
+    xml = build_batch([message])
+    # A comment before the root moves the '<' of </title> to the last byte of the reader's first read (and around it)
+    end_of_value = xml.index("<title>   </title>") + len("<title>   ")
+    padding = READ_CHUNK - 1 + shift - end_of_value - len("<!---->")
+    root_at = xml.index("<MCCI_IN200100UV01")
+    path = tmp_path / "boundary.xml"
+    path.write_text(f"{xml[:root_at]}<!--{'x' * padding}-->{xml[root_at:]}", encoding="utf-8")
+    assert path.read_bytes()[READ_CHUNK - 1 + shift : READ_CHUNK + 1 + shift] == b"</"
+    stage_file(path, tmp_path / "stage")
+    (audit,) = staged_rows(tmp_path / "stage", "icsr_audit_log")
+    assert "<title>   </title>" in audit["payload"]
 
 
 @pytest.mark.skipif(not (SHARED_E2B / "fda-examples").exists(), reason="needs ../shared/e2b (FDA example instances)")

@@ -83,12 +83,20 @@ class BatchReader:
             events=("start", "end"), tag=(BATCH_TAG, MESSAGE_TAG), **KEPT_CONTENT, **HARDENED
         )
         position = 0
+        held = b""
         try:
             while True:
                 chunk = self.source.read(READ_CHUNK)
                 if chunk:
+                    chunk, held = held + chunk, b""
+                    if chunk.endswith(b"<"):
+                        # libxml2 tells a whitespace-only value from indentation by the byte after the '<' that ends
+                        # it ('</': a value, kept); fed a chunk ending at '<', it would drop the value as indentation
+                        chunk, held = chunk[:-1], b"<"
                     parser.feed(chunk)
                 else:
+                    if held:
+                        parser.feed(held)
                     root = parser.close()
                     if self.root is None:
                         found = etree.QName(root).localname if root is not None else "nothing"
