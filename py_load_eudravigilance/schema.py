@@ -175,6 +175,8 @@ def build_metadata(schema: str | None = None) -> MetaData:
         # A run of the Dagster tables alone checks the files loaded since the checks last ran
         Index(f"ix_{FILE_HISTORY_TABLE}_finished_at", "finished_at"),
         Index(f"ix_{FILE_HISTORY_TABLE}_file_size_bytes", "file_size_bytes"),
+        # A reader of some files' rows (a file-partitioned consumer) finds their hashes by name: one row per file
+        Index(f"ix_{FILE_HISTORY_TABLE}_file_name", "file_name"),
         comment=catalog.FILE_HISTORY.comment,
     )
     Table(

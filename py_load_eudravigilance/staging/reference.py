@@ -20,7 +20,7 @@ from py_load_eudravigilance.staging.copybinary import encode_row
 from py_load_eudravigilance.staging.layout import INDEXED_TABLES, STAGED_COLUMNS, STAGED_FAMILIES, STAGED_TABLES, MessageKey, StagedMessages
 
 # The staged master tail and audit row as the catalog declares them: column (or position) -> message fact
-MASTER_TAIL_FACTS = {c.name: c.fact for c in MASTER_TAIL if c.staged and c.fact is not None}
+MASTER_TAIL_FACTS = dict(zip((c.name for c in MASTER_TAIL if c.staged), staged_facts(MASTER_TAIL), strict=True))
 AUDIT_FACTS = staged_facts(AUDIT_LOG.columns)
 VERSION_COUNT = STAGED_COLUMNS["icsr_master"].index(next(name for name, fact in MASTER_TAIL_FACTS.items() if fact is Fact.VERSION_COUNT))
 
