@@ -148,8 +148,12 @@ class Dialect:
 
     def keyed_lookups(self, conn: Connection) -> None:
         """For the rest of ``conn``'s transaction, join large tables by looking rows up by key, as reading the few rows
-        a refresh changed, or the rows of a run's cases for its checks, wants (by default the planner decides, as
-        SQLite's does well)."""
+        a refresh changed wants (by default the planner decides, as SQLite's does well)."""
+
+    def run_scoped_reads(self, conn: Connection) -> None:
+        """For the rest of ``conn``'s transaction, plan reads of a run's rows (the checks of a load) so that they look
+        the run's cases up by key when the run is small beside the tables, and scan when it is most of them (by
+        default the planner decides, as SQLite's does well)."""
 
 
 def dialect_for(engine: Engine) -> Dialect:
