@@ -13,10 +13,13 @@ of Dagster bookkeeping per file, whatever its size); this way a file costs two.
 
 import os
 import queue
+import threading
 from collections import Counter
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from dagster import (
@@ -52,7 +55,6 @@ from py_load_eudravigilance.pipeline import COUNTERS, RunSummary
 from py_load_eudravigilance.quality import CheckScope, check_table, has_value_rules, markdown_rows, parsed_rows, rejected_messages
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition, partition_key_for
-from py_load_eudravigilance.views import TableNamed
 
 # A backfill of many files runs as few runs: dynamic partitions are chunked in order of arrival
 FILES_PER_BACKFILL_RUN = 500
@@ -340,26 +342,59 @@ def _tables_run_scope(context: AssetExecutionContext, reader: TableReader, every
 def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[AssetCheckKey]) -> list[AssetCheckResult]:
     """The selected checks' results, each with how many rows it checked and how many failed (Dagster plots numeric
     check metadata). One query per table answers all of its checks; a check nobody selected costs nothing."""
-    with reader.engine.begin() as conn:
-        if scope.file_hashes is not None:
-            # A day's run is a few thousand keys in tables that grow for years: looked up through the keys, not
-            # scanned (PostgreSQL hashed a 1.2M-row child table whole for 2,000 cases: 250 ms a table, growing with it)
-            dialect_for(reader.engine).run_scoped_reads(conn)
-        return _checks_in(conn, reader.table, scope, selected)
-
-
-def _checks_in(conn: Connection, table: TableNamed, scope: CheckScope, selected: AbstractSet[AssetCheckKey]) -> list[AssetCheckResult]:
-    results: list[AssetCheckResult] = []
     matching = _is_selected(selected, LOAD_CHECKED_TABLE, "rows_match_parser")
-    parsed = parsed_rows(conn, table, scope) if matching else {}
+    wanted = {
+        name: _is_selected(selected, name, "conforms_to_data_dictionary")
+        for name in CHECKED_TABLES
+        if _is_selected(selected, name, "conforms_to_data_dictionary") or (matching and name in CASE_TABLE_NAMES)
+    }
+    queries: list[tuple[str, Callable[[Connection], Any]]] = [
+        (name, partial(check_table, table=reader.table, name=name, scope=scope, with_rules=rules_too)) for name, rules_too in wanted.items()
+    ]
+    if matching:
+        queries.append(("parsed", partial(parsed_rows, table=reader.table, scope=scope)))
+    if _is_selected(selected, QUARANTINE_TABLE, "no_rejected_messages"):
+        queries.append(("rejected", partial(rejected_messages, table=reader.table, scope=scope)))
+    answers = _answered(reader, scope, queries)
+    return _check_results(answers, wanted, matching)
+
+
+def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, Callable[[Connection], Any]]]) -> dict[str, Any]:
+    """Each query's answer by its name, the queries spread over as many connections as the dialect reads on at once."""
+    dialect = dialect_for(reader.engine)
+    pending = iter(queries)
+    taking = threading.Lock()
+
+    def answer_some() -> dict[str, Any]:
+        answers: dict[str, Any] = {}
+        with reader.engine.begin() as conn:
+            if scope.file_hashes is not None:
+                # A day's run is a few thousand keys in tables that grow for years: looked up through the keys, not
+                # scanned (PostgreSQL hashed a 1.2M-row child table whole for 2,000 cases: 250 ms a table)
+                dialect.run_scoped_reads(conn)
+            while True:
+                with taking:
+                    query = next(pending, None)
+                if query is None:
+                    return answers
+                name, ask = query
+                answers[name] = ask(conn)
+
+    connections = max(1, min(dialect.reading_connections, len(queries)))
+    with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="check-queries") as pool:
+        parts = [pool.submit(answer_some) for _ in range(connections)]
+        return {name: answer for part in parts for name, answer in part.result().items()}
+
+
+def _check_results(answers: dict[str, Any], wanted: dict[str, bool], matching: bool) -> list[AssetCheckResult]:
+    """The check results from the queries' answers (``wanted``: each checked table, whether its rules were asked)."""
+    results: list[AssetCheckResult] = []
+    parsed = answers.get("parsed", {})
     integrity: Counter[str] = Counter()
     mismatched: list[dict[str, Any]] = []
-    for name in CHECKED_TABLES:
-        conformance = _is_selected(selected, name, "conforms_to_data_dictionary")
+    for name, conformance in wanted.items():
         counted = matching and name in CASE_TABLE_NAMES
-        if not (conformance or counted):
-            continue
-        found = check_table(conn, table, name, scope, with_rules=conformance)
+        found = answers[name]
         if counted:
             counts = {
                 "rows_parsed": parsed[name],
@@ -389,8 +424,8 @@ def _checks_in(conn: Connection, table: TableNamed, scope: CheckScope, selected:
             metadata["tables_failing"] = MetadataValue.md(markdown_rows(mismatched))
         passed = not mismatched
         results.append(AssetCheckResult(check_name="rows_match_parser", asset_key=LOAD_CHECKED_TABLE, passed=passed, metadata=metadata))
-    if _is_selected(selected, QUARANTINE_TABLE, "no_rejected_messages"):
-        rejected, listed = rejected_messages(conn, table, scope)
+    if "rejected" in answers:
+        rejected, listed = answers["rejected"]
         metadata = {"rows_checked": rejected, "rows_failing": rejected}
         if listed:
             metadata["rejected_messages"] = MetadataValue.md(markdown_rows(listed))

