@@ -284,11 +284,14 @@ def _proc_fields(pid: int) -> list[str] | None:
     return [command, *rest.split()]
 
 
-def dagster_load(source: Path, server_dsn: str, workers: int, postgres_instance: bool = False) -> tuple[int, float]:
+def dagster_load(source: Path, server_dsn: str, workers: int, postgres_instance: bool = False) -> tuple[int, float, dict[str, float]]:
     """Every file partition of ``source`` materialized into a fresh database, the way a backfill does it. Dagster's own
     runs and events go to its default SQLite instance storage, or with ``postgres_instance`` to a fresh PostgreSQL
-    database (dagster-postgres, the storage of a deployment over several machines)."""
+    database (dagster-postgres, the storage of a deployment over several machines). Also the seconds of each phase of
+    the runs, from their events (``benchmarks.scale.step_phases``)."""
     from dagster import instance_for_test
+
+    from benchmarks.scale import step_phases
 
     with ExitStack() as stack:
         dsn = stack.enter_context(fresh_database(server_dsn))
@@ -296,8 +299,18 @@ def dagster_load(source: Path, server_dsn: str, workers: int, postgres_instance:
         if postgres_instance:
             overrides = {"storage": {"postgres": {"postgres_url": stack.enter_context(fresh_database(server_dsn))}}}
         instance = stack.enter_context(instance_for_test(overrides=overrides))
-        messages, seconds, _ = dagster_backfill(source, dsn, workers, instance)
-        return messages, seconds
+        messages, seconds, run_ids = dagster_backfill(source, dsn, workers, instance)
+        phases: dict[str, float] = {}
+        for run_id in run_ids:
+            for label, spent in step_phases(instance.all_logs(run_id)).items():
+                phases[label] = phases.get(label, 0.0) + spent
+        return messages, seconds, phases
+
+
+def print_phases(phases: dict[str, float]) -> None:
+    """A Dagster run's phases under its row: where the time beyond the CLI's load goes."""
+    for label, spent in phases.items():
+        print(f"      {label:<66} {spent:>9.2f}")
 
 
 def dagster_backfill(source: Path, dsn: str, workers: int, instance: DagsterInstance) -> tuple[int, float, list[str]]:
@@ -423,9 +436,12 @@ def main() -> int:
         cli = loads[cli_mapper]
         dagster = dagster_on_postgres = None
         if not args.skip_dagster:
-            dagster = Load(*dagster_load(batches, args.dsn, args.workers))
+            messages, seconds, phases = dagster_load(batches, args.dsn, args.workers)
+            dagster = Load(messages, seconds)
             row("(c) Dagster backfill of the batch-file partitions, every check", dagster, baseline)
-            dagster_on_postgres = Load(*dagster_load(batches, args.dsn, args.workers, postgres_instance=True))
+            print_phases(phases)
+            messages, seconds, _ = dagster_load(batches, args.dsn, args.workers, postgres_instance=True)
+            dagster_on_postgres = Load(messages, seconds)
             row("(c) the same, Dagster's instance storage in PostgreSQL", dagster_on_postgres, baseline)
         one = cli_run(one_batch, args.dsn, args.workers, cli_mapper)
         row("(d) eudravigloader run, the same cases in one batch file", one, baseline)
