@@ -200,11 +200,12 @@ def test_backfill_policy_turns_many_dynamic_partitions_into_few_runs(sqlite_dsn:
     assert [r.asset_selection for r in requests if r not in file_runs] == [[master]]
 
 
-def test_checks_flag_values_outside_the_code_lists(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
+def test_checks_flag_values_outside_the_code_lists(dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
     path = write_batch("odd.xml", CaseSpec("ODD-SEX", sex="9"), CaseSpec("FINE", sex="2"))
     keys = register(instance, [path.name])
 
-    result = materialize_files(project(sqlite_dsn, path.parent), instance, keys)
+    # On PostgreSQL the per-table queries are spread over two connections: every answer still reaches its check
+    result = materialize_files(project(dsn, path.parent), instance, keys)
 
     assert result.success  # checks report, they do not block the load
     by_table = {(c.asset_key.path[-1], c.check_name): c for c in result.get_asset_check_evaluations()}
