@@ -1,11 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 # distutils: language = c++
-"""The compiled staging core: walks lxml's own tree in C and writes staged COPY text rows.
+"""The compiled staging core: walks lxml's own tree in C and writes staged binary COPY rows.
 
 It evaluates the dictionary's paths as ``paths.py`` parses them (steps, predicates, unions, variable
 starts, ``ancestor::``), selects each row's fields in one walk of the row's trie (the Python
 mapper's own tries, slot for slot), converts values as ``mapping/values.py`` does and writes the
-bytes ``staging/copytext.py`` would. Only libxml2's node structs are read; no libxml2 function is
+bytes ``staging/copybinary.py`` would. Only libxml2's node structs are read; no libxml2 function is
 called, so the extension links against nothing but Python. Whatever it cannot do exactly (a
 computed field, an attachment, a value its fast paths do not parse) it hands to the Python
 mapper's own code for that field. ``tests/test_compiled.py`` checks that both cores write the same

@@ -1,11 +1,11 @@
-"""The staged row format: PostgreSQL's ``COPY ... (FORMAT text)``, which is also MySQL's ``LOAD DATA`` default.
+"""PostgreSQL's ``COPY ... (FORMAT text)`` rows, which are also MySQL's ``LOAD DATA`` default: the form of the rows the
+loaders write themselves (MedDRA terms, statistics, through ``Dialect.insert_records``) and of the published guide's
+``load_normalized_data`` interface. The staged rows of a load are binary COPY (``copybinary.py``).
 
 One row per line, columns separated by a tab, ``\\N`` for NULL. A backslash, tab, line feed or
 carriage return inside a value is written as ``\\\\``, ``\\t``, ``\\n``, ``\\r``: so no value can end a
 row, split a column or form the ``\\.`` end-of-data line, whatever bytes it holds. Booleans are
 ``true``/``false``, binary values ``\\\\x`` + hex (bytea's hex input), timestamps ISO 8601 with offset.
-The compiled mapper (``mapping/_core.pyx``) writes exactly these bytes; ``tests/test_compiled.py``
-compares them with what :func:`encode` gives.
 """
 
 from __future__ import annotations
