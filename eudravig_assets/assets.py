@@ -52,7 +52,15 @@ from loaders.dialect import dialect_for
 from loaders.readback import TableReader
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER, iter_tables
 from py_load_eudravigilance.pipeline import COUNTERS, RunSummary
-from py_load_eudravigilance.quality import CheckScope, check_table, has_value_rules, markdown_rows, parsed_rows, rejected_messages
+from py_load_eudravigilance.quality import (
+    CheckScope,
+    cases_listed,
+    check_table,
+    has_value_rules,
+    markdown_rows,
+    parsed_rows,
+    rejected_messages,
+)
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES, FILE_HISTORY_TABLE, METADATA, QUARANTINE_TABLE
 from py_load_eudravigilance.sources import key_for_partition, partition_key_for
 
@@ -348,18 +356,18 @@ def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[As
         for name in CHECKED_TABLES
         if _is_selected(selected, name, "conforms_to_data_dictionary") or (matching and name in CASE_TABLE_NAMES)
     }
-    queries: list[tuple[str, Callable[[Connection], Any]]] = [
-        (name, partial(check_table, table=reader.table, name=name, scope=scope, with_rules=rules_too)) for name, rules_too in wanted.items()
+    queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]] = [
+        (name, partial(check_table, table=reader.table, name=name, with_rules=rules_too)) for name, rules_too in wanted.items()
     ]
     if matching:
-        queries.append(("parsed", partial(parsed_rows, table=reader.table, scope=scope)))
+        queries.append(("parsed", partial(parsed_rows, table=reader.table)))
     if _is_selected(selected, QUARANTINE_TABLE, "no_rejected_messages"):
-        queries.append(("rejected", partial(rejected_messages, table=reader.table, scope=scope)))
+        queries.append(("rejected", partial(rejected_messages, table=reader.table)))
     answers = _answered(reader, scope, queries)
     return _check_results(answers, wanted, matching)
 
 
-def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, Callable[[Connection], Any]]]) -> dict[str, Any]:
+def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]]) -> dict[str, Any]:
     """Each query's answer by its name, the queries spread over as many connections as the dialect reads on at once."""
     dialect = dialect_for(reader.engine)
     pending = iter(queries)
@@ -372,13 +380,14 @@ def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, C
                 # A day's run is a few thousand keys in tables that grow for years: looked up through the keys, not
                 # scanned (PostgreSQL hashed a 1.2M-row child table whole for 2,000 cases: 250 ms a table)
                 dialect.run_scoped_reads(conn)
-            while True:
-                with taking:
-                    query = next(pending, None)
-                if query is None:
-                    return answers
-                name, ask = query
-                answers[name] = ask(conn)
+            with cases_listed(conn, reader.table, scope) as listed:
+                while True:
+                    with taking:
+                        query = next(pending, None)
+                    if query is None:
+                        return answers
+                    name, ask = query
+                    answers[name] = ask(conn, scope=listed)
 
     connections = max(1, min(dialect.reading_connections, len(queries)))
     with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="check-queries") as pool:

@@ -10,20 +10,22 @@ missing from ``icsr_master`` and the rows of the cases whose current version the
 need no query: the table's declared column types hold them (``validate-db-schema`` compares those).
 
 A run's rows are those of the cases its files brought (found through the audit log's index on the
-file's SHA-256), so a check costs what the run loaded, however large the database. The statements
+file's SHA-256, and listed once per connection in a temporary table: :func:`cases_listed`), so a
+check costs what the run loaded, however large the database. The statements
 are built by small functions and can be read as text (``str(statement)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
-from sqlalchemy import ColumnElement, Select, Table, and_, exists, false, func, or_, select, true
+from sqlalchemy import Column, ColumnElement, FromClause, MetaData, Select, Table, Text, and_, false, func, or_, select, text, true
 from sqlalchemy.engine import Connection
 
 from py_load_eudravigilance.mapping import catalog
@@ -135,9 +137,11 @@ def has_value_rules(table: str) -> bool:
 
 @dataclass(frozen=True)
 class CheckScope:
-    """The rows the checks cover: those the files with these SHA-256 brought, or every row (``None``)."""
+    """The rows the checks cover: those the files with these SHA-256 brought, or every row (``None``); ``cases``: a
+    temporary table listing the cases of those files, once :func:`cases_listed` made it."""
 
     file_hashes: tuple[str, ...] | None
+    cases: Table | None = None
 
     @classmethod
     def everything(cls) -> CheckScope:
@@ -150,16 +154,39 @@ class CheckScope:
 
 def run_cases(table: TableNamed, scope: CheckScope) -> Select:
     """The cases the scope's files brought, any version of them (the audit log logs every one, indexed by file)."""
+    if scope.cases is not None:
+        return select(scope.cases.c[CASE_KEY])
     audit = table(AUDIT_TABLE)
     query = select(audit.c[CASE_KEY])
     return query if scope.file_hashes is None else query.where(audit.c.file_sha256.in_(scope.file_hashes))
 
 
-def cases_current_from_run(table: TableNamed, scope: CheckScope) -> Select:
-    """The cases whose current version came from the scope's files."""
-    master = table(MASTER_TABLE)
-    query = select(master.c[CASE_KEY])
-    return query if scope.file_hashes is None else query.where(master.c.source_file_sha256.in_(scope.file_hashes))
+CHECKED_CASES = "checked_cases"
+
+
+@contextmanager
+def cases_listed(conn: Connection, table: TableNamed, scope: CheckScope) -> Iterator[CheckScope]:
+    """``scope`` with its cases listed once, in a temporary table of ``conn``'s, for the queries run on ``conn``: each
+    table's check then joins that short list instead of finding the run's cases in the audit log again (a lookup there
+    reads the row, payload and all: 77 of the 96 ms of one table's check of 10,000 cases)."""
+    if scope.file_hashes is None:
+        yield scope
+        return
+    listed = Table(CHECKED_CASES, MetaData(), Column(CASE_KEY, Text, primary_key=True), prefixes=["TEMPORARY"])
+    listed.create(conn)
+    try:
+        conn.execute(listed.insert().from_select([CASE_KEY], run_cases(table, scope).distinct()))
+        conn.execute(text(f"ANALYZE {CHECKED_CASES}"))  # its size, for the planner: a few cases or millions
+        yield replace(scope, cases=listed)
+    finally:
+        listed.drop(conn)
+
+
+def current_from_run(master: Table, scope: CheckScope) -> ColumnElement[bool]:
+    """Whether a master row (possibly NULL: an orphan's) is a case whose current version came from the scope's files."""
+    if scope.file_hashes is None:
+        return master.c[CASE_KEY].is_not(None)
+    return master.c.source_file_sha256.in_(scope.file_hashes)
 
 
 def in_scope(table: TableNamed, name: str, scope: CheckScope) -> ColumnElement[bool]:
@@ -177,16 +204,20 @@ def table_check_query(table: TableNamed, name: str, scope: CheckScope, with_rule
     the cases the run made current (case tables), then the rows failing each rule and those failing any."""
     target = table(name)
     columns: list[ColumnElement[Any]] = [func.count().label("rows_checked")]
+    checked: FromClause = target
     if name in CASE_TABLE_NAMES:
         master = table(MASTER_TABLE)
         if name != MASTER_TABLE:
-            has_case = exists().where(master.c[CASE_KEY] == target.c[CASE_KEY])
-            columns.append(count_where(~has_case).label("orphans"))
-        columns.append(count_where(target.c[CASE_KEY].in_(cases_current_from_run(table, scope))).label("rows_current"))
+            # Each row's case joined once (looked up by key for a small run, hashed for a large one): a row without it
+            # is an orphan, and the case's source file tells whether the run made it current. (A correlated EXISTS
+            # per row could only be looked up row by row: 1.3 s of the 1.6 s the checks of 10,000 cases took)
+            checked = target.outerjoin(master, master.c[CASE_KEY] == target.c[CASE_KEY])
+            columns.append(count_where(master.c[CASE_KEY].is_(None)).label("orphans"))
+        columns.append(count_where(current_from_run(master, scope)).label("rows_current"))
     failing = [rule.fails(target) for rule in rules(name)] if with_rules else []
     columns += [count_where(condition).label(f"rule_{number}") for number, condition in enumerate(failing)]
     columns.append(count_where(or_(false(), *failing)).label("rows_failing"))
-    return select(*columns).select_from(target).where(in_scope(table, name, scope))
+    return select(*columns).select_from(checked).where(in_scope(table, name, scope))
 
 
 def failing_rows_query(table: TableNamed, name: str, rule: Rule, scope: CheckScope, limit: int = LISTED_ROWS) -> Select:

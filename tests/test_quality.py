@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from loaders.readback import TableReader
 from py_load_eudravigilance.fixtures.generator import CaseSpec, ReactionSpec
 from py_load_eudravigilance.pipeline import run_load
-from py_load_eudravigilance.quality import CheckScope, check_table, parsed_rows, rejected_messages, rules, table_schema
+from py_load_eudravigilance.quality import CheckScope, cases_listed, check_table, parsed_rows, rejected_messages, rules, table_schema
 from py_load_eudravigilance.schema import CASE_TABLE_NAMES, COUNTED_TABLE_NAMES
 from tests.support.db import query
 
@@ -130,3 +130,17 @@ def test_a_file_partitioned_reader_gets_the_rows_of_the_cases_its_files_made_cur
     assert sorted(reader.read_frame("icsr_master", ["later.xml"])["safetyreportid"]) == ["F-2", "L-1"]
     reactions = reader.read_frame("reactions", ["first.xml"], columns=["safetyreportid", "reaction_meddra_code"])
     assert reactions.to_dict("records") == [{"safetyreportid": "F-1", "reaction_meddra_code": "10019211"}]
+
+
+def test_a_runs_cases_listed_once_give_every_check_the_same_answer(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    first = write_batch("first.xml", CaseSpec("A-1", sex="7"), CaseSpec("A-2"))
+    later = write_batch("later.xml", CaseSpec("B-1"), CaseSpec("A-1", most_recent_info="20250101", sex="1"))
+    assert run_load(first, dsn).exit_code == 0 and run_load(later, dsn).exit_code == 0
+    reader = TableReader(create_engine(dsn))
+    with reader.engine.begin() as conn:
+        for scope in (scope_of(dsn, "first.xml"), scope_of(dsn, "later.xml"), CheckScope.everything()):
+            tables = ("icsr_master", "patient_characteristics", "reactions")
+            direct = {name: check_table(conn, reader.table, name, scope) for name in tables}
+            with cases_listed(conn, reader.table, scope) as listed:
+                assert listed.cases is not None or scope.file_hashes is None
+                assert {name: check_table(conn, reader.table, name, listed) for name in direct} == direct
