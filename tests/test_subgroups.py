@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 from sqlalchemy import select, text
 
+from loaders.contract import Loader
 from loaders.registry import get_loader
 from loaders.upkeep import refresh_drug_event_statistics
 from py_load_eudravigilance import signal_rules as rules
@@ -62,10 +63,16 @@ def brute_force_two_by_two(event: str, inside) -> tuple[rules.TwoByTwo, rules.Tw
     return tables[0], tables[1]
 
 
-def test_a_substances_events_within_children_against_the_others_and_new_in_a_period(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+def loaded_and_counted(write_batch, dsn: str) -> Loader:  # type: ignore[no-untyped-def]
+    """The cases loaded into ``dsn`` and the statistics refreshed: the loader that wrote them."""
     run_load(write_cases(write_batch), dsn)
     loader = get_loader(dsn)
     refresh_drug_event_statistics(loader.engine)
+    return loader
+
+
+def test_a_substances_events_within_children_against_the_others_and_new_in_a_period(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    loader = loaded_and_counted(write_batch, dsn)
     view = loader.table(STATISTICS_TABLE)
     with loader.engine.connect() as conn:
         rows = conn.execute(top_pairs(view, None, "xdrug")).mappings().all()
@@ -89,9 +96,7 @@ def test_a_substances_events_within_children_against_the_others_and_new_in_a_per
 
 def test_rows_of_several_substances_screen_as_each_substance_alone(sqlite_dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
     # A product named by --drug may hold several substances: its rows are screened substance by substance, in order
-    run_load(write_cases(write_batch), sqlite_dsn)
-    loader = get_loader(sqlite_dsn)
-    refresh_drug_event_statistics(loader.engine)
+    loader = loaded_and_counted(write_batch, sqlite_dsn)
     view = loader.table(STATISTICS_TABLE)
     with loader.engine.connect() as conn:
         rows = conn.execute(top_pairs(view, None)).mappings().all()
@@ -154,9 +159,7 @@ def test_age_bands_come_from_the_age_in_its_unit_else_the_age_group(dsn: str, wr
 
 
 def test_the_refresh_keeps_the_attributes_of_exactly_the_cases_it_counts(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
-    run_load(write_cases(write_batch), dsn)
-    loader = get_loader(dsn)
-    refresh_drug_event_statistics(loader.engine)
+    loader = loaded_and_counted(write_batch, dsn)
     moved = {"most_recent_info": "20240401", "age": "70", "country": "US"}
     follow_up = CaseSpec("XDRUG-10019211-10-0", **moved, drugs=[DrugSpec(name="X", substance="XDRUG")])
     gone = CaseSpec("YDRUG-10019211-8-0", most_recent_info="20240401", nullification=True)
@@ -172,9 +175,7 @@ def test_the_refresh_keeps_the_attributes_of_exactly_the_cases_it_counts(dsn: st
 def test_a_follow_up_changing_only_the_age_moves_the_case_between_subgroups(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
     """Same drug and reaction, another age: the incremental refresh moves the case from the children's counts to the
     elderly's (the population's counts do not change), as a full rebuild counts it."""
-    run_load(write_cases(write_batch), dsn)
-    loader = get_loader(dsn)
-    refresh_drug_event_statistics(loader.engine)
+    loader = loaded_and_counted(write_batch, dsn)
     view = loader.table(SUBGROUP_STATISTICS)
 
     def headache_of_xdrug() -> dict[str, int]:
