@@ -13,7 +13,6 @@ of Dagster bookkeeping per file, whatever its size); this way a file costs two.
 
 import os
 import queue
-import threading
 from collections import Counter
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -351,11 +350,8 @@ def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[As
     """The selected checks' results, each with how many rows it checked and how many failed (Dagster plots numeric
     check metadata). One query per table answers all of its checks; a check nobody selected costs nothing."""
     matching = _is_selected(selected, LOAD_CHECKED_TABLE, "rows_match_parser")
-    wanted = {
-        name: _is_selected(selected, name, "conforms_to_data_dictionary")
-        for name in CHECKED_TABLES
-        if _is_selected(selected, name, "conforms_to_data_dictionary") or (matching and name in CASE_TABLE_NAMES)
-    }
+    conformance = {name: _is_selected(selected, name, "conforms_to_data_dictionary") for name in CHECKED_TABLES}
+    wanted = {name: rules_too for name, rules_too in conformance.items() if rules_too or (matching and name in CASE_TABLE_NAMES)}
     queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]] = [
         (name, partial(check_table, table=reader.table, name=name, with_rules=rules_too)) for name, rules_too in wanted.items()
     ]
@@ -368,31 +364,22 @@ def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[As
 
 
 def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]]) -> dict[str, Any]:
-    """Each query's answer by its name, the queries spread over as many connections as the dialect reads on at once."""
+    """Each query's answer by its name, the queries dealt out over as many connections as the dialect reads on at once."""
     dialect = dialect_for(reader.engine)
-    pending = iter(queries)
-    taking = threading.Lock()
 
-    def answer_some() -> dict[str, Any]:
-        answers: dict[str, Any] = {}
+    def answer(share: list[tuple[str, Callable[[Connection, CheckScope], Any]]]) -> dict[str, Any]:
         with reader.engine.begin() as conn:
             if scope.file_hashes is not None:
                 # A day's run is a few thousand keys in tables that grow for years: looked up through the keys, not
                 # scanned (PostgreSQL hashed a 1.2M-row child table whole for 2,000 cases: 250 ms a table)
                 dialect.run_scoped_reads(conn)
             with cases_listed(conn, reader.table, scope) as listed:
-                while True:
-                    with taking:
-                        query = next(pending, None)
-                    if query is None:
-                        return answers
-                    name, ask = query
-                    answers[name] = ask(conn, scope=listed)
+                return {name: ask(conn, scope=listed) for name, ask in share}
 
     connections = max(1, min(dialect.reading_connections, len(queries)))
     with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="check-queries") as pool:
-        parts = [pool.submit(answer_some) for _ in range(connections)]
-        return {name: answer for part in parts for name, answer in part.result().items()}
+        shares = pool.map(answer, [queries[start::connections] for start in range(connections)])
+        return {name: found for share in shares for name, found in share.items()}
 
 
 def _check_results(answers: dict[str, Any], wanted: dict[str, bool], matching: bool) -> list[AssetCheckResult]:
