@@ -364,16 +364,22 @@ def count_changes(before: Mapping[str, Contribution], after: Mapping[str, Contri
     """The change of every count when the cases of ``before`` contribute ``after`` instead (a case absent from one
     side contributes nothing there). Within a subgroup the changes are those of its members on either side: a case
     that moves to another subgroup (a follow-up giving its age) leaves the counts of one and joins the other's."""
-    named = sorted({subgroup for side in (before, after) for part in side.values() for subgroup in part.subgroups})
+    members_before, members_after = _members_by_subgroup(before), _members_by_subgroup(after)
     within = {}
-    for subgroup in named:
-        members_before, members_after = (
-            {case_id: part for case_id, part in side.items() if subgroup in part.subgroups} for side in (before, after)
-        )
-        changes = _changes_of_drugs_and_reactions(members_before, members_after)
+    for subgroup in sorted(members_before.keys() | members_after.keys()):
+        changes = _changes_of_drugs_and_reactions(members_before.get(subgroup, {}), members_after.get(subgroup, {}))
         if changes:
             within[subgroup] = changes
     return replace(_changes_of_drugs_and_reactions(before, after), within=within)
+
+
+def _members_by_subgroup(side: Mapping[str, Contribution]) -> dict[str, dict[str, Contribution]]:
+    """The cases of ``side`` in each subgroup, read in one pass (not once per subgroup)."""
+    members: dict[str, dict[str, Contribution]] = defaultdict(dict)
+    for case_id, part in side.items():
+        for subgroup in part.subgroups:
+            members[subgroup][case_id] = part
+    return members
 
 
 def _changes_of_drugs_and_reactions(before: Mapping[str, Contribution], after: Mapping[str, Contribution]) -> CountChanges:
