@@ -7,6 +7,7 @@ and its precision); this module spells them out once, for the schema, the mapper
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -274,15 +275,20 @@ BOOKKEEPING_TABLES = (AUDIT_LOG, FILE_HISTORY, QUARANTINE)
 LOAD_STAMPS = frozenset(c.name for c in (*MASTER_TAIL, *AUDIT_LOG.columns, *QUARANTINE.columns) if c.load_stamp)
 
 
-def staged_facts(columns: tuple[BookkeepingColumn, ...]) -> tuple[Fact, ...]:
-    """The message facts of the staged ``columns``, in row order: what a staging core writes there."""
-    facts = []
+def staged_column_facts(columns: Sequence[BookkeepingColumn]) -> tuple[tuple[BookkeepingColumn, Fact], ...]:
+    """The staged ``columns`` with the message fact filling each, in row order: what a staging core writes there."""
+    staged = []
     for column in columns:
         if column.staged:
             if column.fact is None:
                 raise ValueError(f"staged column {column.name} names no message fact")
-            facts.append(column.fact)
-    return tuple(facts)
+            staged.append((column, column.fact))
+    return tuple(staged)
+
+
+def staged_facts(columns: Sequence[BookkeepingColumn]) -> tuple[Fact, ...]:
+    """The message facts of the staged ``columns``, in row order."""
+    return tuple(fact for _, fact in staged_column_facts(columns))
 
 
 def table_columns(table: TableSpec, ancestors: tuple[TableSpec, ...] = ()) -> list[Column]:

@@ -23,7 +23,15 @@ from lxml import etree
 
 from py_load_eudravigilance.errors import MappingError
 from py_load_eudravigilance.mapping import _core  # type: ignore[attr-defined]
-from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, CASE_KEY, MASTER_TAIL, MAX_CASE_ID_BYTES, BookkeepingColumn, field_columns
+from py_load_eudravigilance.mapping.catalog import (
+    AUDIT_LOG,
+    CASE_KEY,
+    MASTER_TAIL,
+    MAX_CASE_ID_BYTES,
+    BookkeepingColumn,
+    field_columns,
+    staged_column_facts,
+)
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.mapping.mapper import (
     MAX_CASE_ID_LENGTH,
@@ -81,10 +89,8 @@ def fact_codes(table: str, columns: Sequence[BookkeepingColumn]) -> list[int]:
     write, or writes in another binary form than the column's type, is a :class:`PlanMismatch` naming the column."""
     written: dict[str, tuple[int, str]] = getattr(_core, "MESSAGE_FACTS", {})  # none: a core built before facts were data
     codes = []
-    for column in columns:
-        if not column.staged:
-            continue
-        fact = column.fact.value if column.fact is not None else None
+    for column, declared in staged_column_facts(columns):
+        fact = declared.value
         if fact not in written:
             raise PlanMismatch(f"the compiled core writes no message fact {fact!r}, which fills {table}.{column.name}")
         code, family = written[fact]

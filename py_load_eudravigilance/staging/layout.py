@@ -25,30 +25,22 @@ BATCHES = BATCH_HEADER.name
 STAGED_BOOKKEEPING = (catalog.AUDIT_LOG, catalog.QUARANTINE)
 
 
-def _staged(columns: list[catalog.Column]) -> list[catalog.Column]:
-    return [c for c in columns if c.name not in catalog.LOAD_STAMPS]
-
-
-def staged_columns() -> dict[str, tuple[str, ...]]:
-    """Columns of each staged table, in row order: the target's own, minus those the database fills."""
-    columns = {table: tuple(c.name for c in _staged(table_columns)) for table, table_columns in catalog.case_table_columns().items()}
+def staged_layout() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Each staged table's columns in row order, with the binary form each takes (``copybinary.FAMILIES``, as the
+    column's SQL type needs it): the target's own columns, minus those the database fills."""
+    layout = {
+        table: tuple((c.name, c.type.value) for c in table_columns if c.name not in catalog.LOAD_STAMPS)
+        for table, table_columns in catalog.case_table_columns().items()
+    }
     for bookkeeping in STAGED_BOOKKEEPING:
-        columns[bookkeeping.name] = tuple(c.name for c in bookkeeping.staged_columns())
-    columns[BATCHES] = tuple(c.name for c in catalog.table_columns(BATCH_HEADER))
-    return columns
+        layout[bookkeeping.name] = tuple((c.name, c.type.value) for c in bookkeeping.staged_columns())
+    layout[BATCHES] = tuple((c.name, c.type.value) for c in catalog.table_columns(BATCH_HEADER))
+    return layout
 
 
-def staged_families() -> dict[str, tuple[str, ...]]:
-    """The binary form of each staged column (``copybinary.FAMILIES``), as the column's SQL type needs it."""
-    families = {table: tuple(c.type.value for c in _staged(table_columns)) for table, table_columns in catalog.case_table_columns().items()}
-    for bookkeeping in STAGED_BOOKKEEPING:
-        families[bookkeeping.name] = tuple(c.type.value for c in bookkeeping.staged_columns())
-    families[BATCHES] = tuple(c.type.value for c in catalog.table_columns(BATCH_HEADER))
-    return families
-
-
-STAGED_COLUMNS = staged_columns()
-STAGED_FAMILIES = staged_families()
+_LAYOUT = staged_layout()
+STAGED_COLUMNS = {table: tuple(name for name, _ in columns) for table, columns in _LAYOUT.items()}
+STAGED_FAMILIES = {table: tuple(family for _, family in columns) for table, columns in _LAYOUT.items()}
 # Tables whose rows the index locates per message; the others are the file's own bookkeeping
 INDEXED_TABLES = (*CASE_TABLE_NAMES, AUDIT_TABLE)
 STAGED_TABLES = (*INDEXED_TABLES, QUARANTINE_TABLE, BATCHES)

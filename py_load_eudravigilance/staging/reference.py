@@ -12,7 +12,7 @@ from typing import Any
 
 from lxml import etree
 
-from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, MASTER_TAIL, Fact, staged_facts
+from py_load_eudravigilance.mapping.catalog import AUDIT_LOG, MASTER_TAIL, Fact, staged_column_facts, staged_facts
 from py_load_eudravigilance.mapping.dictionary import BATCH_HEADER
 from py_load_eudravigilance.mapping.mapper import CaseMapper
 from py_load_eudravigilance.schema import AUDIT_TABLE, CASE_TABLE_NAMES
@@ -20,7 +20,7 @@ from py_load_eudravigilance.staging.copybinary import encode_row
 from py_load_eudravigilance.staging.layout import INDEXED_TABLES, STAGED_COLUMNS, STAGED_FAMILIES, STAGED_TABLES, MessageKey, StagedMessages
 
 # The staged master tail and audit row as the catalog declares them: column (or position) -> message fact
-MASTER_TAIL_FACTS = dict(zip((c.name for c in MASTER_TAIL if c.staged), staged_facts(MASTER_TAIL), strict=True))
+MASTER_TAIL_FACTS = {column.name: fact for column, fact in staged_column_facts(MASTER_TAIL)}
 AUDIT_FACTS = staged_facts(AUDIT_LOG.columns)
 VERSION_COUNT = STAGED_COLUMNS["icsr_master"].index(next(name for name, fact in MASTER_TAIL_FACTS.items() if fact is Fact.VERSION_COUNT))
 
