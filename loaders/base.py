@@ -257,6 +257,10 @@ class SQLAlchemyLoader(Loader):
     def validate_schema(self, schema_definition_: dict[str, Any] | None = None) -> bool:
         return self.schema_report(schema_definition_).ok
 
+    def holds_file_history(self) -> bool:
+        with self.engine.connect() as conn:
+            return inspect(conn).has_table(FILE_HISTORY_TABLE, schema=self.schema)
+
     def get_completed_file_hashes(self, sizes: Collection[int] | None = None) -> set[str]:
         history = self.table(FILE_HISTORY_TABLE)
         loaded = select(history.c.file_sha256).where(history.c.status.in_(FINAL_STATUSES))

@@ -119,6 +119,12 @@ class Loader(ABC):
     def create_all_tables(self) -> None:
         """Create every table and view of the schema that does not exist yet."""
 
+    def holds_file_history(self) -> bool:
+        """Whether the database has its file history yet. A new one has no file loaded: a run then creates the schema
+        while its first files are parsed, instead of before. Answering True is always safe (the schema is created
+        first, as an earlier release needs its upgrade before anything is read)."""
+        return True
+
     @abstractmethod
     def get_completed_file_hashes(self, sizes: Collection[int] | None = None) -> set[str]:
         """SHA-256 of every file whose content ended loaded (completed or partial): ``delta`` skips them. With
