@@ -188,3 +188,24 @@ def test_hostile_and_broken_files_get_a_clear_error_naming_the_file(payload: str
         list(reader.messages())
     assert "suspect.xml" in str(raised.value)
     assert "root:" not in str(raised.value)  # no entity content leaked into the message
+
+
+def test_files_read_one_after_another_in_one_process_read_as_each_alone() -> None:
+    """A worker reads thousands of files with one parser: a file that failed, one left half read, or two read at once
+    leave nothing behind for the next."""
+    good = build_batch([build_message(CaseSpec(f"NEXT-{i}")) for i in range(3)])
+    broken = '<?xml version="1.0"?><MCCI_IN200100UV01 xmlns="urn:hl7-org:v3"><PORR_IN049016UV>'
+    hostile = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><MCCI_IN200100UV01 xmlns="urn:hl7-org:v3">&a;</MCCI_IN200100UV01>'
+    for bad in (broken, hostile):
+        with pytest.raises((MalformedXMLError, HostileXMLError)):
+            list(BatchReader(io.BytesIO(bad.encode()), "bad.xml").messages())
+        assert [c.safetyreportid for c in map_all(good)] == ["NEXT-0", "NEXT-1", "NEXT-2"]
+    left = BatchReader(io.BytesIO(build_batch([build_message(CaseSpec(f"LEFT-{i}")) for i in range(3)]).encode()), "left.xml").messages()
+    next(left)  # abandoned after its first message
+    assert [c.safetyreportid for c in map_all(good)] == ["NEXT-0", "NEXT-1", "NEXT-2"]
+    mapper = CaseMapper()
+    first = BatchReader(io.BytesIO(good.encode()), "first.xml").messages()
+    second = BatchReader(io.BytesIO(single_message_file(CaseSpec("OTHER-1")).encode()), "second.xml").messages()
+    interleaved = [mapper.map_message(*reversed(next(reader))).safetyreportid for reader in (first, second, first)]
+    assert interleaved == ["NEXT-0", "OTHER-1", "NEXT-1"]
+    assert [mapper.map_message(m, p).safetyreportid for p, m in first] == ["NEXT-2"] and not list(second)
