@@ -548,6 +548,7 @@ def run_load(
             units = [started_unit(plan) for plan in planner.plan(todo)]
             pool.schedule(units)
             if new_database:
+                pool.top_up()  # the workers start parsing: the schema is made meanwhile
                 loader.create_all_tables()
             loaded = 0  # units are loaded in order: units[:loaded] are done
             while loaded < len(units):
