@@ -130,8 +130,9 @@ def test_a_run_of_the_tables_alone_loads_nothing_and_checks_what_loaded_since_th
     assert integrity.asset_key.path[-1] == "icsr_master" and integrity.metadata["tables_checked"].value == 36
     assert integrity.metadata["rows_parsed"].value == integrity.metadata["rows_of_current_versions"].value > 0
     assert all(c.passed for c in checks)
-    reactions = next(c for c in checks if c.check_name == "conforms_to_data_dictionary" and c.asset_key.path[-1] == "reactions")
-    assert reactions.metadata["rows_checked"].value == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]  # loaded since
+    conformance = next(c for c in checks if c.check_name == "conforms_to_data_dictionary")
+    checked = conformance.metadata["rows_checked_by_table"].value
+    assert checked["reactions"] == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]  # loaded since
 
     with create_engine(sqlite_dsn).begin() as conn:  # a row broken behind the loads' back
         conn.execute(text("UPDATE reactions SET reaction_meddra_code = '123' WHERE rowid = 1"))
@@ -140,7 +141,10 @@ def test_a_run_of_the_tables_alone_loads_nothing_and_checks_what_loaded_since_th
     assert all(c.passed and c.metadata["rows_checked"].value == 0 for c in again.get_asset_check_evaluations())
     every_row = materialize_tables_alone(defs, instance, every_row=True)
     failing = {(c.asset_key.path[-1], c.check_name): c for c in every_row.get_asset_check_evaluations() if not c.passed}
-    assert set(failing) == {("reactions", "conforms_to_data_dictionary"), ("icsr_master", "rows_match_parser")}
+    assert set(failing) == {("icsr_master", "conforms_to_data_dictionary"), ("icsr_master", "rows_match_parser")}
+    broken = failing[("icsr_master", "conforms_to_data_dictionary")]
+    assert broken.metadata["rules_failing"].value == {"reactions": {"reaction_meddra_code: MedDRA code of 8 digits": 1}}
+    assert broken.metadata["rows_failing"].value == 1 and "| reactions |" in broken.metadata["tables_failing"].value
     lost = failing[("icsr_master", "rows_match_parser")]
     assert lost.metadata["rows_failing"].value == 1  # the drug row deleted behind the loads' back, named with its table
     assert "| drugs |" in lost.metadata["tables_failing"].value
@@ -208,13 +212,15 @@ def test_checks_flag_values_outside_the_code_lists(dsn: str, tmp_path: Path, ins
     result = materialize_files(project(dsn, path.parent), instance, keys)
 
     assert result.success  # checks report, they do not block the load
-    by_table = {(c.asset_key.path[-1], c.check_name): c for c in result.get_asset_check_evaluations()}
-    assert not by_table[("patient_characteristics", "conforms_to_data_dictionary")].passed
-    failing = by_table[("patient_characteristics", "conforms_to_data_dictionary")]
-    assert "| sex: D.5 code list | ODD-SEX | 9 |" in " ".join(failing.metadata["failures"].value.split())
-    assert failing.metadata["rules_failing"].value == {"sex: D.5 code list": 1}
-    assert by_table[("reactions", "conforms_to_data_dictionary")].passed
-    assert by_table[("icsr_master", "rows_match_parser")].passed
+    by_name = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    failing = by_name["conforms_to_data_dictionary"]
+    assert not failing.passed and failing.asset_key.path[-1] == "icsr_master"
+    # The failure names its table, rule, row and value; the other tables' rules pass
+    listed = " ".join(failing.metadata["failures"].value.split())
+    assert "| patient_characteristics | sex: D.5 code list | safetyreportid=ODD-SEX | 9 |" in listed
+    assert failing.metadata["rules_failing"].value == {"patient_characteristics": {"sex: D.5 code list": 1}}
+    assert failing.metadata["rows_failing"].value == 1 and failing.metadata["rows_checked_by_table"].value["reactions"] > 0
+    assert by_name["rows_match_parser"].passed
 
 
 def test_rejected_messages_warn_for_the_files_checked(sqlite_dsn: str, tmp_path: Path, instance: DagsterInstance, write_batch) -> None:  # type: ignore[no-untyped-def]
@@ -312,8 +318,9 @@ def test_the_catalogue_shows_kinds_owners_row_counts_and_numeric_check_metadata(
     assert {c.check_name for c in checks} == {"conforms_to_data_dictionary", "rows_match_parser", "no_rejected_messages"}
     for check in checks:
         assert isinstance(check.metadata["rows_checked"].value, int) and check.metadata["rows_failing"].value == 0, check
-    conformance = next(c for c in checks if c.check_name == "conforms_to_data_dictionary" and c.asset_key.path[-1] == "reactions")
-    assert conformance.metadata["rows_checked"].value == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]
+    conformance = next(c for c in checks if c.check_name == "conforms_to_data_dictionary")
+    assert conformance.metadata["rows_checked_by_table"].value["reactions"] == query(sqlite_dsn, "SELECT COUNT(*) FROM reactions")[0][0]
+    assert conformance.metadata["rows_checked"].value == sum(conformance.metadata["rows_checked_by_table"].value.values())
     # Source files loaded by a run (not only those a sensor reported) show as materialized
     assert instance.get_materialized_partitions(AssetKey("icsr_source_files")) == set(keys)
 
