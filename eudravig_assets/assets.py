@@ -54,6 +54,7 @@ from py_load_eudravigilance.pipeline import COUNTERS, RunSummary
 from py_load_eudravigilance.quality import (
     LISTED_ROWS,
     CheckScope,
+    TableChecks,
     cases_listed,
     check_table,
     has_value_rules,
@@ -354,11 +355,8 @@ def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[As
     check metadata). One query per table answers all of its checks; a check nobody selected costs nothing."""
     matching = _is_selected(selected, LOAD_CHECKED_TABLE, "rows_match_parser")
     conforming = _is_selected(selected, LOAD_CHECKED_TABLE, "conforms_to_data_dictionary")
-    wanted = {
-        name: conforming and name in CONFORMANCE_CHECKED
-        for name in CHECKED_TABLES
-        if (conforming and name in CONFORMANCE_CHECKED) or (matching and name in CASE_TABLE_NAMES)
-    }
+    rules_asked = {name: conforming and name in CONFORMANCE_CHECKED for name in CHECKED_TABLES}
+    wanted = {name: asked for name, asked in rules_asked.items() if asked or (matching and name in CASE_TABLE_NAMES)}
     queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]] = [
         (name, partial(check_table, table=reader.table, name=name, with_rules=rules_too)) for name, rules_too in wanted.items()
     ]
@@ -395,7 +393,7 @@ def _check_results(answers: dict[str, Any], wanted: dict[str, bool], matching: b
     parsed = answers.get("parsed", {})
     integrity: Counter[str] = Counter()
     mismatched: list[dict[str, Any]] = []
-    conformance: dict[str, Any] = {}  # table -> its TableChecks, for the tables whose rules were evaluated
+    conformance: dict[str, TableChecks] = {}  # the tables whose rules were evaluated
     for name, rules_asked in wanted.items():
         counted = matching and name in CASE_TABLE_NAMES
         found = answers[name]
@@ -438,7 +436,7 @@ def _check_results(answers: dict[str, Any], wanted: dict[str, bool], matching: b
     return results
 
 
-def _conformance_result(tables: dict[str, Any]) -> AssetCheckResult:
+def _conformance_result(tables: dict[str, TableChecks]) -> AssetCheckResult:
     """``conforms_to_data_dictionary`` for the load: totals over its tables (plotted), each table's rows checked, and for a
     failure the tables, rules and first rows (as the database returns them) that break the rules."""
     failing = {name: found for name, found in tables.items() if found.rule_failures}

@@ -58,6 +58,7 @@ from py_load_eudravigilance.schema import (
     ROW_COUNTS_TABLE,
     VIEW_DEFINITIONS_TABLE,
     build_metadata,
+    schema_table,
 )
 from py_load_eudravigilance.signals import (
     queue_cases,
@@ -114,8 +115,7 @@ class SQLAlchemyLoader(Loader):
 
     # -- schema -------------------------------------------------------------------------------
     def table(self, name: str) -> Table:
-        key = f"{self.schema}.{name}" if self.schema else name
-        return self.metadata.tables[key]
+        return schema_table(name, self.schema)
 
     def quote(self, name: str) -> str:
         return self.engine.dialect.identifier_preparer.quote(name)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
 from py_load_eudravigilance.mapping.catalog import CASE_KEY
-from py_load_eudravigilance.schema import CASE_TABLE_NAMES, FILE_HISTORY_TABLE, MASTER_TABLE, ROW_COUNTS_TABLE, build_metadata
+from py_load_eudravigilance.schema import CASE_TABLE_NAMES, FILE_HISTORY_TABLE, MASTER_TABLE, ROW_COUNTS_TABLE, schema_table
 
 
 @dataclass
@@ -25,11 +25,8 @@ class TableReader:
     engine: Engine
     schema: str | None = None
 
-    def __post_init__(self) -> None:
-        self.metadata = build_metadata(self.schema)
-
     def table(self, name: str) -> Table:
-        return self.metadata.tables[f"{self.schema}.{name}" if self.schema else name]
+        return schema_table(name, self.schema)
 
     def select_rows(self, name: str, file_names: Sequence[str] | None = None, columns: Sequence[str] | None = None) -> Select:
         table = self.table(name)

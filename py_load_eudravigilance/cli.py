@@ -86,10 +86,9 @@ def database_to_read(settings: Settings, *, initialised: bool = True) -> Loader:
 
 def table_of(settings: Settings, name: str) -> Table:
     """One table of the data dictionary, in the configured schema (without the read-back module, which needs pandas)."""
-    from py_load_eudravigilance.schema import build_metadata
+    from py_load_eudravigilance.schema import schema_table
 
-    schema = settings.database.db_schema
-    return build_metadata(schema).tables[f"{schema}.{name}" if schema else name]
+    return schema_table(name, settings.database.db_schema)
 
 
 def cmd_dictionary(args: argparse.Namespace) -> int:

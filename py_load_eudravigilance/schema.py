@@ -124,6 +124,11 @@ def table_comments() -> dict[str, str]:
     return comments
 
 
+def schema_table(name: str, schema: str | None = None) -> Table:
+    """Table ``name`` of the data dictionary's schema, placed in database schema ``schema``."""
+    return build_metadata(schema).tables[f"{schema}.{name}" if schema else name]
+
+
 @functools.cache
 def build_metadata(schema: str | None = None) -> MetaData:
     """All tables and views of the target database; ``schema`` places them in a database schema. Built once per schema
