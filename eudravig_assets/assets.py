@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
@@ -364,12 +365,17 @@ def _run_checks(reader: TableReader, scope: CheckScope, selected: AbstractSet[As
         queries.append(("parsed", partial(parsed_rows, table=reader.table)))
     if _is_selected(selected, QUARANTINE_TABLE, "no_rejected_messages"):
         queries.append(("rejected", partial(rejected_messages, table=reader.table)))
-    answers = _answered(reader, scope, queries)
+    answers = _answered(reader, scope, queries, on_cases=set(wanted))
     return _check_results(answers, wanted, matching, conforming)
 
 
-def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]]) -> dict[str, Any]:
-    """Each query's answer by its name, the queries dealt out over as many connections as the dialect reads on at once."""
+def _answered(
+    reader: TableReader, scope: CheckScope, queries: list[tuple[str, Callable[[Connection, CheckScope], Any]]], on_cases: AbstractSet[str]
+) -> dict[str, Any]:
+    """Each query's answer by its name, the queries dealt out over as many connections as the dialect reads on at once.
+    The run's cases are listed on a connection only for the queries that read them (``on_cases``: the tables' checks)."""
+    if not queries:
+        return {}  # no check selected (a backfill's file runs): nothing is read
     dialect = dialect_for(reader.engine)
 
     def answer(share: list[tuple[str, Callable[[Connection, CheckScope], Any]]]) -> dict[str, Any]:
@@ -378,7 +384,8 @@ def _answered(reader: TableReader, scope: CheckScope, queries: list[tuple[str, C
                 # A day's run is a few thousand keys in tables that grow for years: looked up through the keys, not
                 # scanned (PostgreSQL hashed a 1.2M-row child table whole for 2,000 cases: 250 ms a table)
                 dialect.run_scoped_reads(conn)
-            with cases_listed(conn, reader.table, scope) as listed:
+            reads_cases = any(name in on_cases for name, _ in share)
+            with cases_listed(conn, reader.table, scope) if reads_cases else nullcontext(scope) as listed:
                 return {name: ask(conn, scope=listed) for name, ask in share}
 
     connections = max(1, min(dialect.reading_connections, len(queries)))

@@ -173,13 +173,15 @@ def cases_listed(conn: Connection, table: TableNamed, scope: CheckScope) -> Iter
         yield scope
         return
     listed = Table(CHECKED_CASES, MetaData(), Column(CASE_KEY, Text, primary_key=True), prefixes=["TEMPORARY"])
+    # Dropped after the queries, not after a failure: a DROP in PostgreSQL's aborted transaction would raise over the
+    # query's own error. The rollback drops it with the transaction where DDL is transactional; a connection that ran
+    # it outside one (SQLite without its BEGIN) still holds it, hence the drop first
+    listed.drop(conn, checkfirst=True)
     listed.create(conn)
-    try:
-        conn.execute(listed.insert().from_select([CASE_KEY], run_cases(table, scope).distinct()))
-        conn.execute(text(f"ANALYZE {CHECKED_CASES}"))  # its size, for the planner: a few cases or millions
-        yield replace(scope, cases=listed)
-    finally:
-        listed.drop(conn)
+    conn.execute(listed.insert().from_select([CASE_KEY], run_cases(table, scope).distinct()))
+    conn.execute(text(f"ANALYZE {CHECKED_CASES}"))  # its size, for the planner: a few cases or millions
+    yield replace(scope, cases=listed)
+    listed.drop(conn)
 
 
 def current_from_run(master: Table, scope: CheckScope) -> ColumnElement[bool]:
@@ -241,8 +243,7 @@ def parsed_rows_query(table: TableNamed, scope: CheckScope) -> Select:
         & (master.c.source_file_sha256 == audit.c.file_sha256)
         & (master.c[MESSAGE_POSITION] == audit.c[MESSAGE_POSITION]),
     )
-    query = select(audit.c.row_counts).select_from(joined)
-    return query if scope.file_hashes is None else query.where(master.c.source_file_sha256.in_(scope.file_hashes))
+    return select(audit.c.row_counts).select_from(joined).where(current_from_run(master, scope))
 
 
 def rejected_messages_query(table: TableNamed, scope: CheckScope, limit: int | None = None) -> Select:

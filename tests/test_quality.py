@@ -144,3 +144,16 @@ def test_a_runs_cases_listed_once_give_every_check_the_same_answer(dsn: str, wri
             with cases_listed(conn, reader.table, scope) as listed:
                 assert listed.cases is not None or scope.file_hashes is None
                 assert {name: check_table(conn, reader.table, name, listed) for name in direct} == direct
+
+
+def test_a_check_query_that_fails_reports_its_own_error_and_leaves_the_connection_usable(dsn: str, write_batch) -> None:  # type: ignore[no-untyped-def]
+    path = write_batch("first.xml", CaseSpec("E-1"))
+    assert run_load(path, dsn).exit_code == 0
+    reader = TableReader(create_engine(dsn, pool_size=1, max_overflow=0))  # the next check gets the same connection
+    scope = scope_of(dsn, "first.xml")
+    with pytest.raises(Exception, match="no_such_column") as raised, reader.engine.begin() as conn:
+        with cases_listed(conn, reader.table, scope):
+            conn.execute(text("SELECT no_such_column FROM icsr_master"))
+    assert "InFailedSqlTransaction" not in type(raised.value.orig).__name__
+    with reader.engine.begin() as conn, cases_listed(conn, reader.table, scope) as listed:
+        assert check_table(conn, reader.table, "icsr_master", listed).rows_checked == 1
